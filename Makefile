@@ -1,0 +1,55 @@
+# nightrec — `make help` lists the targets.
+#
+# One cargo profile (release) serves run, test and bench, so the tree is
+# compiled once; the target dir lives outside the clone so that every clone
+# and CI run on this machine reuses it.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CACHE ?= $(HOME)/.cache/nightrec
+export NIGHTREC_CACHE := $(CACHE)
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+DATE ?= 2026-11-21
+
+# LIBTORCH_USE_PYTORCH=1 links the CUDA libtorch of an installed PyTorch
+# 2.11 instead of the CPU build fetched from PyPI.
+ifeq ($(LIBTORCH_USE_PYTORCH),1)
+LIBTORCH_ENV :=
+else
+LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
+endif
+
+.PHONY: help setup build run test lint fmt sample clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: ## Fetch and verify libtorch and the Python readers (cached, once per machine).
+	@$(LIBTORCH_ENV) echo "libtorch: $${LIBTORCH:-from PyTorch}"
+	@echo "python readers: $$(scripts/setup-python.sh)"
+
+build: ## Build the release binary at bin/nightrec.
+	@$(LIBTORCH_ENV) cargo build --release --locked --bin nightrec
+	@mkdir -p bin && cp -f "$(CARGO_TARGET_DIR)/release/nightrec" bin/nightrec
+	@echo "built bin/nightrec"
+
+run: build ## Run the nightly job on data/sample for $(DATE), outputs in out/.
+	bin/nightrec --config jobs/nightly.toml run --date $(DATE)
+
+test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers).
+	@$(LIBTORCH_ENV) export NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; \
+	  cargo test --release --locked
+
+lint: ## rustfmt check and clippy with warnings as errors.
+	cargo fmt --check
+	@$(LIBTORCH_ENV) cargo clippy --release --locked --all-targets -- -D warnings
+
+fmt: ## Format the code.
+	cargo fmt
+
+sample: build ## Regenerate data/sample deterministically with `nightrec gen`.
+	rm -rf data/sample
+	bin/nightrec gen --out data/sample --users 600 --items 500 --events 40000 --days 30 --seed 42 --end-date $(DATE)
+
+clean: ## Remove bin/ and out/ (the shared cache stays).
+	rm -rf bin out

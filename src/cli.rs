@@ -1,0 +1,147 @@
+//! Command-line arguments (clap). Raw flags are parsed here; `main` turns
+//! them into a validated [`crate::config::Config`] once, early.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{DeviceChoice, RunDate};
+use crate::job::Stage;
+
+/// Nightly batch job for e-commerce recommendations: behaviour logs and the
+/// catalog in, Parquet candidate tables out.
+#[derive(Debug, Parser)]
+#[command(name = "nightrec", version, about, long_about = None)]
+pub struct Cli {
+    /// Job configuration (TOML). Default: jobs/nightly.toml when it exists,
+    /// else the built-in defaults.
+    #[arg(long, global = true, env = "NIGHTREC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Input root: an object_store URL (file://, s3://, gs://, az://) or a path.
+    #[arg(long, global = true, env = "NIGHTREC_INPUT")]
+    pub input: Option<String>,
+    /// Output root: an object_store URL or a path.
+    #[arg(long, global = true, env = "NIGHTREC_OUTPUT")]
+    pub output: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "NIGHTREC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line, for schedulers.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the nightly job for a date (exit 0 ok, 2 usage/config, 3 data quality, 1 other).
+    Run(RunArgs),
+    /// Run read-only SQL over the raw, work and published tables of a date.
+    Sql(SqlArgs),
+    /// List the tables `nightrec sql` sees, with their schemas.
+    Tables(TablesArgs),
+    /// Generate a deterministic synthetic dataset in the input format.
+    Gen(GenArgs),
+    /// Re-run the offline evaluation of a date and print it.
+    Eval(EvalArgs),
+}
+
+/// `nightrec run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The last day of behaviour to read (candidates are for the next day).
+    #[arg(long)]
+    pub date: RunDate,
+    /// Days of behaviour read, up to and including --date.
+    #[arg(long)]
+    pub lookback_days: Option<u32>,
+    /// Run only these stages (repeatable); their inputs must exist.
+    #[arg(long = "stage", value_enum)]
+    pub stages: Vec<Stage>,
+    /// Rerun stages even when their inputs and config are unchanged.
+    #[arg(long)]
+    pub force: bool,
+    /// Where tensors live.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceChoice>,
+    /// Consumables: purchased items may be recommended again.
+    #[arg(long)]
+    pub repeat_purchases: bool,
+    /// Compute candidates for shard I of N users only (not available yet).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Train from scratch instead of warm-starting (every run trains from
+    /// scratch for now, so this changes nothing yet).
+    #[arg(long)]
+    pub full_retrain: bool,
+}
+
+/// `nightrec sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Date whose tables to query (default: the latest published date).
+    #[arg(long)]
+    pub date: Option<RunDate>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = crate::sqlcmd::Format::Table)]
+    pub format: crate::sqlcmd::Format,
+    /// Write results to this file instead of stdout.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Allow statements that write or change anything (DDL, DML, COPY).
+    #[arg(long)]
+    pub allow_writes: bool,
+    /// The SQL statement.
+    pub sql: String,
+}
+
+/// `nightrec tables`.
+#[derive(Debug, Args)]
+pub struct TablesArgs {
+    /// Date whose tables to list (default: the latest published date).
+    #[arg(long)]
+    pub date: Option<RunDate>,
+}
+
+/// `nightrec gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Where to write (`events/`, `items/`, `users/` are created under it).
+    #[arg(long)]
+    pub out: String,
+    /// Users.
+    #[arg(long, default_value_t = 600)]
+    pub users: usize,
+    /// Catalog items.
+    #[arg(long, default_value_t = 500)]
+    pub items: usize,
+    /// Approximate event rows.
+    #[arg(long, default_value_t = 40_000)]
+    pub events: usize,
+    /// Days of behaviour.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Last day with events.
+    #[arg(long, default_value = "2026-11-21")]
+    pub end_date: RunDate,
+}
+
+/// `nightrec eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The date to evaluate (its model must have been trained).
+    #[arg(long)]
+    pub date: RunDate,
+}

@@ -1,0 +1,407 @@
+//! Typed job configuration.
+//!
+//! Precedence: command-line flags > `NIGHTREC_<SECTION>__<KEY>` environment
+//! variables > the TOML file (`jobs/nightly.toml`) > built-in defaults.
+//! Unknown keys are rejected so that a typo never silently falls back to a
+//! default. Credentials are never part of the configuration: object stores
+//! read them from the environment or the cloud's own providers.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono::{Duration, NaiveDate};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The configuration bundled into the binary, identical to `jobs/nightly.toml`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../jobs/nightly.toml");
+
+/// A run date: the last day of behaviour the job reads; candidates are for
+/// the following day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunDate(NaiveDate);
+
+impl RunDate {
+    /// The calendar date.
+    pub fn date(self) -> NaiveDate {
+        self.0
+    }
+    /// Start of the day (UTC) in milliseconds since the epoch.
+    pub fn start_millis(self) -> i64 {
+        self.0.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis()).unwrap_or(0)
+    }
+    /// The date `days` earlier.
+    pub fn minus_days(self, days: u32) -> RunDate {
+        RunDate(self.0 - Duration::days(i64::from(days)))
+    }
+    /// The date `days` later.
+    pub fn plus_days(self, days: u32) -> RunDate {
+        RunDate(self.0 + Duration::days(i64::from(days)))
+    }
+    /// Hive partition folder name, `dt=YYYY-MM-DD`.
+    pub fn partition(self) -> String {
+        format!("dt={self}")
+    }
+}
+
+impl fmt::Display for RunDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
+impl FromStr for RunDate {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+            .map(RunDate)
+            .map_err(|e| Error::Config(format!("invalid date {s:?} (want YYYY-MM-DD): {e}")))
+    }
+}
+
+impl TryFrom<String> for RunDate {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<RunDate> for String {
+    fn from(d: RunDate) -> String {
+        d.to_string()
+    }
+}
+
+/// Where tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when available, else CPU.
+    #[default]
+    Auto,
+    /// Always CPU.
+    Cpu,
+    /// CUDA; fail if none is available.
+    Cuda,
+}
+
+/// Behaviour event types of the input contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// A product page view.
+    View,
+    /// A click on a product tile.
+    Click,
+    /// Added to the cart.
+    AddToCart,
+    /// Bought.
+    Purchase,
+    /// A search (no item).
+    Search,
+    /// A star rating.
+    Rating,
+    /// A written review.
+    Review,
+}
+
+impl EventType {
+    /// The event type as it appears in the data.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::View => "view",
+            EventType::Click => "click",
+            EventType::AddToCart => "add_to_cart",
+            EventType::Purchase => "purchase",
+            EventType::Search => "search",
+            EventType::Rating => "rating",
+            EventType::Review => "review",
+        }
+    }
+}
+
+/// Storage roots: any object_store URL or a local path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Input root holding `events/`, `items/` and optionally `users/`.
+    pub input: String,
+    /// Output root for published tables, work files and run manifests.
+    pub output: String,
+}
+
+/// Whole-run settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Days of behaviour before and including the run date that are read.
+    pub lookback_days: u32,
+    /// Seed for every random choice (shuffles, initialisation, dropout).
+    pub seed: u64,
+    /// Device for training and candidate generation.
+    pub device: DeviceChoice,
+    /// Threads for libtorch and rayon on CPU (0 = all cores).
+    pub threads: usize,
+}
+
+/// Cleaning rules and the data-quality gate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanConfig {
+    /// Above this fraction of quarantined event rows the run fails (exit 3).
+    pub max_bad_row_fraction: f64,
+    /// A gap longer than this starts a new session when `session_id` is absent.
+    pub session_gap_minutes: u32,
+    /// A user with more events than this in one minute is treated as a bot.
+    pub bot_max_events_per_minute: u32,
+    /// A user with more events than this in one day is treated as a bot.
+    pub bot_max_events_per_day: u32,
+}
+
+/// Training-set construction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainsetConfig {
+    /// Most recent items kept per user sequence.
+    pub max_sequence_length: usize,
+    /// Days of history that count towards `popular_items`.
+    pub popularity_days: u32,
+}
+
+/// Item text embedding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    /// Dimension of the item text embedding.
+    pub dim: usize,
+}
+
+/// The sequence model and its training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Embedding and hidden dimension.
+    pub dim: i64,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Attention heads (must divide `dim`).
+    pub heads: i64,
+    /// Dropout probability during training.
+    pub dropout: f64,
+    /// Most training epochs.
+    pub epochs: usize,
+    /// Stop when validation NDCG@10 has not improved for this many epochs.
+    pub patience: usize,
+    /// Sequences per training batch.
+    pub batch_size: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Gradient norm clip.
+    pub grad_clip: f64,
+    /// Memory for one batch's logits over the catalog, in MiB; the batch is
+    /// made smaller when the catalog is large.
+    pub memory_budget_mb: usize,
+}
+
+/// Candidate generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidatesConfig {
+    /// Candidates per user.
+    pub k: usize,
+    /// Items a user interacted with in these ways are never recommended again.
+    pub exclude_event_types: Vec<EventType>,
+    /// Memory for one block of the users × items score matrix, in MiB.
+    pub memory_budget_mb: usize,
+    /// History items considered when choosing `reason_item_id`.
+    pub reason_history: usize,
+}
+
+/// Query-engine resources.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// DataFusion memory pool in MiB; operators spill to disk beyond it.
+    pub sql_memory_mb: usize,
+    /// Local folder for spill files (empty = system temp folder).
+    pub spill_dir: String,
+    /// Rows per Parquet file before a new part file is started.
+    pub max_rows_per_file: usize,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Storage roots.
+    pub storage: StorageConfig,
+    /// Whole-run settings.
+    pub run: RunConfig,
+    /// Cleaning rules.
+    pub clean: CleanConfig,
+    /// Training-set construction.
+    pub trainset: TrainsetConfig,
+    /// Item text embedding.
+    pub text: TextConfig,
+    /// Sequence model.
+    pub model: ModelConfig,
+    /// Candidate generation.
+    pub candidates: CandidatesConfig,
+    /// Query-engine resources.
+    pub runtime: RuntimeConfig,
+}
+
+impl Config {
+    /// Load a TOML file (or the bundled default when `path` is None), then
+    /// apply `NIGHTREC_<SECTION>__<KEY>` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| Error::Config(format!("cannot read config {}: {e}", p.display())))?,
+            None => DEFAULT_CONFIG_TOML.to_string(),
+        };
+        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_toml_with_env(&text, &origin, &env)
+    }
+
+    /// Parse TOML text and apply environment-style overrides.
+    pub fn from_toml_with_env(text: &str, origin: &str, env: &[(String, String)]) -> Result<Config> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        for (key, raw) in env {
+            let Some(rest) = key.strip_prefix("NIGHTREC_") else { continue };
+            let Some((section, field)) = rest.split_once("__") else { continue };
+            let (section, field) = (section.to_lowercase(), field.to_lowercase());
+            let parsed = parse_env_value(raw);
+            let table = value
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match table {
+                toml::Value::Table(t) => {
+                    t.insert(field, parsed);
+                }
+                _ => return Err(Error::Config(format!("{key}: [{section}] is not a table"))),
+            }
+        }
+        let cfg: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config(format!("{origin}: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reject values that are well-typed but unusable.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.candidates.k == 0 {
+            return bad("candidates.k must be at least 1".into());
+        }
+        if self.model.dim <= 0 || self.model.heads <= 0 || self.model.dim % self.model.heads != 0 {
+            return bad(format!(
+                "model.dim ({}) must be a positive multiple of model.heads ({})",
+                self.model.dim, self.model.heads
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.clean.max_bad_row_fraction) {
+            return bad("clean.max_bad_row_fraction must be within 0..=1".into());
+        }
+        if !(0.0..1.0).contains(&self.model.dropout) {
+            return bad("model.dropout must be within 0..1".into());
+        }
+        if self.trainset.max_sequence_length < 2 {
+            return bad("trainset.max_sequence_length must be at least 2".into());
+        }
+        if self.run.lookback_days == 0 {
+            return bad("run.lookback_days must be at least 1".into());
+        }
+        if self.model.batch_size == 0 || self.model.epochs == 0 {
+            return bad("model.batch_size and model.epochs must be at least 1".into());
+        }
+        if self.text.dim == 0 {
+            return bad("text.dim must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// A stable hash of some config sections, used for lineage and to decide
+    /// whether a stage must run again.
+    pub fn hash_of(&self, sections: &[&str]) -> String {
+        let all = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let mut h = Sha256::new();
+        for s in sections {
+            h.update(s.as_bytes());
+            h.update(all.get(*s).map(|v| v.to_string()).unwrap_or_default().as_bytes());
+        }
+        hex(&h.finalize())[..16].to_string()
+    }
+
+    /// Hash of the whole configuration.
+    pub fn hash(&self) -> String {
+        self.hash_of(&["storage", "run", "clean", "trainset", "text", "model", "candidates", "runtime"])
+    }
+}
+
+/// An environment value is TOML when it parses as TOML, else a plain string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_default_parses() {
+        let cfg = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "default", &[]).map(|c| c.candidates.k);
+        assert_eq!(cfg.ok(), Some(100));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let text = format!("{DEFAULT_CONFIG_TOML}\n[extra]\nx = 1\n");
+        let err = Config::from_toml_with_env(&text, "t", &[]).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("extra")));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let env = vec![
+            ("NIGHTREC_CANDIDATES__K".to_string(), "7".to_string()),
+            ("NIGHTREC_STORAGE__OUTPUT".to_string(), "s3://b/out".to_string()),
+        ];
+        let cfg = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "t", &env).ok();
+        assert_eq!(cfg.as_ref().map(|c| c.candidates.k), Some(7));
+        assert_eq!(cfg.map(|c| c.storage.output), Some("s3://b/out".to_string()));
+    }
+
+    #[test]
+    fn wrongly_typed_env_override_is_a_config_error() {
+        let env = vec![("NIGHTREC_CANDIDATES__K".to_string(), "many".to_string())];
+        let err = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "t", &env).err();
+        assert!(matches!(err, Some(Error::Config(_))));
+    }
+
+    #[test]
+    fn run_date_parses_and_formats() {
+        let d: RunDate = "2026-11-21".parse().unwrap();
+        assert_eq!(d.to_string(), "2026-11-21");
+        assert_eq!(d.minus_days(21).to_string(), "2026-10-31");
+        assert!("2026-13-01".parse::<RunDate>().is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The DataFusion session every stage uses: a bounded memory pool, spill
+//! files in a local folder, and the job's object stores registered.
+//!
+//! At the memory limit, operators that can spill (sorts, hash aggregates,
+//! sort-merge joins) write sorted runs to `runtime.spill_dir` and merge them
+//! back; an operator that cannot spill fails the stage with a
+//! "Resources exhausted" error, which exits 1 so the scheduler may retry
+//! with a larger `runtime.sql_memory_mb`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::config::Config;
+use crate::error::{DfContext, Error, Result};
+use crate::storage::Root;
+
+/// Threads to use: the configured count, or every core.
+pub fn threads(cfg: &Config) -> usize {
+    if cfg.run.threads > 0 {
+        cfg.run.threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
+
+/// The local spill folder.
+pub fn spill_dir(cfg: &Config) -> PathBuf {
+    if cfg.runtime.spill_dir.is_empty() {
+        std::env::temp_dir().join("nightrec-spill")
+    } else {
+        PathBuf::from(&cfg.runtime.spill_dir)
+    }
+}
+
+/// A session with the memory pool, spill folder and stores of this job.
+pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
+    let spill = spill_dir(cfg);
+    std::fs::create_dir_all(&spill).map_err(|e| Error::io(spill.display(), e))?;
+    let pool_bytes = cfg.runtime.sql_memory_mb.saturating_mul(1024 * 1024);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(pool_bytes)))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])),
+        )
+        .build_arc()
+        .ctx("creating the query engine runtime")?;
+    let mut config = SessionConfig::new()
+        .with_target_partitions(threads(cfg))
+        .with_information_schema(true);
+    // Each input file is scanned as one partition, in order, so that row
+    // positions reported in `quarantine` are the rows' places in the file.
+    config.options_mut().optimizer.repartition_file_scans = false;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for r in roots {
+        ctx.register_object_store(&r.base_url, r.store.clone());
+    }
+    Ok(ctx)
+}

@@ -1,0 +1,282 @@
+//! One nightly run: its configuration, storage roots, date, and the
+//! bookkeeping that makes stages resumable.
+//!
+//! Work files live under `<output>/_work/dt=YYYY-MM-DD/<table>/`. When a
+//! stage finishes it writes `_work/dt=…/_stages/<stage>.json` with a
+//! fingerprint of everything it depends on (its config sections, the input
+//! snapshot, the fingerprints of the stages before it). A rerun skips a
+//! stage whose recorded fingerprint matches, unless `--force`.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, RunDate, hex};
+use crate::error::{DfContext, Error, Result};
+use crate::parquet_io::{Lineage, WrittenTable, write_stream};
+use crate::storage::Root;
+
+/// The stages of a nightly run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Raw inputs → clean_events, items, users, quarantine, data_quality.
+    Clean,
+    /// Clean tables → sequences, interactions, popularity, item text.
+    Trainset,
+    /// Item text → item_text_embeddings.
+    Text,
+    /// Sequences → model checkpoint.
+    Train,
+    /// Checkpoint → user_embeddings, item_embeddings.
+    Embed,
+    /// Embeddings → user_candidates.
+    Candidates,
+    /// Checkpoint + held-out items → evaluation.
+    Evaluate,
+    /// Work tables → published partitions, manifest, _SUCCESS.
+    Publish,
+}
+
+impl Stage {
+    /// Every stage in run order.
+    pub const ALL: [Stage; 8] = [
+        Stage::Clean,
+        Stage::Trainset,
+        Stage::Text,
+        Stage::Train,
+        Stage::Embed,
+        Stage::Candidates,
+        Stage::Evaluate,
+        Stage::Publish,
+    ];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Clean => "clean",
+            Stage::Trainset => "trainset",
+            Stage::Text => "text",
+            Stage::Train => "train",
+            Stage::Embed => "embed",
+            Stage::Candidates => "candidates",
+            Stage::Evaluate => "evaluate",
+            Stage::Publish => "publish",
+        }
+    }
+
+    /// Stages whose outputs this one reads.
+    pub fn upstream(self) -> &'static [Stage] {
+        match self {
+            Stage::Clean => &[],
+            Stage::Trainset => &[Stage::Clean],
+            Stage::Text => &[Stage::Trainset],
+            Stage::Train => &[Stage::Trainset, Stage::Text],
+            Stage::Embed => &[Stage::Train],
+            Stage::Candidates => &[Stage::Embed],
+            Stage::Evaluate => &[Stage::Train],
+            Stage::Publish => &[Stage::Clean, Stage::Candidates, Stage::Evaluate],
+        }
+    }
+
+    /// Config sections whose change invalidates this stage's outputs.
+    pub fn config_sections(self) -> &'static [&'static str] {
+        match self {
+            Stage::Clean => &["clean", "run"],
+            Stage::Trainset => &["trainset"],
+            Stage::Text => &["text"],
+            Stage::Train => &["model"],
+            Stage::Embed => &[],
+            Stage::Candidates => &["candidates"],
+            Stage::Evaluate => &[],
+            Stage::Publish => &[],
+        }
+    }
+}
+
+/// What a finished stage leaves behind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageMarker {
+    /// The stage.
+    pub stage: Stage,
+    /// Fingerprint of its inputs and config.
+    pub fingerprint: String,
+    /// The run that produced it.
+    pub run_id: String,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Tables written.
+    pub tables: Vec<WrittenTable>,
+    /// Free-form facts for the run summary (metric values, sizes).
+    pub facts: Vec<(String, String)>,
+}
+
+/// How one stage went in this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    /// The stage.
+    pub stage: Stage,
+    /// False when skipped because nothing changed.
+    pub ran: bool,
+    /// Wall time in seconds (of the run that produced the outputs).
+    pub seconds: f64,
+    /// Tables and their row counts.
+    pub tables: Vec<(String, u64)>,
+    /// Facts for the summary.
+    pub facts: Vec<(String, String)>,
+}
+
+/// Everything a stage needs to run.
+pub struct Job {
+    /// Configuration after all overrides.
+    pub cfg: Config,
+    /// The run date.
+    pub date: RunDate,
+    /// Input root.
+    pub input: Root,
+    /// Output root.
+    pub output: Root,
+    /// Unique id of this run.
+    pub run_id: String,
+    /// Rerun stages even when nothing changed.
+    pub force: bool,
+    /// Lineage written into every file.
+    pub lineage: Lineage,
+}
+
+impl Job {
+    /// Prepare a run.
+    pub fn new(cfg: Config, date: RunDate, force: bool) -> Result<Job> {
+        let input = Root::open(&cfg.storage.input)?;
+        let output = Root::open(&cfg.storage.output)?;
+        let now = chrono::Utc::now();
+        let run_id = format!("{}-{}", now.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id());
+        let lineage = Lineage {
+            run_id: run_id.clone(),
+            config_hash: cfg.hash(),
+            input_snapshot: String::new(),
+            model_version: String::new(),
+            date: date.to_string(),
+        };
+        Ok(Job { cfg, date, input, output, run_id, force, lineage })
+    }
+
+    /// Folder of a work table, relative to the output root.
+    pub fn work(&self, table: &str) -> String {
+        format!("_work/{}/{}", self.date.partition(), table)
+    }
+
+    fn marker_path(&self, stage: Stage) -> object_store::path::Path {
+        self.output.path(&self.work(&format!("_stages/{}.json", stage.name())))
+    }
+
+    /// The marker a stage left for this date, if any.
+    pub async fn marker(&self, stage: Stage) -> Result<Option<StageMarker>> {
+        let Some(bytes) = self.output.get_opt(&self.marker_path(stage)).await? else { return Ok(None) };
+        // A marker we cannot read is treated as absent: the stage reruns.
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// Remove a stage's marker (before it runs, so a crash leaves none).
+    pub async fn clear_marker(&self, stage: Stage) -> Result<()> {
+        self.output.delete(&self.marker_path(stage)).await
+    }
+
+    /// Record a finished stage.
+    pub async fn write_marker(&self, marker: &StageMarker) -> Result<()> {
+        let json = serde_json::to_vec_pretty(marker)
+            .map_err(|e| Error::Internal(format!("serialising stage marker: {e}")))?;
+        self.output.put(&self.marker_path(marker.stage), Bytes::from(json)).await
+    }
+
+    /// The fingerprint a stage would have now.
+    pub async fn fingerprint(&self, stage: Stage, extra: &str) -> Result<String> {
+        let mut h = Sha256::new();
+        h.update(stage.name());
+        h.update(self.cfg.hash_of(stage.config_sections()));
+        h.update(extra);
+        for up in stage.upstream() {
+            let m = self.marker(*up).await?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "stage {} needs stage {} for {}; run it first (or run all stages)",
+                    stage.name(),
+                    up.name(),
+                    self.date
+                ))
+            })?;
+            h.update(m.fingerprint);
+        }
+        Ok(hex(&h.finalize())[..16].to_string())
+    }
+
+    /// A query session with this job's stores.
+    pub fn session(&self) -> Result<SessionContext> {
+        crate::engine::session(&self.cfg, &[&self.input, &self.output])
+    }
+
+    /// Register work tables of this date under their names.
+    pub async fn register_work(&self, ctx: &SessionContext, tables: &[&str]) -> Result<()> {
+        for t in tables {
+            let url = self.output.folder_url(&self.work(t));
+            ctx.register_parquet(*t, &url, ParquetReadOptions::default())
+                .await
+                .ctx(format!("registering work table {t} at {url}"))?;
+        }
+        Ok(())
+    }
+
+    /// Run a DataFrame and write it as a work table.
+    pub async fn write_work(&self, df: DataFrame, table: &str) -> Result<WrittenTable> {
+        let stream = df.execute_stream().await.ctx(format!("running the query for {table}"))?;
+        write_stream(&self.output, &self.work(table), table, stream, &self.lineage, self.cfg.runtime.max_rows_per_file).await
+    }
+
+    /// Run one SQL file and write its result as a work table.
+    pub async fn sql_to_work(
+        &self,
+        ctx: &SessionContext,
+        stage: &str,
+        table: &str,
+        params: Vec<(&str, datafusion::common::ScalarValue)>,
+    ) -> Result<WrittenTable> {
+        let df = crate::sql::file(stage, table)?.plan(ctx, params).await?;
+        let t = self.write_work(df, table).await?;
+        tracing::info!(stage, table, rows = t.rows(), "wrote work table");
+        Ok(t)
+    }
+
+    /// Read a whole work table into memory.
+    pub async fn read_work(&self, ctx: &SessionContext, table: &str, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        self.register_work(ctx, &[table]).await?;
+        ctx.sql(sql).await.ctx(format!("reading {table}"))?.collect().await.ctx(format!("reading {table}"))
+    }
+}
+
+/// Time a stage body and build its marker.
+pub struct StageTimer {
+    stage: Stage,
+    start: Instant,
+}
+
+impl StageTimer {
+    /// Start timing.
+    pub fn start(stage: Stage) -> StageTimer {
+        StageTimer { stage, start: Instant::now() }
+    }
+
+    /// Finish with the tables written and summary facts.
+    pub fn finish(self, job: &Job, fingerprint: String, tables: Vec<WrittenTable>, facts: Vec<(String, String)>) -> StageMarker {
+        StageMarker {
+            stage: self.stage,
+            fingerprint,
+            run_id: job.run_id.clone(),
+            seconds: self.start.elapsed().as_secs_f64(),
+            tables,
+            facts,
+        }
+    }
+}

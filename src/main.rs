@@ -1,0 +1,140 @@
+//! The `nightrec` binary: parse the command line, set up logging, run, and
+//! map errors to the exit codes of the operational contract.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use nightrec::cli::{Cli, Command, LogFormat};
+use nightrec::config::{Config, EventType};
+use nightrec::error::{Error, ExitCode, Result};
+use nightrec::pipeline::{self, RunOptions, RunSummary};
+use nightrec::{gen, sqlcmd, storage};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NIGHTREC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let default = PathBuf::from("jobs/nightly.toml");
+    let path: Option<&Path> = match &cli.config {
+        Some(p) => Some(p.as_path()),
+        None if default.exists() => Some(default.as_path()),
+        None => None,
+    };
+    let mut cfg = Config::load(path)?;
+    if let Some(i) = &cli.input {
+        cfg.storage.input = i.clone();
+    }
+    if let Some(o) = &cli.output {
+        cfg.storage.output = o.clone();
+    }
+    Ok(cfg)
+}
+
+fn print_summary(s: &RunSummary) {
+    println!("nightrec run {} for {} on {}", s.run_id, s.date, s.device);
+    println!("{:<12} {:>8} {:>9}  tables (rows) / facts", "stage", "status", "seconds");
+    for st in &s.stages {
+        let status = if st.ran { "ran" } else { "skipped" };
+        let tables: Vec<String> = st.tables.iter().map(|(n, r)| format!("{n} ({r})")).collect();
+        println!("{:<12} {:>8} {:>9.2}  {}", format!("{:?}", st.stage).to_lowercase(), status, st.seconds, tables.join(", "));
+        for (k, v) in &st.facts {
+            println!("{:<32} {k}: {v}", "");
+        }
+    }
+    println!("outputs: {}", s.output);
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut cfg = load_config(&cli)?;
+    match cli.command {
+        Command::Run(a) => {
+            if let Some(shard) = a.shard {
+                return Err(Error::Usage(format!("--shard {shard}: sharded candidate generation is not available yet")));
+            }
+            if let Some(n) = a.lookback_days {
+                cfg.run.lookback_days = n;
+            }
+            if a.repeat_purchases {
+                cfg.candidates.exclude_event_types.retain(|e| *e != EventType::Purchase);
+            }
+            cfg.validate()?;
+            let summary = pipeline::run(cfg, RunOptions { date: a.date, stages: a.stages, force: a.force, device: a.device }).await?;
+            print_summary(&summary);
+        }
+        Command::Sql(a) => {
+            let (ctx, _tables, _date) = sqlcmd::session(cfg, a.date).await?;
+            let batches = sqlcmd::query(&ctx, &a.sql, a.allow_writes).await?;
+            match &a.save {
+                Some(path) => sqlcmd::save(path, &batches, a.format)?,
+                None => sqlcmd::write(&mut std::io::stdout().lock(), &batches, a.format)?,
+            }
+        }
+        Command::Tables(a) => {
+            let (ctx, tables, date) = sqlcmd::session(cfg, a.date).await?;
+            let mut out = std::io::stdout().lock();
+            let io = |e: std::io::Error| Error::io("stdout", e);
+            writeln!(out, "tables for {date}:").map_err(io)?;
+            for t in tables {
+                writeln!(out, "\n{} ({}) {}", t.name, t.kind, t.location).map_err(io)?;
+                let provider = ctx.table_provider(t.name.as_str()).await.map_err(|e| Error::datafusion(&t.name, e))?;
+                for f in provider.schema().fields() {
+                    writeln!(out, "  {:<24} {}", f.name(), f.data_type()).map_err(io)?;
+                }
+            }
+        }
+        Command::Gen(a) => {
+            let out = storage::Root::open(&a.out)?;
+            let opts = gen::GenOptions { users: a.users, items: a.items, events: a.events, days: a.days, seed: a.seed, end_date: a.end_date };
+            let written = gen::generate(&out, &opts).await?;
+            let rows: usize = written.iter().map(|w| w.1).sum();
+            println!("wrote {} files ({rows} rows) under {}", written.len(), out.folder_url(""));
+        }
+        Command::Eval(a) => {
+            let summary = pipeline::run(
+                cfg.clone(),
+                RunOptions { date: a.date, stages: vec![nightrec::job::Stage::Evaluate], force: true, device: None },
+            )
+            .await?;
+            let (ctx, _, _) = sqlcmd::session(cfg, Some(a.date)).await?;
+            let batches = sqlcmd::query(&ctx, "SELECT model, segment, metric, k, value, users FROM evaluation ORDER BY metric, model", false).await?;
+            sqlcmd::write(&mut std::io::stdout().lock(), &batches, sqlcmd::Format::Table)?;
+            let _ = summary;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(ExitCode::Retry as u8);
+        }
+    };
+    // libtorch reports shape and device bugs by panicking inside tch: treat
+    // them as internal errors (exit 1), like any other bug.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run(cli))));
+    match outcome {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(e.exit_code() as u8)
+        }
+        Err(_) => {
+            eprintln!("error: internal error (a bug in nightrec): a panic ended the run; see the message above");
+            std::process::ExitCode::from(ExitCode::Retry as u8)
+        }
+    }
+}

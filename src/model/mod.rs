@@ -1,0 +1,6 @@
+//! Pure tch modules: construction from an `nn::Path` and a config, and
+//! forward passes. No IO, no device choice, no data loading here.
+
+pub mod seqrec;
+
+pub use seqrec::{SeqRec, SeqRecConfig};

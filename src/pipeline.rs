@@ -1,0 +1,108 @@
+//! Running the stages of one date in order, skipping those whose inputs and
+//! config are unchanged, and summarising the run.
+
+use crate::clean;
+use crate::config::{Config, DeviceChoice, RunDate};
+use crate::error::Result;
+use crate::job::{Job, Stage, StageReport, StageTimer};
+
+/// What `nightrec run` asks for.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run date.
+    pub date: RunDate,
+    /// Stages to run (empty: all).
+    pub stages: Vec<Stage>,
+    /// Rerun stages even when nothing changed.
+    pub force: bool,
+    /// Device override.
+    pub device: Option<DeviceChoice>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// The run date.
+    pub date: String,
+    /// The run id.
+    pub run_id: String,
+    /// Where outputs went.
+    pub output: String,
+    /// Device used for tensors.
+    pub device: String,
+    /// Per stage.
+    pub stages: Vec<StageReport>,
+}
+
+/// Run a nightly job.
+pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
+    let device_choice = opts.device.unwrap_or(cfg.run.device);
+    let mut job = Job::new(cfg, opts.date, opts.force)?;
+    let device = crate::device::choose(device_choice)?;
+    let inputs = clean::list_inputs(&job).await?;
+    job.lineage.input_snapshot = inputs.snapshot.clone();
+    if let Some(m) = job.marker(Stage::Train).await? {
+        job.lineage.model_version = m.facts.iter().find(|f| f.0 == "model version").map(|f| f.1.clone()).unwrap_or_default();
+    }
+    let selected: Vec<Stage> = if opts.stages.is_empty() { Stage::ALL.to_vec() } else { opts.stages.clone() };
+    let mut reports = Vec::new();
+    tracing::info!(date = %job.date, run_id = %job.run_id, device = ?device, output = %job.output.folder_url(""), "run starts");
+    for stage in Stage::ALL.into_iter().filter(|s| selected.contains(s)) {
+        let extra = if stage == Stage::Clean { inputs.snapshot.clone() } else { String::new() };
+        let fingerprint = job.fingerprint(stage, &extra).await?;
+        let published = stage != Stage::Publish
+            || job.output.exists(&job.output.path(&crate::publish::success_path(&job.date.to_string()))).await?;
+        if !job.force && published {
+            if let Some(m) = job.marker(stage).await? {
+                if m.fingerprint == fingerprint {
+                    tracing::info!(stage = stage.name(), "unchanged since run {}; skipped (use --force to rerun)", m.run_id);
+                    reports.push(StageReport {
+                        stage,
+                        ran: false,
+                        seconds: m.seconds,
+                        tables: m.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
+                        facts: m.facts,
+                    });
+                    continue;
+                }
+            }
+        }
+        job.clear_marker(stage).await?;
+        tracing::info!(stage = stage.name(), "stage starts");
+        let timer = StageTimer::start(stage);
+        let (tables, facts) = match stage {
+            Stage::Clean => clean::run(&job, &inputs).await?,
+            Stage::Trainset => crate::trainset::run(&job).await?,
+            Stage::Text => crate::text::run(&job).await?,
+            Stage::Train => {
+                let (meta, facts) = crate::train::run(&job, device).await?;
+                job.lineage.model_version = meta.version;
+                (Vec::new(), facts)
+            }
+            Stage::Embed => crate::embed::run(&job, device).await?,
+            Stage::Candidates => crate::candidates::run(&job, device).await?,
+            Stage::Evaluate => crate::evaluate::run(&job, device).await?,
+            Stage::Publish => {
+                let (_manifest, facts) = crate::publish::run(&job).await?;
+                (Vec::new(), facts)
+            }
+        };
+        let marker = timer.finish(&job, fingerprint, tables, facts);
+        job.write_marker(&marker).await?;
+        tracing::info!(stage = stage.name(), seconds = marker.seconds, "stage done");
+        reports.push(StageReport {
+            stage,
+            ran: true,
+            seconds: marker.seconds,
+            tables: marker.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
+            facts: marker.facts,
+        });
+    }
+    Ok(RunSummary {
+        date: job.date.to_string(),
+        run_id: job.run_id.clone(),
+        output: job.output.folder_url(""),
+        device: format!("{device:?}"),
+        stages: reports,
+    })
+}

@@ -1,0 +1,74 @@
+//! The SQL files under `sql/<stage>/<table>.sql`, embedded in the binary so
+//! that a deployed job runs exactly the statements it was tested with.
+//! Parameters are bound as `$name` placeholders, never formatted into text.
+
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+
+use crate::error::{DfContext, Result};
+
+/// One SQL statement producing one table.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlFile {
+    /// The stage folder under `sql/`.
+    pub stage: &'static str,
+    /// The table the statement produces (the file's stem).
+    pub table: &'static str,
+    /// The statement.
+    pub text: &'static str,
+}
+
+macro_rules! sql_file {
+    ($stage:literal, $table:literal) => {
+        SqlFile {
+            stage: $stage,
+            table: $table,
+            text: include_str!(concat!("../sql/", $stage, "/", $table, ".sql")),
+        }
+    };
+}
+
+/// Every statement, in the order the stages run them.
+pub const ALL: &[SqlFile] = &[
+    sql_file!("clean", "items_checked"),
+    sql_file!("clean", "items"),
+    sql_file!("clean", "events_checked"),
+    sql_file!("clean", "users_checked"),
+    sql_file!("clean", "users"),
+    sql_file!("clean", "clean_events"),
+    sql_file!("clean", "quarantine"),
+    sql_file!("clean", "file_counts"),
+    sql_file!("trainset", "item_index"),
+    sql_file!("trainset", "sequences"),
+    sql_file!("trainset", "interactions"),
+    sql_file!("trainset", "item_popularity"),
+    sql_file!("trainset", "item_text"),
+    sql_file!("publish", "candidate_checks"),
+];
+
+/// Look up a statement by stage and table.
+pub fn file(stage: &str, table: &str) -> Result<SqlFile> {
+    ALL.iter()
+        .find(|f| f.stage == stage && f.table == table)
+        .copied()
+        .ok_or_else(|| crate::Error::Internal(format!("no SQL file sql/{stage}/{table}.sql")))
+}
+
+impl SqlFile {
+    /// Plan the statement with its parameters bound.
+    pub async fn plan(&self, ctx: &SessionContext, params: Vec<(&str, ScalarValue)>) -> Result<DataFrame> {
+        let what = format!("sql/{}/{}.sql", self.stage, self.table);
+        let df = ctx.sql(self.text).await.ctx(format!("planning {what}"))?;
+        if params.is_empty() {
+            Ok(df)
+        } else {
+            df.with_param_values(params).ctx(format!("binding parameters of {what}"))
+        }
+    }
+}
+
+/// A timestamp parameter (UTC, nanoseconds, no time zone) from epoch millis.
+pub fn ts_param(millis: i64) -> ScalarValue {
+    ScalarValue::TimestampNanosecond(Some(millis.saturating_mul(1_000_000)), None)
+}

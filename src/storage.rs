@@ -1,0 +1,247 @@
+//! Object storage: one [`Root`] per configured URL (`file://`, `s3://`,
+//! `gs://`, `az://`, `memory://`, or a plain local path).
+//!
+//! Credentials and endpoints come from the standard environment variables as
+//! object_store reads them (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...); they
+//! are never logged. `memory://` stores are shared process-wide by URL so
+//! that tests can write inputs and read outputs through the same store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A folder on some object store.
+#[derive(Clone, Debug)]
+pub struct Root {
+    /// The store itself.
+    pub store: Arc<dyn ObjectStore>,
+    /// `scheme://authority/` — what DataFusion registers the store under.
+    pub base_url: Url,
+    /// The folder inside the store.
+    pub prefix: ObjPath,
+}
+
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<dyn ObjectStore>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    STORES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl Root {
+    /// Open a storage root from a URL or a local path (relative paths are
+    /// taken from the current directory; local folders are created).
+    pub fn open(location: &str) -> Result<Root> {
+        let url = to_url(location)?;
+        let cfg_err = |e: object_store::Error| {
+            Error::Config(format!("cannot open object store {}: {e}", redact(&url)))
+        };
+        let authority = url.host_str().unwrap_or("");
+        let base_url = Url::parse(&format!("{}://{}/", url.scheme(), authority))
+            .map_err(|e| Error::Config(format!("bad storage URL {location:?}: {e}")))?;
+        let store: Arc<dyn ObjectStore> = match url.scheme() {
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|_| Error::Config(format!("bad file URL {location:?}")))?;
+                std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
+                Arc::new(object_store::local::LocalFileSystem::new())
+            }
+            "memory" => {
+                let mut map = memory_stores()
+                    .lock()
+                    .map_err(|_| Error::Internal("memory store registry poisoned".into()))?;
+                map.entry(base_url.to_string())
+                    .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()))
+                    .clone()
+            }
+            "s3" | "s3a" => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url.as_str())
+                    .build()
+                    .map_err(cfg_err)?,
+            ),
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(url.as_str())
+                    .build()
+                    .map_err(cfg_err)?,
+            ),
+            "az" | "abfs" | "abfss" | "azure" => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(url.as_str())
+                    .build()
+                    .map_err(cfg_err)?,
+            ),
+            other => {
+                return Err(Error::Config(format!(
+                    "unsupported storage scheme {other:?} in {location:?} (file, s3, gs, az, memory)"
+                )));
+            }
+        };
+        let prefix = ObjPath::from_url_path(url.path())
+            .map_err(|e| Error::Config(format!("bad path in {location:?}: {e}")))?;
+        Ok(Root { store, base_url, prefix })
+    }
+
+    /// A child object path under this root.
+    pub fn path(&self, rel: &str) -> ObjPath {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.child(part);
+        }
+        p
+    }
+
+    /// A URL for a child folder, with a trailing slash, for DataFusion.
+    pub fn folder_url(&self, rel: &str) -> String {
+        format!("{}{}/", self.base_url, self.path(rel))
+    }
+
+    /// A URL for an object, for messages and DataFusion.
+    pub fn object_url(&self, path: &ObjPath) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Write an object.
+    pub async fn put(&self, path: &ObjPath, data: Bytes) -> Result<()> {
+        self.store
+            .put(path, PutPayload::from_bytes(data))
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::storage(self.object_url(path), e))
+    }
+
+    /// Read a whole object.
+    pub async fn get(&self, path: &ObjPath) -> Result<Bytes> {
+        let r = self.store.get(path).await.map_err(|e| Error::storage(self.object_url(path), e))?;
+        r.bytes().await.map_err(|e| Error::storage(self.object_url(path), e))
+    }
+
+    /// Read an object, or None when it does not exist.
+    pub async fn get_opt(&self, path: &ObjPath) -> Result<Option<Bytes>> {
+        match self.store.get(path).await {
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(self.object_url(path), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage(self.object_url(path), e)),
+        }
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, path: &ObjPath) -> Result<bool> {
+        match self.store.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::storage(self.object_url(path), e)),
+        }
+    }
+
+    /// Every object below a folder, sorted by path.
+    pub async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = self.path(rel);
+        let mut out: Vec<ObjectMeta> = match self.store.list(Some(&prefix)).try_collect().await {
+            Ok(v) => v,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(Error::storage(self.folder_url(rel), e)),
+        };
+        out.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(out)
+    }
+
+    /// Immediate sub-folder names of a folder.
+    pub async fn subfolders(&self, rel: &str) -> Result<Vec<String>> {
+        let prefix = self.path(rel);
+        let listed = match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::storage(self.folder_url(rel), e)),
+        };
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Delete one object; a missing object is not an error.
+    pub async fn delete(&self, path: &ObjPath) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::storage(self.object_url(path), e)),
+        }
+    }
+
+    /// Delete every object below a folder.
+    pub async fn delete_folder(&self, rel: &str) -> Result<()> {
+        for meta in self.list(rel).await? {
+            self.delete(&meta.location).await?;
+        }
+        Ok(())
+    }
+
+    /// Copy an object within the store.
+    pub async fn copy(&self, from: &ObjPath, to: &ObjPath) -> Result<()> {
+        self.store.copy(from, to).await.map_err(|e| Error::storage(self.object_url(to), e))
+    }
+}
+
+/// Turn a location (URL or local path) into a URL.
+pub fn to_url(location: &str) -> Result<Url> {
+    if location.contains("://") {
+        return Url::parse(location).map_err(|e| Error::Config(format!("bad storage URL {location:?}: {e}")));
+    }
+    let path = std::path::Path::new(location);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io(".", e))?
+            .join(path)
+    };
+    Url::from_directory_path(&abs)
+        .map_err(|_| Error::Config(format!("cannot turn {location:?} into a file URL")))
+}
+
+/// A URL safe to log: no user info or query string (signed URLs, keys).
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_become_file_urls() {
+        let u = to_url("/tmp/x").map(|u| u.to_string()).unwrap_or_default();
+        assert_eq!(u, "file:///tmp/x/");
+    }
+
+    #[test]
+    fn redact_drops_credentials() {
+        let u = Url::parse("s3://key:secret@bucket/p?X-Amz-Signature=abc").unwrap();
+        let r = redact(&u);
+        assert!(!r.contains("secret") && !r.contains("Signature"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn memory_roots_share_one_store_per_url() {
+        let a = Root::open("memory://shared-test/in").unwrap();
+        let b = Root::open("memory://shared-test/in").unwrap();
+        a.put(&a.path("x/y.txt"), Bytes::from_static(b"hi")).await.unwrap();
+        let got = b.get(&b.path("x/y.txt")).await.map(|b| b.to_vec()).ok();
+        assert_eq!(got, Some(b"hi".to_vec()));
+        assert_eq!(b.subfolders("").await.ok(), Some(vec!["x".to_string()]));
+    }
+}

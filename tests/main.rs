@@ -1,0 +1,5 @@
+//! The one integration-test binary: every test module is compiled into it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod common;
+mod e2e;
