@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type};
 
 use crate::error::{Error, Result};
@@ -63,7 +61,9 @@ pub fn floats(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<f64>>> {
 pub fn bools(batches: &[RecordBatch], name: &str, default: bool) -> Result<Vec<bool>> {
     let mut out = Vec::new();
     for b in batches {
-        let a = column(b, name)?.as_boolean_opt().ok_or_else(|| Error::Internal(format!("column {name} is not boolean")))?;
+        let a = column(b, name)?
+            .as_boolean_opt()
+            .ok_or_else(|| Error::Internal(format!("column {name} is not boolean")))?;
         out.extend((0..a.len()).map(|i| if a.is_valid(i) { a.value(i) } else { default }));
     }
     Ok(out)
@@ -117,4 +117,3 @@ pub fn vector_array(values: Vec<f32>, dim: usize) -> Result<ArrayRef> {
 pub fn vector_type(dim: usize) -> DataType {
     DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32)
 }
-

@@ -76,12 +76,25 @@ pub fn top_k(users: &Tensor, items: &Tensor, blocked: &Tensor, k: i64) -> (Tenso
 pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
     let k = job.cfg.candidates.k as i64;
-    let items_b = job.read_work(&ctx, "item_embeddings", "SELECT item_idx, item_id, embedding FROM item_embeddings ORDER BY item_idx").await?;
-    let index_b = job.read_work(&ctx, "item_index", "SELECT item_idx, in_stock FROM item_index ORDER BY item_idx").await?;
+    let items_b = job
+        .read_work(
+            &ctx,
+            "item_embeddings",
+            "SELECT item_idx, item_id, embedding FROM item_embeddings ORDER BY item_idx",
+        )
+        .await?;
+    let index_b =
+        job.read_work(&ctx, "item_index", "SELECT item_idx, in_stock FROM item_index ORDER BY item_idx").await?;
     let users_b = job.read_work(&ctx, "user_embeddings", "SELECT user_id, embedding FROM user_embeddings").await?;
     let seq_b = job.read_work(&ctx, "sequences", "SELECT user_id, item_idxs FROM sequences").await?;
     let inter_b = job.read_work(&ctx, "interactions", "SELECT user_id, item_idx, event_type FROM interactions").await?;
-    let pop_b = job.read_work(&ctx, "item_popularity", "SELECT item_idx, users FROM item_popularity ORDER BY users DESC, events DESC, item_idx").await?;
+    let pop_b = job
+        .read_work(
+            &ctx,
+            "item_popularity",
+            "SELECT item_idx, users FROM item_popularity ORDER BY users DESC, events DESC, item_idx",
+        )
+        .await?;
     let all_users_b = job.read_work(&ctx, "users", "SELECT user_id FROM users ORDER BY user_id").await?;
 
     let item_ids = arrays::strings_required(&items_b, "item_id")?;
@@ -112,10 +125,8 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
             excluded.entry(u).or_default().push(i);
         }
     }
-    let history: HashMap<String, Vec<i64>> = arrays::strings_required(&seq_b, "user_id")?
-        .into_iter()
-        .zip(arrays::int_lists(&seq_b, "item_idxs")?)
-        .collect();
+    let history: HashMap<String, Vec<i64>> =
+        arrays::strings_required(&seq_b, "user_id")?.into_iter().zip(arrays::int_lists(&seq_b, "item_idxs")?).collect();
 
     let user_ids = arrays::strings_required(&users_b, "user_id")?;
     let (user_vals, _) = arrays::vectors(&users_b, "embedding")?;
@@ -124,7 +135,15 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     let per_user = (n as usize) * (4 + 1 + 4);
     let block = (budget / per_user.max(1)).clamp(1, 65536);
     let reason_len = job.cfg.candidates.reason_history.max(1);
-    let mut w = PartWriter::create(&job.output, &job.work("user_candidates"), "user_candidates", schema(), &job.lineage, job.cfg.runtime.max_rows_per_file).await?;
+    let mut w = PartWriter::create(
+        &job.output,
+        &job.work("user_candidates"),
+        "user_candidates",
+        schema(),
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await?;
     let mut model_rows = 0u64;
     for start in (0..user_ids.len()).step_by(block) {
         let end = (start + block).min(user_ids.len());
@@ -144,17 +163,22 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
             let _ = blocked.view([-1]).index_fill_(0, &flat.to_device(device), 1);
         }
         let (scores, idx) = tch::no_grad(|| top_k(&u, &items, &blocked, k));
-        let hist: Vec<&[i64]> = user_ids[start..end].iter().map(|u| history.get(u).map(Vec::as_slice).unwrap_or(&[])).collect();
+        let hist: Vec<&[i64]> =
+            user_ids[start..end].iter().map(|u| history.get(u).map(Vec::as_slice).unwrap_or(&[])).collect();
         let hist = left_pad(&hist, reason_len, device);
         let reason_idx = tch::no_grad(|| {
             let cand = items_unit.index_select(0, &idx.view([-1])).view([b, -1, dim as i64]);
             let h = items_unit.index_select(0, &hist.view([-1])).view([b, -1, dim as i64]);
             let sim = cand.bmm(&h.transpose(1, 2)).masked_fill(&hist.eq(0).unsqueeze(1), f64::NEG_INFINITY);
-            hist.unsqueeze(1).expand([b, idx.size()[1], hist.size()[1]], false).gather(2, &sim.argmax(2, true), false).squeeze_dim(2)
+            hist.unsqueeze(1)
+                .expand([b, idx.size()[1], hist.size()[1]], false)
+                .gather(2, &sim.argmax(2, true), false)
+                .squeeze_dim(2)
         });
         let scores: Vec<f32> = Vec::try_from(scores.to_device(tch::Device::Cpu).to_kind(Kind::Float).view([-1]))
             .map_err(|e| Error::torch("copying scores", e))?;
-        let idx: Vec<i64> = Vec::try_from(idx.to_device(tch::Device::Cpu).view([-1])).map_err(|e| Error::torch("copying indices", e))?;
+        let idx: Vec<i64> = Vec::try_from(idx.to_device(tch::Device::Cpu).view([-1]))
+            .map_err(|e| Error::torch("copying indices", e))?;
         let reason: Vec<i64> = Vec::try_from(reason_idx.to_device(tch::Device::Cpu).reshape([-1]))
             .map_err(|e| Error::torch("copying reasons", e))?;
         let kk = idx.len() / (b as usize);
@@ -227,7 +251,7 @@ mod tests {
         tch::manual_seed(3);
         let users = Tensor::randn([5, 4], (Kind::Float, tch::Device::Cpu));
         let items = Tensor::randn([30, 4], (Kind::Float, tch::Device::Cpu));
-        let mut blocked = Tensor::zeros([5, 30], (Kind::Bool, tch::Device::Cpu));
+        let blocked = Tensor::zeros([5, 30], (Kind::Bool, tch::Device::Cpu));
         let _ = blocked.get(0).get(7).fill_(1);
         let (s, i) = top_k(&users, &items, &blocked, 6);
         let u: Vec<f32> = Vec::try_from(users.view([-1])).unwrap();

@@ -49,8 +49,8 @@ pub async fn save(job: &Job, vs: &nn::VarStore, mut meta: CheckpointMeta) -> Res
 /// Load the checkpoint of this run's date onto `device`.
 pub async fn load(job: &Job, device: tch::Device) -> Result<(nn::VarStore, SeqRec, CheckpointMeta)> {
     let meta_bytes = job.output.get(&job.output.path(&job.work("checkpoint/model.json"))).await?;
-    let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes)
-        .map_err(|e| Error::Data(format!("unreadable checkpoint metadata: {e}")))?;
+    let meta: CheckpointMeta =
+        serde_json::from_slice(&meta_bytes).map_err(|e| Error::Data(format!("unreadable checkpoint metadata: {e}")))?;
     let weights = job.output.get(&job.output.path(&job.work("checkpoint/model.safetensors"))).await?;
     let dir = local_tmp(job)?;
     let file = dir.join("model.safetensors");

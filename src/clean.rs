@@ -12,14 +12,14 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
 use object_store::ObjectMeta;
 
 use crate::arrays;
 use crate::error::{DfContext, Error, Result};
-use crate::ingest::{self, DATASETS};
+use crate::ingest::{self, DATASETS, IdMapper, ReadCounts};
 use crate::job::Job;
 use crate::parquet_io::{WrittenTable, write_batches};
 use crate::sql::ts_param;
@@ -50,6 +50,44 @@ pub async fn list_inputs(job: &Job) -> Result<InputFiles> {
     Ok(InputFiles { snapshot: ingest::snapshot(&all), files })
 }
 
+/// The user-id pseudonymiser of privacy mode, when it is on. The key comes
+/// from the environment only, like every other secret.
+pub fn id_mapper(cfg: &crate::config::Config) -> Result<Option<Arc<dyn IdMapper>>> {
+    if !cfg.clean.pseudonymize_user_ids {
+        return Ok(None);
+    }
+    match std::env::var(USER_ID_KEY_ENV) {
+        Ok(k) if k.len() >= 16 => Ok(Some(Arc::new(ingest::KeyedHash::new(k.as_bytes())))),
+        _ => Err(Error::Config(format!(
+            "clean.pseudonymize_user_ids is on but {USER_ID_KEY_ENV} is unset or shorter than 16 bytes"
+        ))),
+    }
+}
+
+/// The environment variable holding the privacy-mode key.
+pub const USER_ID_KEY_ENV: &str = "NIGHTREC_USER_ID_KEY";
+
+/// Rows per input file as counted by the readers themselves.
+fn files_read(counts: &ReadCounts) -> Result<RecordBatch> {
+    let files = counts.snapshot()?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("rows_read", DataType::Int64, false),
+        Field::new("unreadable", DataType::Boolean, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(files.iter().map(|f| f.0.as_str()))),
+            Arc::new(StringArray::from_iter_values(files.iter().map(|f| f.1))),
+            Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.2 as i64))),
+            Arc::new(BooleanArray::from_iter(files.iter().map(|f| Some(f.3)))),
+        ],
+    )
+    .ctx("building files_read")
+}
+
 /// A row of `data_quality`.
 struct Check {
     source: String,
@@ -62,8 +100,10 @@ struct Check {
 /// Run the stage; returns tables written and facts for the summary.
 pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
+    let counts = ReadCounts::default();
+    let mapper = id_mapper(&job.cfg)?;
     for (ds, (_, files)) in DATASETS.iter().zip(&inputs.files) {
-        ingest::register(&ctx, &job.input, *ds, files).await?;
+        ingest::register(&ctx, &job.input, *ds, files, mapper.clone(), &counts)?;
     }
     let start = window_start(job).start_millis();
     let end = job.date.plus_days(1).start_millis();
@@ -90,13 +130,11 @@ pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, V
     );
     tables.push(job.sql_to_work(&ctx, "clean", "quarantine", vec![]).await?);
 
-    let counts = crate::sql::file("clean", "file_counts")?
-        .plan(&ctx, vec![])
-        .await?
-        .collect()
-        .await
-        .ctx("counting rows per input file")?;
-    let (checks, gate) = quality_checks(job, &counts)?;
+    ctx.register_batch("files_read", files_read(&counts)?).ctx("registering files_read")?;
+    let counts = crate::sql::file("clean", "file_counts")?.collect(&ctx, vec![]).await?;
+    job.register_work(&ctx, &["quarantine"]).await?;
+    let reasons = crate::sql::file("clean", "quarantine_counts")?.collect(&ctx, vec![]).await?;
+    let (checks, gate) = quality_checks(job, &counts, &reasons)?;
     tables.push(write_quality(job, &checks).await?);
 
     let events_read: f64 = checks.iter().filter(|c| c.check == "events_read").map(|c| c.value).sum();
@@ -122,38 +160,52 @@ pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, V
     Ok((tables, facts))
 }
 
-fn quality_checks(job: &Job, counts: &[RecordBatch]) -> Result<(Vec<Check>, Option<String>)> {
+fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) -> Result<(Vec<Check>, Option<String>)> {
+    let r_source = arrays::strings_required(reasons, "source")?;
+    let r_reason = arrays::strings_required(reasons, "reason")?;
+    let r_n = arrays::ints(reasons, "n")?;
     let sources = arrays::strings_required(counts, "source")?;
+    let datasets = arrays::strings_required(counts, "dataset")?;
     let read = arrays::ints(counts, "rows_read")?;
+    let unreadable = arrays::bools(counts, "unreadable", false)?;
     let clean = arrays::ints(counts, "clean")?;
     let bad = arrays::ints(counts, "quarantined")?;
-    let events_prefix = job.input.folder_url("events");
     let threshold = job.cfg.clean.max_bad_row_fraction;
     let mut checks = Vec::new();
     let (mut ev_read, mut ev_bad) = (0i64, 0i64);
     let mut worst: Option<(String, f64)> = None;
     let mut unbalanced = 0;
+    let mut broken_files = Vec::new();
     for i in 0..sources.len() {
         let balanced = read[i] == clean[i] + bad[i];
         if !balanced {
             unbalanced += 1;
         }
-        checks.push(Check {
+        let check = |name: &str, value: f64, threshold: Option<f64>, passed: bool| Check {
             source: sources[i].clone(),
-            check: "read_equals_clean_plus_quarantined".into(),
-            value: (read[i] - clean[i] - bad[i]) as f64,
-            threshold: Some(0.0),
-            passed: balanced,
-        });
+            check: name.into(),
+            value,
+            threshold,
+            passed,
+        };
+        checks.push(check("rows_read", read[i] as f64, None, true));
+        checks.push(check("rows_clean", clean[i] as f64, None, true));
+        checks.push(check("rows_quarantined", bad[i] as f64, None, true));
+        checks.push(check(
+            "read_minus_clean_minus_quarantined",
+            (read[i] - clean[i] - bad[i]) as f64,
+            Some(0.0),
+            balanced,
+        ));
         let frac = if read[i] > 0 { bad[i] as f64 / read[i] as f64 } else { 0.0 };
-        checks.push(Check {
-            source: sources[i].clone(),
-            check: "bad_row_fraction".into(),
-            value: frac,
-            threshold: None,
-            passed: true,
-        });
-        if sources[i].starts_with(&events_prefix) {
+        checks.push(check("bad_row_fraction", frac, None, true));
+        for j in (0..r_source.len()).filter(|j| r_source[*j] == sources[i]) {
+            checks.push(check(&format!("quarantined:{}", r_reason[j]), r_n[j] as f64, None, true));
+        }
+        if unreadable[i] {
+            broken_files.push(sources[i].clone());
+        }
+        if datasets[i] == "events" {
             ev_read += read[i];
             ev_bad += bad[i];
             if worst.as_ref().is_none_or(|w| frac > w.1) {
@@ -163,30 +215,48 @@ fn quality_checks(job: &Job, counts: &[RecordBatch]) -> Result<(Vec<Check>, Opti
     }
     let overall = if ev_read > 0 { ev_bad as f64 / ev_read as f64 } else { 0.0 };
     let passed = overall <= threshold;
-    checks.push(Check { source: "*".into(), check: "events_read".into(), value: ev_read as f64, threshold: None, passed: true });
-    checks.push(Check {
+    let max_broken = job.cfg.clean.max_unreadable_files;
+    let files_ok = broken_files.len() <= max_broken;
+    let all = |name: &str, value: f64, threshold: Option<f64>, passed: bool| Check {
         source: "*".into(),
-        check: "events_bad_row_fraction".into(),
-        value: overall,
-        threshold: Some(threshold),
+        check: name.into(),
+        value,
+        threshold,
         passed,
-    });
+    };
+    checks.push(all("events_read", ev_read as f64, None, true));
+    checks.push(all("events_bad_row_fraction", overall, Some(threshold), passed));
+    checks.push(all("unreadable_files", broken_files.len() as f64, Some(max_broken as f64), files_ok));
     if unbalanced > 0 {
         return Err(Error::Internal(format!(
             "{unbalanced} input files lost rows between reading and cleaning (see data_quality)"
         )));
     }
-    let gate = (!passed).then(|| {
+    let where_to_look = job.output.folder_url(&job.work(""));
+    let gate = if !files_ok {
+        Some(format!(
+            "{} input files could not be decoded to their end, above clean.max_unreadable_files = {max_broken}: {}; \
+             see the quarantine table (reason malformed) under {where_to_look}",
+            broken_files.len(),
+            broken_files.join(", ")
+        ))
+    } else if !passed {
         let (file, frac) = worst.unwrap_or_default();
-        format!(
+        // Reasons come sorted by count within a file: the first is the top one.
+        let top = (0..r_source.len())
+            .find(|j| r_source[*j] == file)
+            .map(|j| format!("{} ({} rows)", r_reason[j], r_n[j]))
+            .unwrap_or_else(|| "none".into());
+        Some(format!(
             "{:.2}% of event rows were quarantined, above clean.max_bad_row_fraction = {:.2}%; \
-             worst file {file} ({:.1}% bad); see the quarantine and data_quality tables under {}",
+             worst file {file} ({:.1}% bad, mostly {top}); see the quarantine and data_quality tables under {where_to_look}",
             overall * 100.0,
             threshold * 100.0,
             frac * 100.0,
-            job.output.folder_url(&job.work(""))
-        )
-    });
+        ))
+    } else {
+        None
+    };
     Ok((checks, gate))
 }
 
@@ -209,5 +279,14 @@ async fn write_quality(job: &Job, checks: &[Check]) -> Result<WrittenTable> {
         ],
     )
     .ctx("building data_quality")?;
-    write_batches(&job.output, &job.work("data_quality"), "data_quality", schema, &[batch], &job.lineage, job.cfg.runtime.max_rows_per_file).await
+    write_batches(
+        &job.output,
+        &job.work("data_quality"),
+        "data_quality",
+        schema,
+        &[batch],
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await
 }

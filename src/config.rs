@@ -160,16 +160,62 @@ pub struct CleanConfig {
     pub bot_max_events_per_minute: u32,
     /// A user with more events than this in one day is treated as a bot.
     pub bot_max_events_per_day: u32,
+    /// Input files that may fail to decode to their end (corrupt Parquet)
+    /// before the run fails (exit 3).
+    pub max_unreadable_files: usize,
+    /// Replace user ids with a keyed hash (HMAC-SHA256 under the secret in
+    /// `NIGHTREC_USER_ID_KEY`) in every table, before anything is written.
+    pub pseudonymize_user_ids: bool,
 }
 
 /// Training-set construction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainsetConfig {
-    /// Most recent items kept per user sequence.
+    /// Most recent items the model reads per user (held-out steps come on top).
     pub max_sequence_length: usize,
+    /// Last steps of each user held out as test items.
+    pub test_steps: usize,
+    /// Steps before the test steps held out for validation (early stopping).
+    pub valid_steps: usize,
     /// Days of history that count towards `popular_items`.
     pub popularity_days: u32,
+    /// Items within this many steps of each other count as co-occurring.
+    pub cooccurrence_window: usize,
+    /// Weight of each event type in a sequence step.
+    pub event_weights: EventWeights,
+}
+
+/// How much each kind of event says about a user's interest in an item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventWeights {
+    /// A product page view.
+    pub view: f64,
+    /// A click on a product tile.
+    pub click: f64,
+    /// Added to the cart.
+    pub add_to_cart: f64,
+    /// Bought.
+    pub purchase: f64,
+    /// A star rating.
+    pub rating: f64,
+    /// A written review.
+    pub review: f64,
+}
+
+impl EventWeights {
+    /// (event type, weight) for every event type that has an item.
+    pub fn pairs(&self) -> [(EventType, f64); 6] {
+        [
+            (EventType::View, self.view),
+            (EventType::Click, self.click),
+            (EventType::AddToCart, self.add_to_cart),
+            (EventType::Purchase, self.purchase),
+            (EventType::Rating, self.rating),
+            (EventType::Review, self.review),
+        ]
+    }
 }
 
 /// Item text embedding.
@@ -273,16 +319,13 @@ impl Config {
 
     /// Parse TOML text and apply environment-style overrides.
     pub fn from_toml_with_env(text: &str, origin: &str, env: &[(String, String)]) -> Result<Config> {
-        let mut value: toml::Table =
-            toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
         for (key, raw) in env {
             let Some(rest) = key.strip_prefix("NIGHTREC_") else { continue };
             let Some((section, field)) = rest.split_once("__") else { continue };
             let (section, field) = (section.to_lowercase(), field.to_lowercase());
             let parsed = parse_env_value(raw);
-            let table = value
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let table = value.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match table {
                 toml::Value::Table(t) => {
                     t.insert(field, parsed);
@@ -317,6 +360,12 @@ impl Config {
         }
         if self.trainset.max_sequence_length < 2 {
             return bad("trainset.max_sequence_length must be at least 2".into());
+        }
+        if self.trainset.test_steps == 0 || self.trainset.cooccurrence_window == 0 {
+            return bad("trainset.test_steps and trainset.cooccurrence_window must be at least 1".into());
+        }
+        if self.trainset.event_weights.pairs().iter().any(|(_, w)| !w.is_finite() || *w < 0.0) {
+            return bad("trainset.event_weights must be finite and non-negative".into());
         }
         if self.run.lookback_days == 0 {
             return bad("run.lookback_days must be at least 1".into());

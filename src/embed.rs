@@ -43,7 +43,15 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         Field::new("item_idx", DataType::Int32, false),
         Field::new("embedding", arrays::vector_type(dim), false),
     ]));
-    let mut w = PartWriter::create(&job.output, &job.work("item_embeddings"), "item_embeddings", item_schema.clone(), &job.lineage, max_rows).await?;
+    let mut w = PartWriter::create(
+        &job.output,
+        &job.work("item_embeddings"),
+        "item_embeddings",
+        item_schema.clone(),
+        &job.lineage,
+        max_rows,
+    )
+    .await?;
     let n = data.item_ids.len();
     for start in (0..n).step_by(65536) {
         let end = (start + 65536).min(n);
@@ -65,7 +73,15 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         Field::new("user_id", DataType::Utf8, false),
         Field::new("embedding", arrays::vector_type(dim), false),
     ]));
-    let mut w = PartWriter::create(&job.output, &job.work("user_embeddings"), "user_embeddings", user_schema.clone(), &job.lineage, max_rows).await?;
+    let mut w = PartWriter::create(
+        &job.output,
+        &job.work("user_embeddings"),
+        "user_embeddings",
+        user_schema.clone(),
+        &job.lineage,
+        max_rows,
+    )
+    .await?;
     let order: Vec<usize> = (0..data.users.len()).filter(|u| !data.seqs[*u].is_empty()).collect();
     for chunk in order.chunks(USER_BATCH) {
         let seqs: Vec<&[i64]> = chunk.iter().map(|u| data.seqs[*u].as_slice()).collect();

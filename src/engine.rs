@@ -44,14 +44,10 @@ pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
     let pool_bytes = cfg.runtime.sql_memory_mb.saturating_mul(1024 * 1024);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(pool_bytes)))
-        .with_disk_manager_builder(
-            DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])),
-        )
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])))
         .build_arc()
         .ctx("creating the query engine runtime")?;
-    let mut config = SessionConfig::new()
-        .with_target_partitions(threads(cfg))
-        .with_information_schema(true);
+    let mut config = SessionConfig::new().with_target_partitions(threads(cfg)).with_information_schema(true);
     // Each input file is scanned as one partition, in order, so that row
     // positions reported in `quarantine` are the rows' places in the file.
     config.options_mut().optimizer.repartition_file_scans = false;

@@ -119,7 +119,8 @@ fn is_plan_error(e: &datafusion::error::DataFusionError) -> bool {
     use datafusion::error::DataFusionError as E;
     match e {
         E::SQL(..) | E::Plan(_) | E::SchemaError(..) => true,
-        E::Context(_, inner) => is_plan_error(inner),
+        E::Context(_, inner) | E::Diagnostic(_, inner) => is_plan_error(inner),
+        E::Collection(errs) => errs.first().is_some_and(is_plan_error),
         _ => false,
     }
 }

@@ -18,7 +18,7 @@ use crate::error::{DfContext, Result};
 use crate::job::Job;
 use crate::metrics::RankSums;
 use crate::parquet_io::{WrittenTable, write_batches};
-use crate::seqdata::{self, left_pad, split};
+use crate::seqdata::{self, left_pad};
 
 /// Metrics are reported at this cut-off.
 pub const K: i64 = 10;
@@ -29,12 +29,19 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     let (_vs, model, _meta) = checkpoint::load(job, device).await?;
     let max_len = model.config().max_len as usize;
     let n_items = data.n_items();
-    let test_users: Vec<usize> = (0..data.seqs.len()).filter(|u| split(&data.seqs[*u]).2.is_some()).collect();
+    // (user, test item) pairs; each test item is predicted from everything
+    // before the user's first test step.
+    let cases: Vec<(usize, i64)> = (0..data.seqs.len())
+        .flat_map(|u| {
+            let s = data.split(u);
+            let ok = !s.before_test.is_empty();
+            s.test.iter().filter(move |_| ok).map(move |t| (u, *t))
+        })
+        .collect();
 
     let mut counts = vec![0f32; n_items as usize];
-    for s in &data.seqs {
-        let known = if s.len() >= 2 { &s[..s.len() - 1] } else { &s[..0] };
-        for i in known {
+    for u in 0..data.seqs.len() {
+        for i in data.split(u).before_test {
             counts[*i as usize] += 1.0;
         }
     }
@@ -43,9 +50,9 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     let (mut m, mut p) = (RankSums::default(), RankSums::default());
     tch::no_grad(|| {
         let items = model.item_table(&text);
-        for chunk in test_users.chunks(256) {
-            let inputs: Vec<&[i64]> = chunk.iter().map(|u| &data.seqs[*u][..data.seqs[*u].len() - 1]).collect();
-            let targets: Vec<i64> = chunk.iter().map(|u| data.seqs[*u][data.seqs[*u].len() - 1]).collect();
+        for chunk in cases.chunks(256) {
+            let inputs: Vec<&[i64]> = chunk.iter().map(|(u, _)| data.split(*u).before_test).collect();
+            let targets: Vec<i64> = chunk.iter().map(|(_, t)| *t).collect();
             let targets = Tensor::from_slice(&targets).to_device(device);
             let hist = left_pad(&inputs, usize::MAX, device);
             let scores = model.encode_last(&left_pad(&inputs, max_len, device), &items).matmul(&items.tr());
@@ -80,7 +87,16 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         ],
     )
     .ctx("building evaluation")?;
-    let t = write_batches(&job.output, &job.work("evaluation"), "evaluation", schema, &[batch], &job.lineage, job.cfg.runtime.max_rows_per_file).await?;
+    let t = write_batches(
+        &job.output,
+        &job.work("evaluation"),
+        "evaluation",
+        schema,
+        &[batch],
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await?;
     let facts = vec![
         ("test users".into(), m.users.to_string()),
         ("NDCG@10 nightrec / popularity".into(), format!("{:.4} / {:.4}", m.ndcg(), p.ndcg())),

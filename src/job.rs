@@ -188,8 +188,8 @@ impl Job {
 
     /// Record a finished stage.
     pub async fn write_marker(&self, marker: &StageMarker) -> Result<()> {
-        let json = serde_json::to_vec_pretty(marker)
-            .map_err(|e| Error::Internal(format!("serialising stage marker: {e}")))?;
+        let json =
+            serde_json::to_vec_pretty(marker).map_err(|e| Error::Internal(format!("serialising stage marker: {e}")))?;
         self.output.put(&self.marker_path(marker.stage), Bytes::from(json)).await
     }
 
@@ -232,7 +232,8 @@ impl Job {
     /// Run a DataFrame and write it as a work table.
     pub async fn write_work(&self, df: DataFrame, table: &str) -> Result<WrittenTable> {
         let stream = df.execute_stream().await.ctx(format!("running the query for {table}"))?;
-        write_stream(&self.output, &self.work(table), table, stream, &self.lineage, self.cfg.runtime.max_rows_per_file).await
+        write_stream(&self.output, &self.work(table), table, stream, &self.lineage, self.cfg.runtime.max_rows_per_file)
+            .await
     }
 
     /// Run one SQL file and write its result as a work table.
@@ -250,7 +251,12 @@ impl Job {
     }
 
     /// Read a whole work table into memory.
-    pub async fn read_work(&self, ctx: &SessionContext, table: &str, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    pub async fn read_work(
+        &self,
+        ctx: &SessionContext,
+        table: &str,
+        sql: &str,
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
         self.register_work(ctx, &[table]).await?;
         ctx.sql(sql).await.ctx(format!("reading {table}"))?.collect().await.ctx(format!("reading {table}"))
     }
@@ -269,7 +275,13 @@ impl StageTimer {
     }
 
     /// Finish with the tables written and summary facts.
-    pub fn finish(self, job: &Job, fingerprint: String, tables: Vec<WrittenTable>, facts: Vec<(String, String)>) -> StageMarker {
+    pub fn finish(
+        self,
+        job: &Job,
+        fingerprint: String,
+        tables: Vec<WrittenTable>,
+        facts: Vec<(String, String)>,
+    ) -> StageMarker {
         StageMarker {
             stage: self.stage,
             fingerprint,

@@ -9,8 +9,9 @@ use clap::Parser;
 use nightrec::cli::{Cli, Command, LogFormat};
 use nightrec::config::{Config, EventType};
 use nightrec::error::{Error, ExitCode, Result};
+use nightrec::job::{Job, Stage};
 use nightrec::pipeline::{self, RunOptions, RunSummary};
-use nightrec::{gen, sqlcmd, storage};
+use nightrec::{datagen, sqlcmd, storage};
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIGHTREC_LOG")
@@ -45,7 +46,13 @@ fn print_summary(s: &RunSummary) {
     for st in &s.stages {
         let status = if st.ran { "ran" } else { "skipped" };
         let tables: Vec<String> = st.tables.iter().map(|(n, r)| format!("{n} ({r})")).collect();
-        println!("{:<12} {:>8} {:>9.2}  {}", format!("{:?}", st.stage).to_lowercase(), status, st.seconds, tables.join(", "));
+        println!(
+            "{:<12} {:>8} {:>9.2}  {}",
+            format!("{:?}", st.stage).to_lowercase(),
+            status,
+            st.seconds,
+            tables.join(", ")
+        );
         for (k, v) in &st.facts {
             println!("{:<32} {k}: {v}", "");
         }
@@ -58,7 +65,9 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => {
             if let Some(shard) = a.shard {
-                return Err(Error::Usage(format!("--shard {shard}: sharded candidate generation is not available yet")));
+                return Err(Error::Usage(format!(
+                    "--shard {shard}: sharded candidate generation is not available yet"
+                )));
             }
             if let Some(n) = a.lookback_days {
                 cfg.run.lookback_days = n;
@@ -67,7 +76,9 @@ async fn run(cli: Cli) -> Result<()> {
                 cfg.candidates.exclude_event_types.retain(|e| *e != EventType::Purchase);
             }
             cfg.validate()?;
-            let summary = pipeline::run(cfg, RunOptions { date: a.date, stages: a.stages, force: a.force, device: a.device }).await?;
+            let summary =
+                pipeline::run(cfg, RunOptions { date: a.date, stages: a.stages, force: a.force, device: a.device })
+                    .await?;
             print_summary(&summary);
         }
         Command::Sql(a) => {
@@ -93,21 +104,26 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Gen(a) => {
             let out = storage::Root::open(&a.out)?;
-            let opts = gen::GenOptions { users: a.users, items: a.items, events: a.events, days: a.days, seed: a.seed, end_date: a.end_date };
-            let written = gen::generate(&out, &opts).await?;
+            let opts = datagen::GenOptions {
+                users: a.users,
+                items: a.items,
+                events: a.events,
+                days: a.days,
+                seed: a.seed,
+                end_date: a.end_date,
+            };
+            let written = datagen::generate(&out, &opts).await?;
             let rows: usize = written.iter().map(|w| w.1).sum();
             println!("wrote {} files ({rows} rows) under {}", written.len(), out.folder_url(""));
         }
         Command::Eval(a) => {
-            let summary = pipeline::run(
-                cfg.clone(),
-                RunOptions { date: a.date, stages: vec![nightrec::job::Stage::Evaluate], force: true, device: None },
-            )
-            .await?;
-            let (ctx, _, _) = sqlcmd::session(cfg, Some(a.date)).await?;
-            let batches = sqlcmd::query(&ctx, "SELECT model, segment, metric, k, value, users FROM evaluation ORDER BY metric, model", false).await?;
+            let opts = RunOptions { date: a.date, stages: vec![Stage::Evaluate], force: true, device: None };
+            pipeline::run(cfg.clone(), opts).await?;
+            let job = Job::new(cfg, a.date, false)?;
+            let ctx = job.session()?;
+            let sql = "SELECT model, segment, metric, k, value, users FROM evaluation ORDER BY metric, model";
+            let batches = job.read_work(&ctx, "evaluation", sql).await?;
             sqlcmd::write(&mut std::io::stdout().lock(), &batches, sqlcmd::Format::Table)?;
-            let _ = summary;
         }
     }
     Ok(())

@@ -99,7 +99,14 @@ pub struct PartWriter<'a> {
 
 impl<'a> PartWriter<'a> {
     /// Replace the folder's contents with a new table (old files are deleted first).
-    pub async fn create(root: &'a Root, folder: &str, table: &str, schema: SchemaRef, lineage: &Lineage, max_rows: usize) -> Result<PartWriter<'a>> {
+    pub async fn create(
+        root: &'a Root,
+        folder: &str,
+        table: &str,
+        schema: SchemaRef,
+        lineage: &Lineage,
+        max_rows: usize,
+    ) -> Result<PartWriter<'a>> {
         root.delete_folder(folder).await?;
         Ok(Self::new(root, folder, table, schema, lineage, max_rows))
     }

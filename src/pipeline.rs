@@ -42,7 +42,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     let inputs = clean::list_inputs(&job).await?;
     job.lineage.input_snapshot = inputs.snapshot.clone();
     if let Some(m) = job.marker(Stage::Train).await? {
-        job.lineage.model_version = m.facts.iter().find(|f| f.0 == "model version").map(|f| f.1.clone()).unwrap_or_default();
+        job.lineage.model_version =
+            m.facts.iter().find(|f| f.0 == "model version").map(|f| f.1.clone()).unwrap_or_default();
     }
     let selected: Vec<Stage> = if opts.stages.is_empty() { Stage::ALL.to_vec() } else { opts.stages.clone() };
     let mut reports = Vec::new();
@@ -52,20 +53,20 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         let fingerprint = job.fingerprint(stage, &extra).await?;
         let published = stage != Stage::Publish
             || job.output.exists(&job.output.path(&crate::publish::success_path(&job.date.to_string()))).await?;
-        if !job.force && published {
-            if let Some(m) = job.marker(stage).await? {
-                if m.fingerprint == fingerprint {
-                    tracing::info!(stage = stage.name(), "unchanged since run {}; skipped (use --force to rerun)", m.run_id);
-                    reports.push(StageReport {
-                        stage,
-                        ran: false,
-                        seconds: m.seconds,
-                        tables: m.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
-                        facts: m.facts,
-                    });
-                    continue;
-                }
-            }
+        let unchanged = match job.marker(stage).await? {
+            Some(m) if !job.force && published && m.fingerprint == fingerprint => Some(m),
+            _ => None,
+        };
+        if let Some(m) = unchanged {
+            tracing::info!(stage = stage.name(), "unchanged since run {}; skipped (use --force to rerun)", m.run_id);
+            reports.push(StageReport {
+                stage,
+                ran: false,
+                seconds: m.seconds,
+                tables: m.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
+                facts: m.facts,
+            });
+            continue;
         }
         job.clear_marker(stage).await?;
         tracing::info!(stage = stage.name(), "stage starts");

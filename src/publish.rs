@@ -11,9 +11,13 @@
 //!
 //! Safe to re-run: a rerun replaces the date with the same contents.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::arrays;
@@ -68,19 +72,22 @@ pub fn success_path(date: &str) -> String {
 async fn staged(job: &Job) -> Result<Vec<WrittenTable>> {
     let mut out = Vec::new();
     for (name, stage) in PUBLISHED {
-        let marker = job
-            .marker(*stage)
-            .await?
-            .ok_or_else(|| Error::Usage(format!("cannot publish {name}: stage {} has not run for {}", stage.name(), job.date)))?;
+        let marker = job.marker(*stage).await?.ok_or_else(|| {
+            Error::Usage(format!("cannot publish {name}: stage {} has not run for {}", stage.name(), job.date))
+        })?;
         let t = marker
             .tables
             .into_iter()
             .find(|t| t.name == *name)
             .ok_or_else(|| Error::Internal(format!("stage {} did not record table {name}", stage.name())))?;
         for f in &t.files {
-            let meta = job.output.store.head(&job.output.path(&f.path)).await.map_err(|e| Error::storage(&f.path, e))?;
+            let meta =
+                job.output.store.head(&job.output.path(&f.path)).await.map_err(|e| Error::storage(&f.path, e))?;
             if meta.size != f.bytes {
-                return Err(Error::Internal(format!("staged file {} has {} bytes, {} were written", f.path, meta.size, f.bytes)));
+                return Err(Error::Internal(format!(
+                    "staged file {} has {} bytes, {} were written",
+                    f.path, meta.size, f.bytes
+                )));
             }
         }
         out.push(t);
@@ -91,11 +98,11 @@ async fn staged(job: &Job) -> Result<Vec<WrittenTable>> {
 async fn check_candidates(job: &Job) -> Result<()> {
     let ctx = job.session()?;
     job.register_work(&ctx, &["user_candidates", "interactions", "item_index", "user_embeddings"]).await?;
-    let types: Vec<&str> = job.cfg.candidates.exclude_event_types.iter().map(|e| e.as_str()).collect();
-    let params = vec![
-        ("k", ScalarValue::Int64(Some(job.cfg.candidates.k as i64))),
-        ("exclude_types", ScalarValue::Utf8(Some(types.join(",")))),
-    ];
+    let types = StringArray::from_iter_values(job.cfg.candidates.exclude_event_types.iter().map(|e| e.as_str()));
+    let schema = Arc::new(Schema::new(vec![Field::new("event_type", DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(types)]).ctx("listing excluded event types")?;
+    ctx.register_batch("excluded_event_types", batch).ctx("registering excluded_event_types")?;
+    let params = vec![("k", ScalarValue::Int64(Some(job.cfg.candidates.k as i64)))];
     let res = crate::sql::file("publish", "candidate_checks")?
         .plan(&ctx, params)
         .await?
@@ -104,11 +111,15 @@ async fn check_candidates(job: &Job) -> Result<()> {
         .ctx("checking user_candidates before publishing")?;
     let checks = arrays::strings_required(&res, "check")?;
     let counts = arrays::ints(&res, "violations")?;
-    let failed: Vec<String> = checks.iter().zip(&counts).filter(|(_, n)| **n > 0).map(|(c, n)| format!("{c}: {n}")).collect();
+    let failed: Vec<String> =
+        checks.iter().zip(&counts).filter(|(_, n)| **n > 0).map(|(c, n)| format!("{c}: {n}")).collect();
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(Error::DataQuality(format!("user_candidates failed validation ({}); nothing was published", failed.join(", "))))
+        Err(Error::DataQuality(format!(
+            "user_candidates failed validation ({}); nothing was published",
+            failed.join(", ")
+        )))
     }
 }
 

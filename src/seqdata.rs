@@ -11,8 +11,10 @@ use crate::job::Job;
 pub struct SeqData {
     /// User ids, parallel to `seqs`.
     pub users: Vec<String>,
-    /// Item index sequences (oldest first; the last step is the test item).
+    /// Item index sequences, oldest first, held-out steps included.
     pub seqs: Vec<Vec<i64>>,
+    /// (validation steps, test steps) at the end of each sequence.
+    pub holdout: Vec<(usize, usize)>,
     /// `item_ids[i]` is item index `i + 1`.
     pub item_ids: Vec<String>,
     /// Row-major [n_items + 1, text_dim] text embeddings (row 0 is zero).
@@ -21,7 +23,25 @@ pub struct SeqData {
     pub text_dim: usize,
 }
 
+/// One user's sequence cut into its time-based split.
+#[derive(Debug, Clone, Copy)]
+pub struct Split<'a> {
+    /// Steps the model trains on.
+    pub train: &'a [i64],
+    /// Validation items (predicted from `train`).
+    pub valid: &'a [i64],
+    /// Test items (predicted from `train` followed by `valid`).
+    pub test: &'a [i64],
+    /// Everything before the test items.
+    pub before_test: &'a [i64],
+}
+
 impl SeqData {
+    /// The split of user `u`'s sequence.
+    pub fn split(&self, u: usize) -> Split<'_> {
+        split(&self.seqs[u], self.holdout[u])
+    }
+
     /// Rows of the item table, padding included.
     pub fn n_items(&self) -> i64 {
         self.item_ids.len() as i64 + 1
@@ -39,9 +59,19 @@ impl SeqData {
 /// Load sequences and item features of this run's date.
 pub async fn load(job: &Job) -> Result<SeqData> {
     let ctx = job.session()?;
-    let seq = job.read_work(&ctx, "sequences", "SELECT user_id, item_idxs FROM sequences ORDER BY user_id").await?;
+    let seq = job
+        .read_work(
+            &ctx,
+            "sequences",
+            "SELECT user_id, item_idxs, valid_steps, test_steps FROM sequences ORDER BY user_id",
+        )
+        .await?;
     let text = job
-        .read_work(&ctx, "item_text_embeddings", "SELECT item_idx, item_id, embedding FROM item_text_embeddings ORDER BY item_idx")
+        .read_work(
+            &ctx,
+            "item_text_embeddings",
+            "SELECT item_idx, item_id, embedding FROM item_text_embeddings ORDER BY item_idx",
+        )
         .await?;
     let idx = arrays::ints(&text, "item_idx")?;
     if idx.iter().enumerate().any(|(i, v)| *v != i as i64 + 1) {
@@ -50,9 +80,12 @@ pub async fn load(job: &Job) -> Result<SeqData> {
     let (vals, dim) = arrays::vectors(&text, "embedding")?;
     let mut full = vec![0f32; dim];
     full.extend(vals);
+    let valid = arrays::ints(&seq, "valid_steps")?;
+    let test = arrays::ints(&seq, "test_steps")?;
     Ok(SeqData {
         users: arrays::strings_required(&seq, "user_id")?,
         seqs: arrays::int_lists(&seq, "item_idxs")?,
+        holdout: valid.iter().zip(&test).map(|(v, t)| (*v as usize, *t as usize)).collect(),
         item_ids: arrays::strings_required(&text, "item_id")?,
         text: full,
         text_dim: dim,
@@ -71,9 +104,28 @@ pub fn left_pad(seqs: &[&[i64]], max_len: usize, device: tch::Device) -> Tensor 
     Tensor::from_slice(&flat).view([seqs.len() as i64, l as i64]).to_device(device)
 }
 
+/// Cut a sequence into training, validation and test steps, given how many
+/// of its last steps are held out; counts larger than the sequence are
+/// clipped so that the parts always tile it.
+pub fn split(seq: &[i64], (valid, test): (usize, usize)) -> Split<'_> {
+    let n = seq.len();
+    let t0 = n.saturating_sub(test);
+    let v0 = t0.saturating_sub(valid);
+    Split { train: &seq[..v0], valid: &seq[v0..t0], test: &seq[t0..], before_test: &seq[..t0] }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_tiles_the_sequence() {
+        let s = [1i64, 2, 3, 4, 5];
+        let p = split(&s, (1, 1));
+        assert_eq!((p.train, p.valid, p.test, p.before_test), (&s[..3], &s[3..4], &s[4..], &s[..4]));
+        let p = split(&s[..1], (1, 1));
+        assert_eq!((p.train.len(), p.valid.len(), p.test.len()), (0, 0, 1));
+    }
 
     #[test]
     fn left_pad_keeps_the_most_recent_items() {
@@ -82,16 +134,5 @@ mod tests {
         let t = left_pad(&[&a, &b], 3, tch::Device::Cpu);
         let v: Vec<i64> = Vec::try_from(t.flatten(0, 1)).unwrap();
         assert_eq!(v, vec![2, 3, 4, 0, 0, 7]);
-    }
-}
-
-/// Leave-one-out split of a user's sequence: (training part, validation
-/// item, test item). The test item is the last step, validation the one
-/// before; users with fewer steps give up the holdouts first.
-pub fn split(seq: &[i64]) -> (&[i64], Option<i64>, Option<i64>) {
-    match seq.len() {
-        0 | 1 => (seq, None, None),
-        2 => (&seq[..1], None, Some(seq[1])),
-        n => (&seq[..n - 2], Some(seq[n - 2]), Some(seq[n - 1])),
     }
 }

@@ -21,11 +21,7 @@ pub struct SqlFile {
 
 macro_rules! sql_file {
     ($stage:literal, $table:literal) => {
-        SqlFile {
-            stage: $stage,
-            table: $table,
-            text: include_str!(concat!("../sql/", $stage, "/", $table, ".sql")),
-        }
+        SqlFile { stage: $stage, table: $table, text: include_str!(concat!("../sql/", $stage, "/", $table, ".sql")) }
     };
 }
 
@@ -39,10 +35,13 @@ pub const ALL: &[SqlFile] = &[
     sql_file!("clean", "clean_events"),
     sql_file!("clean", "quarantine"),
     sql_file!("clean", "file_counts"),
+    sql_file!("clean", "quarantine_counts"),
     sql_file!("trainset", "item_index"),
+    sql_file!("trainset", "steps"),
     sql_file!("trainset", "sequences"),
     sql_file!("trainset", "interactions"),
     sql_file!("trainset", "item_popularity"),
+    sql_file!("trainset", "item_cooccurrence"),
     sql_file!("trainset", "item_text"),
     sql_file!("publish", "candidate_checks"),
 ];
@@ -65,6 +64,18 @@ impl SqlFile {
         } else {
             df.with_param_values(params).ctx(format!("binding parameters of {what}"))
         }
+    }
+}
+
+impl SqlFile {
+    /// Plan, run and collect the statement (for small results).
+    pub async fn collect(
+        &self,
+        ctx: &SessionContext,
+        params: Vec<(&str, ScalarValue)>,
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        let what = format!("running sql/{}/{}.sql", self.stage, self.table);
+        self.plan(ctx, params).await?.collect().await.ctx(what)
     }
 }
 

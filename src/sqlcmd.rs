@@ -69,13 +69,18 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
     let ctx = job.session()?;
     let mut infos = Vec::new();
     let window = Some((crate::clean::window_start(&job), job.date));
+    let mapper = crate::clean::id_mapper(&job.cfg)?;
     for ds in DATASETS {
         let files = ingest::list_files(&job.input, ds, window).await?;
         if files.is_empty() {
             continue;
         }
-        ingest::register(&ctx, &job.input, ds, &files).await?;
-        infos.push(TableInfo { name: format!("raw_{}", ds.name), kind: "raw", location: job.input.folder_url(ds.name) });
+        ingest::register(&ctx, &job.input, ds, &files, mapper.clone(), &ingest::ReadCounts::default())?;
+        infos.push(TableInfo {
+            name: format!("raw_{}", ds.name),
+            kind: "raw",
+            location: job.input.folder_url(ds.name),
+        });
     }
     let work = job.work("");
     for name in job.output.subfolders(&work).await? {
@@ -107,10 +112,8 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
 
 /// Run one statement; writes are refused unless `allow_writes`.
 pub async fn query(ctx: &SessionContext, sql: &str, allow_writes: bool) -> Result<Vec<RecordBatch>> {
-    let opts = SQLOptions::new()
-        .with_allow_ddl(allow_writes)
-        .with_allow_dml(allow_writes)
-        .with_allow_statements(allow_writes);
+    let opts =
+        SQLOptions::new().with_allow_ddl(allow_writes).with_allow_dml(allow_writes).with_allow_statements(allow_writes);
     let df = ctx.sql_with_options(sql, opts).await.map_err(|e| {
         let msg = e.to_string();
         if !allow_writes && (msg.contains("not supported") || msg.contains("DDL") || msg.contains("DML")) {
@@ -154,7 +157,8 @@ pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> Re
 pub fn save(path: &std::path::Path, batches: &[RecordBatch], format: Format) -> Result<()> {
     let mut file = std::fs::File::create(path).map_err(|e| Error::io(path.display(), e))?;
     if format == Format::Parquet {
-        let schema = batches.first().map(|b| b.schema()).ok_or_else(|| Error::Usage("the query returned no schema".into()))?;
+        let schema =
+            batches.first().map(|b| b.schema()).ok_or_else(|| Error::Usage("the query returned no schema".into()))?;
         let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).ctx("writing Parquet")?;
         for b in batches {
             w.write(b).ctx("writing Parquet")?;

@@ -38,33 +38,25 @@ impl Root {
     /// taken from the current directory; local folders are created).
     pub fn open(location: &str) -> Result<Root> {
         let url = to_url(location)?;
-        let cfg_err = |e: object_store::Error| {
-            Error::Config(format!("cannot open object store {}: {e}", redact(&url)))
-        };
+        let cfg_err = |e: object_store::Error| Error::Config(format!("cannot open object store {}: {e}", redact(&url)));
         let authority = url.host_str().unwrap_or("");
         let base_url = Url::parse(&format!("{}://{}/", url.scheme(), authority))
             .map_err(|e| Error::Config(format!("bad storage URL {location:?}: {e}")))?;
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "file" => {
-                let path = url
-                    .to_file_path()
-                    .map_err(|_| Error::Config(format!("bad file URL {location:?}")))?;
+                let path = url.to_file_path().map_err(|_| Error::Config(format!("bad file URL {location:?}")))?;
                 std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
                 Arc::new(object_store::local::LocalFileSystem::new())
             }
             "memory" => {
-                let mut map = memory_stores()
-                    .lock()
-                    .map_err(|_| Error::Internal("memory store registry poisoned".into()))?;
+                let mut map =
+                    memory_stores().lock().map_err(|_| Error::Internal("memory store registry poisoned".into()))?;
                 map.entry(base_url.to_string())
                     .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()))
                     .clone()
             }
             "s3" | "s3a" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(url.as_str())
-                    .build()
-                    .map_err(cfg_err)?,
+                object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str()).build().map_err(cfg_err)?,
             ),
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -84,8 +76,8 @@ impl Root {
                 )));
             }
         };
-        let prefix = ObjPath::from_url_path(url.path())
-            .map_err(|e| Error::Config(format!("bad path in {location:?}: {e}")))?;
+        let prefix =
+            ObjPath::from_url_path(url.path()).map_err(|e| Error::Config(format!("bad path in {location:?}: {e}")))?;
         Ok(Root { store, base_url, prefix })
     }
 
@@ -93,7 +85,7 @@ impl Root {
     pub fn path(&self, rel: &str) -> ObjPath {
         let mut p = self.prefix.clone();
         for part in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.child(part);
+            p = p.join(part);
         }
         p
     }
@@ -161,11 +153,8 @@ impl Root {
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(Error::storage(self.folder_url(rel), e)),
         };
-        let mut names: Vec<String> = listed
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect();
+        let mut names: Vec<String> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         names.sort();
         Ok(names)
     }
@@ -201,12 +190,9 @@ pub fn to_url(location: &str) -> Result<Url> {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map_err(|e| Error::io(".", e))?
-            .join(path)
+        std::env::current_dir().map_err(|e| Error::io(".", e))?.join(path)
     };
-    Url::from_directory_path(&abs)
-        .map_err(|_| Error::Config(format!("cannot turn {location:?} into a file URL")))
+    Url::from_directory_path(&abs).map_err(|_| Error::Config(format!("cannot turn {location:?} into a file URL")))
 }
 
 /// A URL safe to log: no user info or query string (signed URLs, keys).

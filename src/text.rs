@@ -50,11 +50,8 @@ pub fn embed(text: &str, dim: usize) -> Vec<f32> {
                 add(&mut v, &format!("cat:{prefix}"), 1.5);
             }
         }
-        let words: Vec<String> = segment
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect();
+        let words: Vec<String> =
+            segment.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
         for w in &words {
             add(&mut v, &format!("w:{w}"), 1.0);
         }
@@ -72,7 +69,8 @@ pub fn embed(text: &str, dim: usize) -> Vec<f32> {
 /// Run the stage.
 pub async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
-    let batches = job.read_work(&ctx, "item_text", "SELECT item_idx, item_id, text FROM item_text ORDER BY item_idx").await?;
+    let batches =
+        job.read_work(&ctx, "item_text", "SELECT item_idx, item_id, text FROM item_text ORDER BY item_idx").await?;
     let idx = arrays::ints(&batches, "item_idx")?;
     let ids = arrays::strings_required(&batches, "item_id")?;
     let texts = arrays::strings(&batches, "text")?;
@@ -93,11 +91,17 @@ pub async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)
         ],
     )
     .ctx("building item_text_embeddings")?;
-    let t = write_batches(&job.output, &job.work("item_text_embeddings"), "item_text_embeddings", schema, &[batch], &job.lineage, job.cfg.runtime.max_rows_per_file).await?;
-    let facts = vec![
-        ("items embedded".into(), t.rows().to_string()),
-        ("items without text".into(), empty.to_string()),
-    ];
+    let t = write_batches(
+        &job.output,
+        &job.work("item_text_embeddings"),
+        "item_text_embeddings",
+        schema,
+        &[batch],
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await?;
+    let facts = vec![("items embedded".into(), t.rows().to_string()), ("items without text".into(), empty.to_string())];
     Ok((vec![t], facts))
 }
 

@@ -16,19 +16,26 @@ use crate::job::Job;
 use crate::metrics::RankSums;
 use crate::model::{SeqRec, SeqRecConfig};
 use crate::rng::Rng;
-use crate::seqdata::{self, SeqData, left_pad, split};
+use crate::seqdata::{self, SeqData, left_pad};
 
 /// Validation users evaluated after each epoch (a fixed sample).
 const MAX_VALID_USERS: usize = 5000;
 
 /// Mean validation NDCG@10 of a model (history masked).
-pub fn validate(model: &SeqRec, data: &SeqData, text: &Tensor, users: &[usize], max_len: usize, device: tch::Device) -> RankSums {
+pub fn validate(
+    model: &SeqRec,
+    data: &SeqData,
+    text: &Tensor,
+    users: &[usize],
+    max_len: usize,
+    device: tch::Device,
+) -> RankSums {
     let mut sums = RankSums::default();
     tch::no_grad(|| {
         let items = model.item_table(text);
         for chunk in users.chunks(256) {
-            let inputs: Vec<&[i64]> = chunk.iter().map(|u| split(&data.seqs[*u]).0).collect();
-            let targets: Vec<i64> = chunk.iter().filter_map(|u| split(&data.seqs[*u]).1).collect();
+            let inputs: Vec<&[i64]> = chunk.iter().map(|u| data.split(*u).train).collect();
+            let targets: Vec<i64> = chunk.iter().filter_map(|u| data.split(*u).valid.first().copied()).collect();
             if targets.len() != inputs.len() {
                 continue;
             }
@@ -50,8 +57,9 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(CheckpointMeta, Vec<
     let n_items = data.n_items();
     crate::device::init(job.cfg.run.seed, crate::engine::threads(&job.cfg));
 
-    let train_users: Vec<usize> = (0..data.seqs.len()).filter(|u| split(&data.seqs[*u]).0.len() >= 2).collect();
-    let mut valid_users: Vec<usize> = (0..data.seqs.len()).filter(|u| split(&data.seqs[*u]).1.is_some()).collect();
+    let train_users: Vec<usize> = (0..data.seqs.len()).filter(|u| data.split(*u).train.len() >= 2).collect();
+    let mut valid_users: Vec<usize> =
+        (0..data.seqs.len()).filter(|u| !data.split(*u).valid.is_empty() && !data.split(*u).train.is_empty()).collect();
     if train_users.is_empty() {
         return Err(Error::DataQuality(format!(
             "no user has enough history to train on ({} users with sequences; need 4+ steps)",
@@ -93,7 +101,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(CheckpointMeta, Vec<
         rng.shuffle(&mut order);
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         for chunk in order.chunks(batch_size) {
-            let parts: Vec<&[i64]> = chunk.iter().map(|u| split(&data.seqs[*u]).0).collect();
+            let parts: Vec<&[i64]> = chunk.iter().map(|u| data.split(*u).train).collect();
             let inputs: Vec<&[i64]> = parts.iter().map(|p| &p[..p.len() - 1]).collect();
             let targets: Vec<&[i64]> = parts.iter().map(|p| &p[1..]).collect();
             let x = left_pad(&inputs, max_len, device);

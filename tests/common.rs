@@ -46,7 +46,21 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         let o = nightrec(
-            &["gen", "--out", input.to_str().unwrap(), "--users", users, "--items", items, "--events", events, "--days", "20", "--seed", "7"],
+            &[
+                "gen",
+                "--out",
+                input.to_str().unwrap(),
+                "--users",
+                users,
+                "--items",
+                items,
+                "--events",
+                events,
+                "--days",
+                "20",
+                "--seed",
+                "7",
+            ],
             &[],
             dir.path(),
         );

@@ -4,18 +4,28 @@
 use crate::common::*;
 
 const CHECK_CANDIDATES: &str = r#"
-import sys, json, glob, os
-import pyarrow.parquet as pq, pyarrow.json as pj, pyarrow as pa
+import sys, json, glob, os, csv
+import pyarrow.parquet as pq
 inp, out, date, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 cand = pq.read_table(f"{out}/user_candidates/dt={date}").to_pylist()
 users = pq.read_table(f"{out}/user_embeddings/dt={date}").column("user_id").to_pylist()
+def raw_events():
+    for f in glob.glob(f"{inp}/events/*/*"):
+        if f.endswith(".parquet"):
+            yield from pq.read_table(f).to_pylist()
+        elif f.endswith(".csv"):
+            yield from csv.DictReader(open(f))
+        else:
+            for line in open(f):
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    pass  # the generator's deliberately broken lines
 # Purchases, read straight from the raw input files.
 bought = set()
-for f in glob.glob(f"{inp}/events/*/*"):
-    t = pq.read_table(f) if f.endswith(".parquet") else pj.read_json(f)
-    for r in t.select(["user_id", "item_id", "event_type"]).to_pylist():
-        if r["event_type"] == "purchase" and r["user_id"] and r["item_id"]:
-            bought.add((r["user_id"], r["item_id"]))
+for r in raw_events():
+    if r.get("event_type") == "purchase" and r.get("user_id") and r.get("item_id"):
+        bought.add((r["user_id"], r["item_id"]))
 by_user = {}
 for r in cand:
     by_user.setdefault(r["user_id"], []).append(r)
@@ -41,7 +51,7 @@ for t in m["tables"]:
         p = f"{out}/{f['path']}"
         assert pq.ParquetFile(p).metadata.num_rows == f["rows"], p
         assert hashlib.sha256(open(p, "rb").read()).hexdigest() == f["sha256"], p
-        kv = pq.ParquetFile(p).schema_arrow.metadata or {}
+        kv = pq.ParquetFile(p).metadata.metadata or {}
         assert kv.get(b"nightrec.date") == date.encode(), kv
 print(len(users), len(cand))
 "#;
@@ -70,12 +80,15 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
 
     // Every quarantine reason the generator injects shows up, counted by DuckDB.
     let dq = py(CHECK_DUCKDB, &[&fx.output(), DATE]);
-    for reason in ["duplicate", "missing_id", "unknown_event_type", "unknown_item", "bad_timestamp", "out_of_window"] {
+    for reason in
+        ["malformed", "duplicate", "missing_id", "unknown_event_type", "unknown_item", "bad_timestamp", "out_of_window"]
+    {
         assert!(dq.contains(reason), "no {reason} rows in quarantine: {dq}");
     }
 
     // A rerun with nothing changed skips every stage and keeps the contents.
-    let before = std::fs::read(fx.dir.path().join(format!("out/user_candidates/dt={DATE}/part-00000.parquet"))).unwrap();
+    let before =
+        std::fs::read(fx.dir.path().join(format!("out/user_candidates/dt={DATE}/part-00000.parquet"))).unwrap();
     let o = nightrec(&args, &env, fx.dir.path());
     assert!(o.status.success(), "rerun failed: {}", text(&o));
     let s = String::from_utf8_lossy(&o.stdout);
@@ -85,14 +98,27 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
 
     // Analysts' SQL sees the published tables; writes are refused (exit 2).
     let o = nightrec(
-        &["--output", &fx.output(), "--input", &fx.input(), "sql", "--format", "csv", "SELECT COUNT(DISTINCT user_id) AS n FROM user_embeddings"],
+        &[
+            "--output",
+            &fx.output(),
+            "--input",
+            &fx.input(),
+            "sql",
+            "--format",
+            "csv",
+            "SELECT COUNT(DISTINCT user_id) AS n FROM user_embeddings",
+        ],
         &[],
         fx.dir.path(),
     );
     assert!(o.status.success(), "sql failed: {}", text(&o));
     let n: usize = String::from_utf8_lossy(&o.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
     assert!(n > 50);
-    let o = nightrec(&["--output", &fx.output(), "--input", &fx.input(), "sql", "CREATE TABLE t AS SELECT 1"], &[], fx.dir.path());
+    let o = nightrec(
+        &["--output", &fx.output(), "--input", &fx.input(), "sql", "CREATE TABLE t AS SELECT 1"],
+        &[],
+        fx.dir.path(),
+    );
     assert_eq!(o.status.code(), Some(2), "a write was not refused: {}", text(&o));
 }
 

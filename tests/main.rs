@@ -3,3 +3,6 @@
 
 mod common;
 mod e2e;
+mod ingest;
+mod s3;
+mod sql_golden;

@@ -1,5 +1,8 @@
 -- Every raw event row, normalised, with the first cleaning rule it breaks
 -- (reason NULL = clean). One output row per input row: nothing is dropped.
+-- Rules in order: malformed (unparsable record or number), missing_id,
+-- unknown_event_type, bad_timestamp, out_of_window, unknown_item, then
+-- duplicate (among rows that pass the rules above) and bot.
 --
 -- Parameters:
 --   $window_start, $window_end  timestamps; events outside [start, end) are out_of_window
@@ -8,10 +11,12 @@ WITH norm AS (
     SELECT
         _source AS source,
         _position AS position,
-        concat_ws('|', COALESCE(event_id, ''), COALESCE(user_id, ''), COALESCE(item_id, ''),
-                  COALESCE(event_type, ''), COALESCE(ts, ''), COALESCE(session_id, ''),
-                  COALESCE(query, ''), COALESCE(rating, ''), COALESCE(quantity, ''),
-                  COALESCE(price, '')) AS raw,
+        _malformed IS NOT NULL AS malformed,
+        COALESCE(_malformed,
+                 concat_ws('|', COALESCE(event_id, ''), COALESCE(user_id, ''), COALESCE(item_id, ''),
+                           COALESCE(event_type, ''), COALESCE(ts, ''), COALESCE(session_id, ''),
+                           COALESCE(query, ''), COALESCE(rating, ''), COALESCE(quantity, ''),
+                           COALESCE(price, ''))) AS raw,
         NULLIF(TRIM(event_id), '') AS event_id,
         NULLIF(TRIM(user_id), '') AS user_id,
         NULLIF(TRIM(item_id), '') AS item_id,
@@ -23,15 +28,21 @@ WITH norm AS (
         END AS ts,
         NULLIF(TRIM(session_id), '') AS session_id,
         NULLIF(TRIM(query), '') AS query,
-        TRY_CAST(rating AS DOUBLE) AS rating,
-        TRY_CAST(quantity AS DOUBLE) AS quantity,
-        TRY_CAST(price AS DOUBLE) AS price
+        TRY_CAST(NULLIF(TRIM(rating), '') AS DOUBLE) AS rating,
+        TRY_CAST(NULLIF(TRIM(quantity), '') AS DOUBLE) AS quantity,
+        TRY_CAST(NULLIF(TRIM(price), '') AS DOUBLE) AS price,
+        -- A number column that holds something other than a number.
+        (NULLIF(TRIM(rating), '') IS NOT NULL AND TRY_CAST(TRIM(rating) AS DOUBLE) IS NULL)
+            OR (NULLIF(TRIM(quantity), '') IS NOT NULL AND TRY_CAST(TRIM(quantity) AS DOUBLE) IS NULL)
+            OR (NULLIF(TRIM(price), '') IS NOT NULL AND TRY_CAST(TRIM(price) AS DOUBLE) IS NULL)
+            AS bad_number
     FROM raw_events
 ),
 ruled AS (
     SELECT
         n.*,
         CASE
+            WHEN n.malformed OR n.bad_number THEN 'malformed'
             WHEN n.user_id IS NULL THEN 'missing_id'
             WHEN n.item_id IS NULL AND n.event_type IS DISTINCT FROM 'search' THEN 'missing_id'
             WHEN n.event_type IS NULL

@@ -1,14 +1,7 @@
--- Per input file: rows read (counted on the raw table itself), and how
--- many of them came out clean or quarantined. read = clean + quarantined
--- must hold for every file.
-WITH raw AS (
-    SELECT _source AS source, COUNT(*) AS rows_read FROM raw_events GROUP BY _source
-    UNION ALL
-    SELECT _source AS source, COUNT(*) AS rows_read FROM raw_items GROUP BY _source
-    UNION ALL
-    SELECT _source AS source, COUNT(*) AS rows_read FROM raw_users GROUP BY _source
-),
-outcome AS (
+-- Per input file: rows its reader produced (counted by the reader itself,
+-- table files_read), and how many of them came out clean or quarantined.
+-- read = clean + quarantined must hold for every file.
+WITH outcome AS (
     SELECT source, reason FROM events_checked
     UNION ALL
     SELECT source, reason FROM items_checked
@@ -25,9 +18,11 @@ counted AS (
 )
 SELECT
     r.source,
+    r.dataset,
     r.rows_read,
+    r.unreadable,
     COALESCE(c.clean, 0) AS clean,
     COALESCE(c.quarantined, 0) AS quarantined
-FROM raw r
+FROM files_read r
 LEFT JOIN counted c ON r.source = c.source
 ORDER BY r.source

@@ -1,30 +1,40 @@
 -- Every raw catalog row, normalised, with the rule it breaks (reason NULL =
--- clean). A repeated item_id keeps its last version (latest file, last row):
--- catalog exports are updated in place.
+-- clean): malformed (unparsable record, or a price, stock flag or creation
+-- time that does not parse), missing_id, duplicate. A repeated item_id
+-- keeps its last version (latest file, last row): catalog exports are
+-- updated in place.
 WITH norm AS (
     SELECT
         _source AS source,
         _position AS position,
-        concat_ws('|', COALESCE(item_id, ''), COALESCE(title, ''), COALESCE(category, ''),
-                  COALESCE(brand, ''), COALESCE(price, ''), COALESCE(in_stock, '')) AS raw,
+        COALESCE(_malformed,
+                 concat_ws('|', COALESCE(item_id, ''), COALESCE(title, ''), COALESCE(category, ''),
+                           COALESCE(brand, ''), COALESCE(price, ''), COALESCE(in_stock, ''),
+                           COALESCE(created_at, ''))) AS raw,
+        _malformed IS NOT NULL
+            OR (NULLIF(TRIM(price), '') IS NOT NULL AND TRY_CAST(TRIM(price) AS DOUBLE) IS NULL)
+            OR (NULLIF(TRIM(in_stock), '') IS NOT NULL
+                AND LOWER(TRIM(in_stock)) NOT IN ('true', 'false', '1', '0', 'yes', 'no'))
+            OR (NULLIF(TRIM(created_at), '') IS NOT NULL AND TRY_CAST(TRIM(created_at) AS TIMESTAMP) IS NULL)
+            AS malformed,
         NULLIF(TRIM(item_id), '') AS item_id,
         NULLIF(TRIM(title), '') AS title,
         NULLIF(TRIM(description), '') AS description,
         NULLIF(TRIM(category), '') AS category,
         NULLIF(TRIM(brand), '') AS brand,
-        TRY_CAST(price AS DOUBLE) AS price,
+        TRY_CAST(NULLIF(TRIM(price), '') AS DOUBLE) AS price,
         CASE LOWER(TRIM(in_stock))
             WHEN 'true' THEN TRUE WHEN '1' THEN TRUE WHEN 'yes' THEN TRUE
             WHEN 'false' THEN FALSE WHEN '0' THEN FALSE WHEN 'no' THEN FALSE
         END AS in_stock,
-        TRY_CAST(created_at AS TIMESTAMP) AS created_at
+        TRY_CAST(NULLIF(TRIM(created_at), '') AS TIMESTAMP) AS created_at
     FROM raw_items
 ),
 ranked AS (
     SELECT
         norm.*,
         ROW_NUMBER() OVER (
-            PARTITION BY item_id IS NULL, item_id
+            PARTITION BY malformed OR item_id IS NULL, item_id
             ORDER BY source DESC, position DESC
         ) AS copy_no
     FROM norm
@@ -32,6 +42,7 @@ ranked AS (
 SELECT
     source, position, raw, item_id, title, description, category, brand, price, in_stock, created_at,
     CASE
+        WHEN malformed THEN 'malformed'
         WHEN item_id IS NULL THEN 'missing_id'
         WHEN copy_no > 1 THEN 'duplicate'
     END AS reason

@@ -1,5 +1,6 @@
 -- Publish gate for user_candidates: one row per check with the number of
--- violations (all must be 0). Parameters: $k, $exclude_types (comma list).
+-- violations (all must be 0). Parameter: $k. Table excluded_event_types
+-- lists the event types whose items must not be recommended again.
 WITH per_user AS (
     SELECT user_id, COUNT(*) AS n, MIN(rank) AS min_rank, MAX(rank) AS max_rank,
            COUNT(DISTINCT item_id) AS items
@@ -14,8 +15,8 @@ ordered AS (
 excluded AS (
     SELECT DISTINCT x.user_id, i.item_id
     FROM interactions x
+    JOIN excluded_event_types t ON x.event_type = t.event_type
     JOIN item_index i ON x.item_idx = i.item_idx
-    WHERE array_has(string_to_array($exclude_types, ','), x.event_type)
 ),
 eligible AS (
     SELECT u.user_id,
@@ -40,4 +41,4 @@ FROM user_candidates c JOIN item_index i ON c.item_id = i.item_id WHERE NOT i.in
 UNION ALL
 SELECT 'warm_user_short_of_k', COUNT(*)
 FROM eligible e LEFT JOIN per_user p ON e.user_id = p.user_id
-WHERE COALESCE(p.n, 0) < LEAST($k, e.n)
+WHERE COALESCE(p.n, 0) < $k AND COALESCE(p.n, 0) < e.n
