@@ -19,13 +19,14 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run test lint fmt sample clean
+.PHONY: help setup build run run-ml100k test lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-setup: ## Fetch and verify libtorch and the Python readers (cached, once per machine).
+setup: ## Fetch and verify libtorch, the text encoder and the Python readers (cached, once per machine).
 	@$(LIBTORCH_ENV) echo "libtorch: $${LIBTORCH:-from PyTorch}"
+	@echo "text encoder: $$(scripts/setup-models.sh)"
 	@echo "python readers: $$(scripts/setup-python.sh)"
 
 build: ## Build the release binary at bin/nightrec.
@@ -34,10 +35,17 @@ build: ## Build the release binary at bin/nightrec.
 	@echo "built bin/nightrec"
 
 run: build ## Run the nightly job on data/sample for $(DATE), outputs in out/.
+	@scripts/setup-models.sh >/dev/null
 	bin/nightrec --config jobs/nightly.toml run --date $(DATE)
+
+run-ml100k: build ## Run the nightly job on MovieLens-100k (fetched from PyPI), outputs in out-ml100k/.
+	@scripts/setup-models.sh >/dev/null
+	bin/nightrec --config jobs/ml100k.toml --input "$$(scripts/setup-ml100k.sh)" --output out-ml100k \
+	  run --date 1998-04-22 $(ARGS)
 
 test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers).
 	@$(LIBTORCH_ENV) export NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; \
+	  scripts/setup-models.sh >/dev/null; \
 	  cargo test --release --locked
 
 lint: ## rustfmt check and clippy with warnings as errors.
@@ -51,5 +59,5 @@ sample: build ## Regenerate data/sample deterministically with `nightrec gen`.
 	rm -rf data/sample
 	bin/nightrec gen --out data/sample --users 600 --items 500 --events 40000 --days 30 --seed 42 --end-date $(DATE)
 
-clean: ## Remove bin/ and out/ (the shared cache stays).
-	rm -rf bin out
+clean: ## Remove bin/ and the outputs (the shared cache stays).
+	rm -rf bin out out-ml100k

@@ -248,6 +248,7 @@ mod tests {
 
     #[test]
     fn top_k_matches_brute_force_and_respects_blocks() {
+        let _rng = crate::device::rng_lock();
         tch::manual_seed(3);
         let users = Tensor::randn([5, 4], (Kind::Float, tch::Device::Cpu));
         let items = Tensor::randn([30, 4], (Kind::Float, tch::Device::Cpu));

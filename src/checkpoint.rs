@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tch::nn;
+use tch::{Tensor, nn};
 
-use crate::config::hex;
+use crate::config::{RunDate, hex};
 use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 use crate::model::{SeqRec, SeqRecConfig};
@@ -44,6 +44,56 @@ pub async fn save(job: &Job, vs: &nn::VarStore, mut meta: CheckpointMeta) -> Res
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(format!("checkpoint meta: {e}")))?;
     job.output.put(&job.output.path(&job.work("checkpoint/model.json")), Bytes::from(json)).await?;
     Ok(meta)
+}
+
+/// An earlier date's checkpoint to start training from.
+pub struct WarmStart {
+    /// The date it was trained for.
+    pub date: RunDate,
+    /// Its metadata (shape, item id map).
+    pub meta: CheckpointMeta,
+    /// Its weights by variable name, on the CPU.
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+/// Folder of a date's checkpoint, relative to the output root.
+fn folder(date: RunDate) -> String {
+    format!("_work/{}/checkpoint", date.partition())
+}
+
+/// The most recent checkpoint of a date before this run's, at most
+/// `model.warm_start_max_age_days` old, if any: its date and metadata.
+pub async fn previous_meta(job: &Job) -> Result<Option<(RunDate, CheckpointMeta)>> {
+    let oldest = job.date.minus_days(job.cfg.model.warm_start_max_age_days);
+    let mut dates: Vec<RunDate> = job
+        .output
+        .subfolders("_work")
+        .await?
+        .iter()
+        .filter_map(|d| d.strip_prefix("dt=").and_then(|d| d.parse().ok()))
+        .filter(|d| *d < job.date && *d >= oldest)
+        .collect();
+    dates.sort();
+    for date in dates.into_iter().rev() {
+        if let Some(bytes) = job.output.get_opt(&job.output.path(&format!("{}/model.json", folder(date)))).await? {
+            let meta: CheckpointMeta = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Data(format!("unreadable checkpoint metadata of {date}: {e}")))?;
+            return Ok(Some((date, meta)));
+        }
+    }
+    Ok(None)
+}
+
+/// The warm start for this run: the previous checkpoint with its weights.
+pub async fn previous(job: &Job) -> Result<Option<WarmStart>> {
+    let Some((date, meta)) = previous_meta(job).await? else { return Ok(None) };
+    let weights = job.output.get(&job.output.path(&format!("{}/model.safetensors", folder(date)))).await?;
+    let dir = local_tmp(job)?;
+    let file = dir.join("previous.safetensors");
+    std::fs::write(&file, &weights).map_err(|e| Error::io(file.display(), e))?;
+    let tensors = Tensor::read_safetensors(&file).ctx(format!("reading the checkpoint of {date}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Some(WarmStart { date, meta, tensors: tensors? }))
 }
 
 /// Load the checkpoint of this run's date onto `device`.

@@ -79,8 +79,8 @@ pub struct RunArgs {
     /// Compute candidates for shard I of N users only (not available yet).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Train from scratch instead of warm-starting (every run trains from
-    /// scratch for now, so this changes nothing yet).
+    /// Train from scratch (with masked-item pretraining) instead of
+    /// warm-starting from the most recent earlier checkpoint.
     #[arg(long)]
     pub full_retrain: bool,
 }

@@ -218,12 +218,33 @@ impl EventWeights {
     }
 }
 
+/// Which item-text encoder the `text` stage uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextEncoderKind {
+    /// The pretrained all-MiniLM-L6-v2 sentence encoder (384 dimensions).
+    Minilm,
+    /// A feature-hashing bag of words (no model files; `hashing_dim` wide).
+    Hashing,
+}
+
 /// Item text embedding.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextConfig {
-    /// Dimension of the item text embedding.
-    pub dim: usize,
+    /// The encoder.
+    pub encoder: TextEncoderKind,
+    /// Folder with the MiniLM `model.safetensors`, `tokenizer.json` and
+    /// `config.json`; empty means the cache `make setup` fills
+    /// (`$NIGHTREC_CACHE/models/all-minilm-l6-v2`, default cache
+    /// `~/.cache/nightrec`).
+    pub model_dir: String,
+    /// Tokens read per item text (longer texts are truncated).
+    pub max_tokens: usize,
+    /// Item texts encoded per forward pass.
+    pub batch_size: usize,
+    /// Width of the hashing encoder's vectors.
+    pub hashing_dim: usize,
 }
 
 /// The sequence model and its training.
@@ -234,14 +255,36 @@ pub struct ModelConfig {
     pub dim: i64,
     /// Transformer layers.
     pub layers: usize,
+    /// Longest input the model reads (positions); longer training histories
+    /// are cut into several windows, serving reads the most recent items.
+    pub max_len: usize,
     /// Attention heads (must divide `dim`).
     pub heads: i64,
     /// Dropout probability during training.
     pub dropout: f64,
-    /// Most training epochs.
+    /// Add a learned projection of each item's text embedding to its input.
+    pub text_fusion: bool,
+    /// Weight of the image-embedding projection, when the catalog has one.
+    pub image_alpha: f64,
+    /// Masked-item pretraining epochs before fine-tuning (0: none).
+    pub pretrain_epochs: usize,
+    /// Share of sequence positions masked in pretraining.
+    pub mask_prob: f64,
+    /// Most fine-tuning (next-item) epochs when training from scratch.
     pub epochs: usize,
+    /// Most fine-tuning epochs when warm-starting from an earlier date.
+    pub warm_start_epochs: usize,
+    /// Warm-start only from a checkpoint at most this many days old.
+    pub warm_start_max_age_days: u32,
     /// Stop when validation NDCG@10 has not improved for this many epochs.
     pub patience: usize,
+    /// Next-item loss: softmax over the whole catalog, over sampled
+    /// negatives, or full up to `full_softmax_max_items` items.
+    pub loss: LossKind,
+    /// Largest catalog trained with the full softmax when `loss = "auto"`.
+    pub full_softmax_max_items: usize,
+    /// Negatives per batch for the sampled softmax.
+    pub sampled_negatives: usize,
     /// Sequences per training batch.
     pub batch_size: usize,
     /// AdamW learning rate.
@@ -253,6 +296,18 @@ pub struct ModelConfig {
     /// Memory for one batch's logits over the catalog, in MiB; the batch is
     /// made smaller when the catalog is large.
     pub memory_budget_mb: usize,
+}
+
+/// The next-item loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Softmax cross-entropy over every item.
+    Full,
+    /// Softmax cross-entropy over the target and shared sampled negatives.
+    Sampled,
+    /// Full up to `full_softmax_max_items`, sampled beyond.
+    Auto,
 }
 
 /// Candidate generation.
@@ -318,8 +373,14 @@ impl Config {
     }
 
     /// Parse TOML text and apply environment-style overrides.
+    /// A file only needs the keys it changes: it is laid over the built-in
+    /// defaults (`jobs/nightly.toml` as bundled), and a key the defaults do
+    /// not have is still rejected.
     pub fn from_toml_with_env(text: &str, origin: &str, env: &[(String, String)]) -> Result<Config> {
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        let mut value: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML)
+            .map_err(|e| Error::Internal(format!("the bundled default configuration: {e}")))?;
+        let overlay: toml::Table = toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        merge(&mut value, overlay);
         for (key, raw) in env {
             let Some(rest) = key.strip_prefix("NIGHTREC_") else { continue };
             let Some((section, field)) = rest.split_once("__") else { continue };
@@ -358,8 +419,14 @@ impl Config {
         if !(0.0..1.0).contains(&self.model.dropout) {
             return bad("model.dropout must be within 0..1".into());
         }
-        if self.trainset.max_sequence_length < 2 {
-            return bad("trainset.max_sequence_length must be at least 2".into());
+        if !(0.0..1.0).contains(&self.model.mask_prob) || self.model.mask_prob == 0.0 {
+            return bad("model.mask_prob must be within (0, 1)".into());
+        }
+        if self.model.sampled_negatives == 0 || self.model.warm_start_epochs == 0 {
+            return bad("model.sampled_negatives and model.warm_start_epochs must be at least 1".into());
+        }
+        if self.trainset.max_sequence_length < 2 || self.model.max_len < 2 {
+            return bad("trainset.max_sequence_length and model.max_len must be at least 2".into());
         }
         if self.trainset.test_steps == 0 || self.trainset.cooccurrence_window == 0 {
             return bad("trainset.test_steps and trainset.cooccurrence_window must be at least 1".into());
@@ -373,8 +440,10 @@ impl Config {
         if self.model.batch_size == 0 || self.model.epochs == 0 {
             return bad("model.batch_size and model.epochs must be at least 1".into());
         }
-        if self.text.dim == 0 {
-            return bad("text.dim must be at least 1".into());
+        if self.text.hashing_dim == 0 || self.text.batch_size == 0 || !(8..=512).contains(&self.text.max_tokens) {
+            return bad(
+                "text.hashing_dim and text.batch_size must be at least 1, text.max_tokens within 8..=512".into()
+            );
         }
         Ok(())
     }
@@ -394,6 +463,18 @@ impl Config {
     /// Hash of the whole configuration.
     pub fn hash(&self) -> String {
         self.hash_of(&["storage", "run", "clean", "trainset", "text", "model", "candidates", "runtime"])
+    }
+}
+
+/// Lay `overlay` over `base`, table by table.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (k, v) in overlay {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
@@ -426,6 +507,15 @@ mod tests {
         let text = format!("{DEFAULT_CONFIG_TOML}\n[extra]\nx = 1\n");
         let err = Config::from_toml_with_env(&text, "t", &[]).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("extra")));
+    }
+
+    #[test]
+    fn a_file_states_only_what_it_changes() {
+        let cfg = Config::from_toml_with_env("[candidates]\nk = 5\n[model.extra]\n", "t", &[]);
+        assert!(cfg.is_err(), "an unknown nested key was accepted");
+        let cfg = Config::from_toml_with_env("[candidates]\nk = 5\n", "t", &[]).ok();
+        assert_eq!(cfg.as_ref().map(|c| c.candidates.k), Some(5));
+        assert_eq!(cfg.map(|c| c.model.dim), Some(64));
     }
 
     #[test]

@@ -20,3 +20,12 @@ pub fn init(seed: u64, threads: usize) {
     tch::manual_seed(seed as i64);
     tch::set_num_threads(threads.max(1) as i32);
 }
+
+/// libtorch's random generator is global to the process: tests that seed
+/// it and draw from it take this lock so that parallel tests cannot
+/// interleave their draws.
+#[cfg(test)]
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

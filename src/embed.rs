@@ -34,8 +34,8 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     }
     let dim = model.config().dim as usize;
     let max_len = model.config().max_len as usize;
-    let text = data.text_tensor(device);
-    let items = tch::no_grad(|| model.item_table(&text));
+    let feats = data.features(device);
+    let items = tch::no_grad(|| model.item_table(&feats));
     let max_rows = job.cfg.runtime.max_rows_per_file;
 
     let item_schema = Arc::new(Schema::new(vec![

@@ -1,35 +1,123 @@
 //! Stage `evaluate`: checkpoint + held-out items → `evaluation`.
 //!
-//! Leave-one-out: each user's last step is the test item, predicted from
-//! everything before it; the full catalog is ranked with the user's history
-//! masked the same way for every model. Baselines run in the same pass:
-//! popularity (counted on everything but the test items).
+//! Leave-one-out by time: each user's test steps (the last, by default) are
+//! predicted from everything before them; the whole catalog is ranked, and
+//! the user's history is masked the same way for every model (an item the
+//! user already saw cannot take a rank). Baselines run in the same pass on
+//! the same cases: popularity (counted on everything but the test steps) and
+//! item-kNN (cosine over `item_cooccurrence`, which counts training steps
+//! only; each item's `KNN_NEIGHBOURS` most similar items, scores summed
+//! over the user's history). NDCG@10, HR@10 and MRR@10 per model, for all
+//! users and by history length.
 //!
 //! Safe to re-run: the output folder is replaced whole.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Float64Array, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use tch::{Kind, Tensor};
 
+use crate::arrays;
 use crate::checkpoint;
 use crate::error::{DfContext, Result};
 use crate::job::Job;
 use crate::metrics::RankSums;
 use crate::parquet_io::{WrittenTable, write_batches};
-use crate::seqdata::{self, left_pad};
+use crate::seqdata::{self, SeqData, left_pad};
 
 /// Metrics are reported at this cut-off.
 pub const K: i64 = 10;
+
+/// Neighbours kept per item by the item-kNN baseline.
+pub const KNN_NEIGHBOURS: usize = 100;
+
+/// History-length segments: (name, shortest, longest) history in steps.
+const SEGMENTS: [(&str, usize, usize); 3] =
+    [("history 1-5", 1, 5), ("history 6-20", 6, 20), ("history 21+", 21, usize::MAX)];
+
+/// Item-kNN: for each item, its most similar items and their cosine.
+pub struct ItemKnn {
+    neighbours: Vec<Vec<(i64, f32)>>,
+}
+
+impl ItemKnn {
+    /// Build from co-occurrence counts (users per item pair) and users per item.
+    pub fn new(n_items: usize, pairs: &[(i64, i64, f64)], item_users: &[f64], keep: usize) -> ItemKnn {
+        let mut neighbours: Vec<Vec<(i64, f32)>> = vec![Vec::new(); n_items];
+        for (a, b, users) in pairs {
+            let (a, b) = (*a as usize, *b as usize);
+            if a < n_items && b < n_items && item_users[a] > 0.0 && item_users[b] > 0.0 {
+                let sim = users / (item_users[a] * item_users[b]).sqrt();
+                neighbours[a].push((b as i64, sim as f32));
+            }
+        }
+        for n in &mut neighbours {
+            n.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+            n.truncate(keep);
+        }
+        ItemKnn { neighbours }
+    }
+
+    /// Scores [histories, n_items]: summed similarity to each history item.
+    pub fn scores(&self, histories: &[&[i64]]) -> Tensor {
+        let n = self.neighbours.len();
+        let mut out = vec![0f32; histories.len() * n];
+        for (r, h) in histories.iter().enumerate() {
+            let row = &mut out[r * n..(r + 1) * n];
+            for item in *h {
+                for (j, s) in self.neighbours.get(*item as usize).map(Vec::as_slice).unwrap_or(&[]) {
+                    row[*j as usize] += s;
+                }
+            }
+        }
+        Tensor::from_slice(&out).view([histories.len() as i64, n as i64])
+    }
+}
+
+/// Metric sums per segment ("all" first).
+#[derive(Default)]
+struct Sums(Vec<(String, RankSums)>);
+
+impl Sums {
+    fn add(&mut self, segment: &str, scores: &Tensor, targets: &Tensor, history: &Tensor) {
+        match self.0.iter_mut().find(|(s, _)| s == segment) {
+            Some((_, r)) => r.add(scores, targets, history, K),
+            None => {
+                let mut r = RankSums::default();
+                r.add(scores, targets, history, K);
+                self.0.push((segment.to_string(), r));
+            }
+        }
+    }
+
+    fn all(&self) -> RankSums {
+        self.0.iter().find(|(s, _)| s == "all").map(|(_, r)| *r).unwrap_or_default()
+    }
+}
+
+fn segment_of(history: usize) -> &'static str {
+    SEGMENTS.iter().find(|(_, lo, hi)| history >= *lo && history <= *hi).map(|s| s.0).unwrap_or("history 21+")
+}
 
 /// Run the stage.
 pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let data = seqdata::load(job).await?;
     let (_vs, model, _meta) = checkpoint::load(job, device).await?;
+    let ctx = job.session()?;
+    let co = job.read_work(&ctx, "item_cooccurrence", "SELECT item_a, item_b, users FROM item_cooccurrence").await?;
+    let pairs: Vec<(i64, i64, f64)> = arrays::ints(&co, "item_a")?
+        .into_iter()
+        .zip(arrays::ints(&co, "item_b")?)
+        .zip(arrays::ints(&co, "users")?)
+        .map(|((a, b), u)| (a, b, u as f64))
+        .collect();
+    let n_items = data.n_items() as usize;
+    let knn = ItemKnn::new(n_items, &pairs, &train_item_users(&data), KNN_NEIGHBOURS);
     let max_len = model.config().max_len as usize;
-    let n_items = data.n_items();
-    // (user, test item) pairs; each test item is predicted from everything
+
+    // (user, test item) cases: each test item is predicted from everything
     // before the user's first test step.
     let cases: Vec<(usize, i64)> = (0..data.seqs.len())
         .flat_map(|u| {
@@ -38,34 +126,44 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
             s.test.iter().filter(move |_| ok).map(move |t| (u, *t))
         })
         .collect();
-
-    let mut counts = vec![0f32; n_items as usize];
+    let mut counts = vec![0f32; n_items];
     for u in 0..data.seqs.len() {
         for i in data.split(u).before_test {
             counts[*i as usize] += 1.0;
         }
     }
     let pop = Tensor::from_slice(&counts).to_device(device).unsqueeze(0);
-    let text = data.text_tensor(device);
-    let (mut m, mut p) = (RankSums::default(), RankSums::default());
+    let feats = data.features(device);
+    let mut sums: Vec<(&str, Sums)> =
+        vec![("nightrec", Sums::default()), ("popularity", Sums::default()), ("item_knn", Sums::default())];
     tch::no_grad(|| {
-        let items = model.item_table(&text);
-        for chunk in cases.chunks(256) {
-            let inputs: Vec<&[i64]> = chunk.iter().map(|(u, _)| data.split(*u).before_test).collect();
-            let targets: Vec<i64> = chunk.iter().map(|(_, t)| *t).collect();
-            let targets = Tensor::from_slice(&targets).to_device(device);
-            let hist = left_pad(&inputs, usize::MAX, device);
-            let scores = model.encode_last(&left_pad(&inputs, max_len, device), &items).matmul(&items.tr());
-            m.add(&scores, &targets, &hist, K);
-            let pop_scores = pop.expand([chunk.len() as i64, n_items], false).to_kind(Kind::Float);
-            p.add(&pop_scores, &targets, &hist, K);
+        let items = model.item_table(&feats);
+        // Cases of one segment together, so each batch updates one row.
+        for (segment, _, _) in SEGMENTS {
+            let seg_cases: Vec<&(usize, i64)> =
+                cases.iter().filter(|(u, _)| segment_of(data.split(*u).before_test.len()) == segment).collect();
+            for chunk in seg_cases.chunks(256) {
+                let inputs: Vec<&[i64]> = chunk.iter().map(|(u, _)| data.split(*u).before_test).collect();
+                let targets =
+                    Tensor::from_slice(&chunk.iter().map(|(_, t)| *t).collect::<Vec<i64>>()).to_device(device);
+                let hist = left_pad(&inputs, usize::MAX, device);
+                let model_scores = model.encode_last(&left_pad(&inputs, max_len, device), &items).matmul(&items.tr());
+                let pop_scores = pop.expand([chunk.len() as i64, n_items as i64], false).to_kind(Kind::Float);
+                let knn_scores = knn.scores(&inputs).to_device(device);
+                for ((_, s), scores) in sums.iter_mut().zip([&model_scores, &pop_scores, &knn_scores]) {
+                    s.add("all", scores, &targets, &hist);
+                    s.add(segment, scores, &targets, &hist);
+                }
+            }
         }
     });
-    let mut rows: Vec<(&str, &str, f64)> = Vec::new();
-    for (name, s) in [("nightrec", &m), ("popularity", &p)] {
-        rows.push((name, "ndcg", s.ndcg()));
-        rows.push((name, "hr", s.hr()));
-        rows.push((name, "mrr", s.mrr()));
+    let mut rows: Vec<(&str, String, &str, f64, usize)> = Vec::new();
+    for (name, s) in &sums {
+        for (segment, r) in &s.0 {
+            rows.push((name, segment.clone(), "ndcg", r.ndcg(), r.users));
+            rows.push((name, segment.clone(), "hr", r.hr(), r.users));
+            rows.push((name, segment.clone(), "mrr", r.mrr(), r.users));
+        }
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("model", DataType::Utf8, false),
@@ -79,11 +177,11 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         schema.clone(),
         vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "all"))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|_| K as i32))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|_| m.users as i32))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.4 as i32))),
         ],
     )
     .ctx("building evaluation")?;
@@ -97,10 +195,52 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         job.cfg.runtime.max_rows_per_file,
     )
     .await?;
+    let all: HashMap<&str, RankSums> = sums.iter().map(|(n, s)| (*n, s.all())).collect();
+    let fmt = |f: fn(&RankSums) -> f64| {
+        ["nightrec", "popularity", "item_knn"]
+            .iter()
+            .map(|n| format!("{:.4}", all.get(n).map(f).unwrap_or(0.0)))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
     let facts = vec![
-        ("test users".into(), m.users.to_string()),
-        ("NDCG@10 nightrec / popularity".into(), format!("{:.4} / {:.4}", m.ndcg(), p.ndcg())),
-        ("HR@10 nightrec / popularity".into(), format!("{:.4} / {:.4}", m.hr(), p.hr())),
+        ("test cases".into(), all.get("nightrec").map(|r| r.users).unwrap_or(0).to_string()),
+        ("NDCG@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::ndcg)),
+        ("HR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::hr)),
+        ("MRR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::mrr)),
     ];
     Ok((vec![t], facts))
+}
+
+/// Users whose training steps contain each item (index = item_idx).
+fn train_item_users(data: &SeqData) -> Vec<f64> {
+    let mut n = vec![0f64; data.n_items() as usize];
+    for u in 0..data.seqs.len() {
+        let mut seen: Vec<i64> = data.split(u).train.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for i in seen {
+            n[i as usize] += 1.0;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knn_sums_cosine_over_history_and_keeps_top_neighbours() {
+        // Items 1..=3; 1 and 2 co-occur for 2 users, 1 and 3 for 1.
+        let pairs = [(1, 2, 2.0), (2, 1, 2.0), (1, 3, 1.0), (3, 1, 1.0)];
+        let users = [0.0, 4.0, 2.0, 1.0];
+        let knn = ItemKnn::new(4, &pairs, &users, 1);
+        let s: Vec<f32> = Vec::try_from(knn.scores(&[&[1], &[2, 3]]).view([-1])).unwrap();
+        let c12 = (2.0 / (4.0f64 * 2.0).sqrt()) as f32;
+        let c31 = (1.0 / (1.0f64 * 4.0).sqrt()) as f32;
+        // Item 1 keeps only its top neighbour (2); items 2 and 3 both point at 1.
+        assert_eq!(&s[..4], &[0.0, 0.0, c12, 0.0]);
+        assert_eq!(&s[4..], &[0.0, c12 + c31, 0.0, 0.0]);
+    }
 }

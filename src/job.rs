@@ -144,6 +144,8 @@ pub struct Job {
     pub run_id: String,
     /// Rerun stages even when nothing changed.
     pub force: bool,
+    /// Train from scratch instead of warm-starting from an earlier date.
+    pub full_retrain: bool,
     /// Lineage written into every file.
     pub lineage: Lineage,
 }
@@ -162,7 +164,7 @@ impl Job {
             model_version: String::new(),
             date: date.to_string(),
         };
-        Ok(Job { cfg, date, input, output, run_id, force, lineage })
+        Ok(Job { cfg, date, input, output, run_id, force, full_retrain: false, lineage })
     }
 
     /// Folder of a work table, relative to the output root.

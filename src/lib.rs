@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod parquet_io;
 pub mod pipeline;
+pub mod progress;
 pub mod publish;
 pub mod rng;
 pub mod seqdata;

@@ -17,6 +17,15 @@ pub struct RunOptions {
     pub force: bool,
     /// Device override.
     pub device: Option<DeviceChoice>,
+    /// Train from scratch instead of warm-starting.
+    pub full_retrain: bool,
+}
+
+impl RunOptions {
+    /// All stages of a date, nothing forced, configured device, warm start.
+    pub fn new(date: RunDate) -> RunOptions {
+        RunOptions { date, stages: Vec::new(), force: false, device: None, full_retrain: false }
+    }
 }
 
 /// The outcome of a run.
@@ -38,6 +47,7 @@ pub struct RunSummary {
 pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     let device_choice = opts.device.unwrap_or(cfg.run.device);
     let mut job = Job::new(cfg, opts.date, opts.force)?;
+    job.full_retrain = opts.full_retrain;
     let device = crate::device::choose(device_choice)?;
     let inputs = clean::list_inputs(&job).await?;
     job.lineage.input_snapshot = inputs.snapshot.clone();
@@ -49,7 +59,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     let mut reports = Vec::new();
     tracing::info!(date = %job.date, run_id = %job.run_id, device = ?device, output = %job.output.folder_url(""), "run starts");
     for stage in Stage::ALL.into_iter().filter(|s| selected.contains(s)) {
-        let extra = if stage == Stage::Clean { inputs.snapshot.clone() } else { String::new() };
+        let extra = match stage {
+            Stage::Clean => inputs.snapshot.clone(),
+            // Training starts from the previous checkpoint: it is an input.
+            Stage::Train if job.full_retrain => "full retrain".into(),
+            Stage::Train => match crate::checkpoint::previous_meta(&job).await? {
+                Some((date, meta)) => format!("warm start {date} {}", meta.version),
+                None => "no warm start".into(),
+            },
+            _ => String::new(),
+        };
         let fingerprint = job.fingerprint(stage, &extra).await?;
         let published = stage != Stage::Publish
             || job.output.exists(&job.output.path(&crate::publish::success_path(&job.date.to_string()))).await?;
@@ -74,7 +93,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         let (tables, facts) = match stage {
             Stage::Clean => clean::run(&job, &inputs).await?,
             Stage::Trainset => crate::trainset::run(&job).await?,
-            Stage::Text => crate::text::run(&job).await?,
+            Stage::Text => crate::text::run(&job, device).await?,
             Stage::Train => {
                 let (meta, facts) = crate::train::run(&job, device).await?;
                 job.lineage.model_version = meta.version;

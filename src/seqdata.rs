@@ -6,6 +6,7 @@ use tch::{Kind, Tensor};
 use crate::arrays;
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::model::seqrec::ItemFeatures;
 
 /// Sequences and item features.
 pub struct SeqData {
@@ -21,6 +22,11 @@ pub struct SeqData {
     pub text: Vec<f32>,
     /// Text embedding width.
     pub text_dim: usize,
+    /// Row-major [n_items + 1, image_dim] image embeddings, when the
+    /// catalog has any (zero rows for items without one).
+    pub image: Option<Vec<f32>>,
+    /// Image embedding width (0 without images).
+    pub image_dim: usize,
 }
 
 /// One user's sequence cut into its time-based split.
@@ -47,12 +53,15 @@ impl SeqData {
         self.item_ids.len() as i64 + 1
     }
 
-    /// The text embeddings as a tensor on `device`.
-    pub fn text_tensor(&self, device: tch::Device) -> Tensor {
-        Tensor::from_slice(&self.text)
-            .view([self.n_items(), self.text_dim as i64])
-            .to_kind(Kind::Float)
-            .to_device(device)
+    /// The fixed item features the model's item table is built from.
+    pub fn features(&self, device: tch::Device) -> ItemFeatures {
+        let rows = |v: &[f32], dim: usize| {
+            Tensor::from_slice(v).view([self.n_items(), dim as i64]).to_kind(Kind::Float).to_device(device)
+        };
+        ItemFeatures {
+            text: rows(&self.text, self.text_dim),
+            image: self.image.as_deref().map(|v| rows(v, self.image_dim)),
+        }
     }
 }
 
@@ -82,6 +91,10 @@ pub async fn load(job: &Job) -> Result<SeqData> {
     full.extend(vals);
     let valid = arrays::ints(&seq, "valid_steps")?;
     let test = arrays::ints(&seq, "test_steps")?;
+    let (image, image_dim) = match crate::text::load_images(job, &ctx, idx.len()).await? {
+        Some((v, d)) => (Some(v), d),
+        None => (None, 0),
+    };
     Ok(SeqData {
         users: arrays::strings_required(&seq, "user_id")?,
         seqs: arrays::int_lists(&seq, "item_idxs")?,
@@ -89,6 +102,8 @@ pub async fn load(job: &Job) -> Result<SeqData> {
         item_ids: arrays::strings_required(&text, "item_id")?,
         text: full,
         text_dim: dim,
+        image,
+        image_dim,
     })
 }
 

@@ -1,25 +1,126 @@
-//! Stage `text`: `item_text` → `item_text_embeddings`.
+//! Stage `text`: `item_text` → `item_text_embeddings`, and the item-text
+//! encoders it uses.
 //!
-//! The encoder here is a deterministic feature-hashing bag of words: word
-//! unigrams and bigrams of the title, brand and description, plus every
-//! prefix of the category path as one token, hashed (FNV-1a) into `text.dim`
-//! signed buckets and L2-normalised. Items that share words or a category
-//! land close together, which is what lets items without interactions be
-//! placed. An item with no text at all gets the zero vector (documented, and
-//! never NaN). The pretrained MiniLM encoder will take over this stage.
+//! The default encoder is the pretrained all-MiniLM-L6-v2 sentence encoder
+//! ([`TextEncoder`]): `tokenizers` with its shipped `tokenizer.json` (padding
+//! to the longest text of a batch and truncation at `text.max_tokens`
+//! instead of the file's fixed 128-token padding), a BERT written with tch
+//! ([`crate::model::bert`]), mean pooling over real tokens, L2 norm. Texts
+//! are batched by length so that little padding is computed. The fallback
+//! `hashing` encoder needs no model files: word unigrams and bigrams plus
+//! every prefix of the category path, hashed into signed buckets.
+//!
+//! An item with no text at all gets the zero vector with either encoder
+//! (documented, never NaN): the sequence model then places it by its ID
+//! embedding alone.
 //!
 //! Safe to re-run: the output folder is replaced whole.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
+use tch::{Kind, Tensor, nn};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::arrays;
-use crate::error::{DfContext, Result};
+use crate::config::{Config, TextEncoderKind};
+use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
+use crate::model::bert::{Bert, BertConfig};
 use crate::parquet_io::{WrittenTable, write_batches};
+
+/// The MiniLM model folder: `text.model_dir`, or the cache `make setup` fills.
+pub fn model_dir(cfg: &Config) -> PathBuf {
+    if !cfg.text.model_dir.is_empty() {
+        return PathBuf::from(&cfg.text.model_dir);
+    }
+    let cache = std::env::var_os("NIGHTREC_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache").join("nightrec")
+    });
+    cache.join("models").join("all-minilm-l6-v2")
+}
+
+/// A pretrained sentence encoder: tokenizer plus BERT, on one device.
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    model: Bert,
+    _vs: nn::VarStore,
+    device: tch::Device,
+    dim: usize,
+}
+
+impl TextEncoder {
+    /// Load `model.safetensors`, `tokenizer.json` and `config.json` from `dir`.
+    pub fn load(dir: &Path, max_tokens: usize, device: tch::Device) -> Result<TextEncoder> {
+        let missing = |f: &str| {
+            Error::Config(format!(
+                "the text encoder's {f} is missing from {} (run `make setup`, or set text.model_dir, \
+                 or text.encoder = \"hashing\")",
+                dir.display()
+            ))
+        };
+        let file = |f: &str| {
+            let p = dir.join(f);
+            if p.is_file() { Ok(p) } else { Err(missing(f)) }
+        };
+        let cfg_text = std::fs::read_to_string(file("config.json")?)
+            .map_err(|e| Error::io(dir.join("config.json").display(), e))?;
+        let cfg: BertConfig = serde_json::from_str(&cfg_text)
+            .map_err(|e| Error::Config(format!("{}: not a BERT config: {e}", dir.join("config.json").display())))?;
+        let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
+            .map_err(|e| Error::Config(format!("{}: {e}", dir.join("tokenizer.json").display())))?;
+        let max_tokens = max_tokens.min(cfg.max_position_embeddings as usize);
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .map_err(|e| Error::Internal(format!("configuring truncation: {e}")))?;
+        tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
+        let mut vs = nn::VarStore::new(device);
+        let model = Bert::new(&vs.root(), &cfg);
+        let weights = file("model.safetensors")?;
+        vs.load(&weights).ctx(format!("loading {}", weights.display()))?;
+        vs.freeze();
+        Ok(TextEncoder { tokenizer, model, _vs: vs, device, dim: cfg.hidden_size as usize })
+    }
+
+    /// Width of the embeddings.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Embed texts, `batch` at a time; row-major [texts, dim]. Empty texts
+    /// get the zero vector.
+    pub fn embed(&self, texts: &[&str], batch: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; texts.len() * self.dim];
+        // Similar lengths share a batch, so padding costs little.
+        let mut order: Vec<usize> = (0..texts.len()).filter(|i| !texts[*i].trim().is_empty()).collect();
+        order.sort_by_key(|i| (texts[*i].len(), *i));
+        for chunk in order.chunks(batch.max(1)) {
+            let batch_texts: Vec<&str> = chunk.iter().map(|i| texts[*i]).collect();
+            let enc = self
+                .tokenizer
+                .encode_batch(batch_texts, true)
+                .map_err(|e| Error::Internal(format!("tokenizing item texts: {e}")))?;
+            let l = enc.first().map(|e| e.get_ids().len()).unwrap_or(0) as i64;
+            let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Tensor {
+                let v: Vec<i64> = enc.iter().flat_map(|e| f(e).iter().map(|x| i64::from(*x))).collect();
+                Tensor::from_slice(&v).view([chunk.len() as i64, l]).to_device(self.device)
+            };
+            let ids = flat(&|e| e.get_ids());
+            let mask = flat(&|e| e.get_attention_mask());
+            let types = flat(&|e| e.get_type_ids());
+            let emb = tch::no_grad(|| self.model.embed(&ids, &mask, &types));
+            let vals: Vec<f32> = Vec::try_from(emb.to_device(tch::Device::Cpu).to_kind(Kind::Float).view([-1]))
+                .map_err(|e| Error::torch("copying text embeddings", e))?;
+            for (r, i) in chunk.iter().enumerate() {
+                out[i * self.dim..(i + 1) * self.dim].copy_from_slice(&vals[r * self.dim..(r + 1) * self.dim]);
+            }
+        }
+        Ok(out)
+    }
+}
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
@@ -32,8 +133,8 @@ fn add(v: &mut [f32], token: &str, weight: f32) {
     v[idx] += sign * weight;
 }
 
-/// Embed one item text (`title . category . brand . description`).
-pub fn embed(text: &str, dim: usize) -> Vec<f32> {
+/// The hashing encoder: one item text (`title . category . brand . description`).
+pub fn hashing_embed(text: &str, dim: usize) -> Vec<f32> {
     let mut v = vec![0f32; dim];
     if dim == 0 {
         return v;
@@ -66,17 +167,120 @@ pub fn embed(text: &str, dim: usize) -> Vec<f32> {
     v
 }
 
+/// Embed texts with the configured encoder; row-major values and width.
+pub fn embed_texts(cfg: &Config, texts: &[&str], device: tch::Device) -> Result<(Vec<f32>, usize)> {
+    match cfg.text.encoder {
+        TextEncoderKind::Minilm => {
+            let enc = TextEncoder::load(&model_dir(cfg), cfg.text.max_tokens, device)?;
+            Ok((enc.embed(texts, cfg.text.batch_size)?, enc.dim()))
+        }
+        TextEncoderKind::Hashing => {
+            let dim = cfg.text.hashing_dim;
+            Ok((texts.par_iter().flat_map_iter(|t| hashing_embed(t, dim)).collect(), dim))
+        }
+    }
+}
+
+/// Parse catalog image embeddings (JSON arrays of numbers as text). The
+/// width is the most common length; vectors of another length, with
+/// non-finite values, or unparsable are left out (and counted).
+pub fn parse_images(raw: &[Option<String>]) -> (Vec<Option<Vec<f32>>>, usize, usize) {
+    let parsed: Vec<Option<Vec<f32>>> = raw
+        .iter()
+        .map(|r| {
+            let v: Vec<f32> = serde_json::from_str(r.as_deref()?).ok()?;
+            (!v.is_empty() && v.iter().all(|x| x.is_finite())).then_some(v)
+        })
+        .collect();
+    let mut lengths: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
+    for v in parsed.iter().flatten() {
+        *lengths.entry(v.len()).or_default() += 1;
+    }
+    let dim = lengths.iter().max_by_key(|(len, n)| (**n, std::cmp::Reverse(**len))).map(|(l, _)| *l).unwrap_or(0);
+    let given = raw.iter().filter(|r| r.as_deref().is_some_and(|t| !t.trim().is_empty())).count();
+    let kept: Vec<Option<Vec<f32>>> = parsed.into_iter().map(|v| v.filter(|v| v.len() == dim)).collect();
+    let rejected = given - kept.iter().flatten().count();
+    (kept, dim, rejected)
+}
+
+/// The image embeddings the `text` stage kept, as row-major
+/// [n_items + 1, dim] (zero rows for items without one), if any.
+pub async fn load_images(
+    job: &Job,
+    ctx: &datafusion::prelude::SessionContext,
+    n_items: usize,
+) -> Result<Option<(Vec<f32>, usize)>> {
+    let table = "item_image_embeddings";
+    if job.output.list(&job.work(table)).await?.is_empty() {
+        return Ok(None);
+    }
+    let b = job.read_work(ctx, table, "SELECT item_idx, embedding FROM item_image_embeddings").await?;
+    let idx = arrays::ints(&b, "item_idx")?;
+    let (vals, dim) = arrays::vectors(&b, "embedding")?;
+    let mut full = vec![0f32; (n_items + 1) * dim];
+    for (r, i) in idx.iter().enumerate() {
+        let i = *i as usize;
+        if i == 0 || i > n_items {
+            return Err(Error::Internal(format!("item_image_embeddings has item_idx {i} outside 1..={n_items}")));
+        }
+        full[i * dim..(i + 1) * dim].copy_from_slice(&vals[r * dim..(r + 1) * dim]);
+    }
+    Ok(Some((full, dim)))
+}
+
+async fn write_images(
+    job: &Job,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Result<(Option<WrittenTable>, usize, usize)> {
+    let table = "item_image_embeddings";
+    job.output.delete_folder(&job.work(table)).await?;
+    let b =
+        job.read_work(ctx, "item_index", "SELECT item_idx, image_embedding FROM item_index ORDER BY item_idx").await?;
+    let idx = arrays::ints(&b, "item_idx")?;
+    let (vecs, dim, rejected) = parse_images(&arrays::strings(&b, "image_embedding")?);
+    let keep: Vec<usize> = (0..vecs.len()).filter(|i| vecs[*i].is_some()).collect();
+    if keep.is_empty() {
+        return Ok((None, 0, rejected));
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("item_idx", DataType::Int32, false),
+        Field::new("embedding", arrays::vector_type(dim), false),
+    ]));
+    let flat: Vec<f32> = keep.iter().flat_map(|i| vecs[*i].iter().flatten().copied()).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from_iter_values(keep.iter().map(|i| idx[*i] as i32))),
+            arrays::vector_array(flat, dim)?,
+        ],
+    )
+    .ctx("building item_image_embeddings")?;
+    let t = write_batches(
+        &job.output,
+        &job.work(table),
+        table,
+        schema,
+        &[batch],
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await?;
+    Ok((Some(t), keep.len(), rejected))
+}
+
 /// Run the stage.
-pub async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
     let batches =
         job.read_work(&ctx, "item_text", "SELECT item_idx, item_id, text FROM item_text ORDER BY item_idx").await?;
     let idx = arrays::ints(&batches, "item_idx")?;
     let ids = arrays::strings_required(&batches, "item_id")?;
     let texts = arrays::strings(&batches, "text")?;
-    let dim = job.cfg.text.dim;
-    let flat: Vec<f32> = texts.par_iter().flat_map_iter(|t| embed(t.as_deref().unwrap_or(""), dim)).collect();
-    let empty = texts.iter().filter(|t| t.as_deref().unwrap_or("").trim().is_empty()).count();
+    let texts: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
+    let started = std::time::Instant::now();
+    let (flat, dim) = embed_texts(&job.cfg, &texts, device)?;
+    let secs = started.elapsed().as_secs_f64();
+    let empty = texts.iter().filter(|t| t.trim().is_empty()).count();
     let schema = Arc::new(Schema::new(vec![
         Field::new("item_idx", DataType::Int32, false),
         Field::new("item_id", DataType::Utf8, false),
@@ -91,18 +295,27 @@ pub async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)
         ],
     )
     .ctx("building item_text_embeddings")?;
+    let table = "item_text_embeddings";
     let t = write_batches(
         &job.output,
-        &job.work("item_text_embeddings"),
-        "item_text_embeddings",
+        &job.work(table),
+        table,
         schema,
         &[batch],
         &job.lineage,
         job.cfg.runtime.max_rows_per_file,
     )
     .await?;
-    let facts = vec![("items embedded".into(), t.rows().to_string()), ("items without text".into(), empty.to_string())];
-    Ok((vec![t], facts))
+    let (images, with_image, rejected) = write_images(job, &ctx).await?;
+    let mut facts = vec![
+        ("encoder".into(), format!("{:?} ({dim} dims)", job.cfg.text.encoder).to_lowercase()),
+        ("items without text (zero vector)".into(), empty.to_string()),
+        ("texts per second".into(), format!("{:.0}", texts.len() as f64 / secs.max(1e-9))),
+    ];
+    if with_image + rejected > 0 {
+        facts.push(("image embeddings kept / rejected".into(), format!("{with_image} / {rejected}")));
+    }
+    Ok((std::iter::once(t).chain(images).collect(), facts))
 }
 
 #[cfg(test)]
@@ -114,17 +327,34 @@ mod tests {
     }
 
     #[test]
+    fn image_embeddings_keep_the_common_width_only() {
+        let raw = vec![
+            Some("[0.1, 0.2, 0.3]".to_string()),
+            None,
+            Some("[1, 2, 3]".to_string()),
+            Some("[1, 2]".to_string()),
+            Some("not json".to_string()),
+            Some("[1, 2, 3e400]".to_string()),
+        ];
+        let (v, dim, rejected) = parse_images(&raw);
+        assert_eq!(dim, 3);
+        assert_eq!(rejected, 3);
+        assert_eq!(v.iter().filter(|x| x.is_some()).count(), 2);
+        assert_eq!(v[2].as_deref(), Some(&[1.0f32, 2.0, 3.0][..]));
+    }
+
+    #[test]
     fn shared_words_and_categories_are_closer() {
-        let a = embed("Steel Frying Pan . Home > Kitchen > Pans . Acme", 64);
-        let b = embed("Nonstick Frying Pan . Home > Kitchen > Pans . Brio", 64);
-        let c = embed("Trail Running Shoe . Sports > Running > Shoes . Zoom", 64);
+        let a = hashing_embed("Steel Frying Pan . Home > Kitchen > Pans . Acme", 64);
+        let b = hashing_embed("Nonstick Frying Pan . Home > Kitchen > Pans . Brio", 64);
+        let c = hashing_embed("Trail Running Shoe . Sports > Running > Shoes . Zoom", 64);
         assert!(cos(&a, &b) > cos(&a, &c) + 0.2, "{} vs {}", cos(&a, &b), cos(&a, &c));
     }
 
     #[test]
     fn empty_text_is_the_zero_vector_and_others_are_unit() {
-        assert!(embed("", 16).iter().all(|x| *x == 0.0));
-        let v = embed("x", 16);
+        assert!(hashing_embed("", 16).iter().all(|x| *x == 0.0));
+        let v = hashing_embed("x", 16);
         assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
     }
 }

@@ -216,17 +216,10 @@ async fn memory_stores_carry_a_run_through_the_sql_stages() {
     let mut cfg = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "test", &[]).unwrap();
     cfg.storage.input = "memory://ingest-test/in".into();
     cfg.storage.output = "memory://ingest-test/out".into();
-    let summary = run(
-        cfg,
-        RunOptions {
-            date: DATE.parse().unwrap(),
-            stages: vec![Stage::Clean, Stage::Trainset],
-            force: false,
-            device: None,
-        },
-    )
-    .await
-    .unwrap();
+    let summary =
+        run(cfg, RunOptions { stages: vec![Stage::Clean, Stage::Trainset], ..RunOptions::new(DATE.parse().unwrap()) })
+            .await
+            .unwrap();
     let rows = |name: &str| {
         summary.stages.iter().flat_map(|s| s.tables.iter()).find(|t| t.0 == name).map(|t| t.1).unwrap_or(0)
     };

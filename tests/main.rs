@@ -6,3 +6,4 @@ mod e2e;
 mod ingest;
 mod s3;
 mod sql_golden;
+mod text_encoder;

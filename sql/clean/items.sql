@@ -3,6 +3,6 @@
 SELECT
     item_id, title, description, category, brand, price,
     COALESCE(in_stock, TRUE) AS in_stock,
-    created_at
+    created_at, image_embedding
 FROM items_checked
 WHERE reason IS NULL

@@ -27,7 +27,9 @@ WITH norm AS (
             WHEN 'true' THEN TRUE WHEN '1' THEN TRUE WHEN 'yes' THEN TRUE
             WHEN 'false' THEN FALSE WHEN '0' THEN FALSE WHEN 'no' THEN FALSE
         END AS in_stock,
-        TRY_CAST(NULLIF(TRIM(created_at), '') AS TIMESTAMP) AS created_at
+        TRY_CAST(NULLIF(TRIM(created_at), '') AS TIMESTAMP) AS created_at,
+        -- A JSON array of numbers as text; the text stage parses and checks it.
+        NULLIF(TRIM(image_embedding), '') AS image_embedding
     FROM raw_items
 ),
 ranked AS (
@@ -41,6 +43,7 @@ ranked AS (
 )
 SELECT
     source, position, raw, item_id, title, description, category, brand, price, in_stock, created_at,
+    image_embedding,
     CASE
         WHEN malformed THEN 'malformed'
         WHEN item_id IS NULL THEN 'missing_id'

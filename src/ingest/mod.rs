@@ -62,7 +62,17 @@ pub const EVENTS: Dataset = Dataset {
 /// The catalog.
 pub const ITEMS: Dataset = Dataset {
     name: "items",
-    columns: &["item_id", "title", "description", "category", "brand", "price", "in_stock", "created_at"],
+    columns: &[
+        "item_id",
+        "title",
+        "description",
+        "category",
+        "brand",
+        "price",
+        "in_stock",
+        "created_at",
+        "image_embedding",
+    ],
     required: true,
 };
 

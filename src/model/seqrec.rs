@@ -1,11 +1,14 @@
 //! A SASRec-style transformer sequence recommender.
 //!
 //! An item's input representation is a learned ID embedding plus a learned
-//! projection of its text embedding, so items without interactions still
-//! land near similar items. A user is encoded from their recent items with
-//! causal self-attention; the hidden state at a position scores every item
-//! by inner product with the item table (weights are shared between input
-//! and output, so user and item embeddings live in one space).
+//! projection of its text embedding (and α × a projection of its image
+//! embedding when the catalog has one), so items without interactions
+//! still land near similar items. A user is encoded from their recent items
+//! with self-attention: causal for next-item prediction (fine-tuning,
+//! serving), bidirectional with a learned `[MASK]` item for masked-item
+//! pretraining. The hidden state at a position scores every item by inner
+//! product with the item table (weights are shared between input and
+//! output, so user and item embeddings live in one space).
 //!
 //! Sequences are left-padded with item 0; padded positions attend only to
 //! themselves (so no row of the attention matrix is empty) and their outputs
@@ -13,6 +16,10 @@
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::Module};
+
+fn yes() -> bool {
+    true
+}
 
 /// Shape of the model.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,6 +38,24 @@ pub struct SeqRecConfig {
     pub dropout: f64,
     /// Dimension of the item text embeddings fed in.
     pub text_dim: i64,
+    /// Whether text embeddings are part of the item representation.
+    #[serde(default = "yes")]
+    pub text_fusion: bool,
+    /// Dimension of the catalog's image embeddings (0: none).
+    #[serde(default)]
+    pub image_dim: i64,
+    /// Weight of the image projection in the item representation.
+    #[serde(default)]
+    pub image_alpha: f64,
+}
+
+/// The fixed per-item features the item table is built from.
+#[derive(Debug)]
+pub struct ItemFeatures {
+    /// [n_items, text_dim] text embeddings (row 0, padding, is zero).
+    pub text: Tensor,
+    /// [n_items, image_dim] image embeddings, zero rows for items without one.
+    pub image: Option<Tensor>,
 }
 
 #[derive(Debug)]
@@ -82,8 +107,10 @@ impl Block {
 #[derive(Debug)]
 pub struct SeqRec {
     item_id: nn::Embedding,
+    mask: Tensor,
     pos: nn::Embedding,
     text_proj: nn::Linear,
+    image_proj: Option<nn::Linear>,
     emb_ln: nn::LayerNorm,
     blocks: Vec<Block>,
     final_ln: nn::LayerNorm,
@@ -93,11 +120,15 @@ pub struct SeqRec {
 impl SeqRec {
     /// Create the variables under `p`.
     pub fn new(p: &nn::Path, cfg: &SeqRecConfig) -> SeqRec {
-        let emb_cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
+        let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        let emb_cfg = nn::EmbeddingConfig { ws_init: init, ..Default::default() };
         SeqRec {
             item_id: nn::embedding(p / "item_id", cfg.n_items, cfg.dim, emb_cfg),
+            mask: p.var("mask_item", &[1, cfg.dim], init),
             pos: nn::embedding(p / "pos", cfg.max_len, cfg.dim, emb_cfg),
             text_proj: nn::linear(p / "text_proj", cfg.text_dim, cfg.dim, Default::default()),
+            image_proj: (cfg.image_dim > 0)
+                .then(|| nn::linear(p / "image_proj", cfg.image_dim, cfg.dim, Default::default())),
             emb_ln: nn::layer_norm(p / "emb_ln", vec![cfg.dim], Default::default()),
             blocks: (0..cfg.layers).map(|i| Block::new(p / format!("block{i}"), cfg)).collect(),
             final_ln: nn::layer_norm(p / "final_ln", vec![cfg.dim], Default::default()),
@@ -110,15 +141,32 @@ impl SeqRec {
         &self.cfg
     }
 
-    /// Every item's representation, [n_items, dim], from the fixed text
-    /// embeddings [n_items, text_dim].
-    pub fn item_table(&self, text: &Tensor) -> Tensor {
-        &self.item_id.ws + text.apply(&self.text_proj)
+    /// The index of the `[MASK]` item in [`SeqRec::with_mask`]'s table.
+    pub fn mask_index(&self) -> i64 {
+        self.cfg.n_items
+    }
+
+    /// Every item's representation, [n_items, dim].
+    pub fn item_table(&self, f: &ItemFeatures) -> Tensor {
+        // Sums of new tensors: `+=` would add in place into the ID weights.
+        let text = self.cfg.text_fusion.then(|| f.text.apply(&self.text_proj));
+        let image = match (&self.image_proj, &f.image) {
+            (Some(proj), Some(img)) => Some(img.apply(proj) * self.cfg.image_alpha),
+            _ => None,
+        };
+        text.into_iter().chain(image).fold(self.item_id.ws.shallow_clone(), |acc, t| acc + t)
+    }
+
+    /// The item table with the `[MASK]` item appended (for masked inputs).
+    pub fn with_mask(&self, items: &Tensor) -> Tensor {
+        Tensor::cat(&[items, &self.mask], 0)
     }
 
     /// Encode left-padded sequences [B, L] (L ≤ max_len) into hidden states
-    /// [B, L, dim], given the item table from [`SeqRec::item_table`].
-    pub fn encode(&self, seq: &Tensor, items: &Tensor, train: bool) -> Tensor {
+    /// [B, L, dim], given an item table from [`SeqRec::item_table`] (or
+    /// [`SeqRec::with_mask`] when inputs hold `[MASK]`). `causal` lets each
+    /// position see only itself and earlier positions.
+    pub fn encode(&self, seq: &Tensor, items: &Tensor, train: bool, causal: bool) -> Tensor {
         let (b, l) = seq.size2().unwrap_or((0, 0));
         let dev = seq.device();
         let x = items.index_select(0, &seq.flatten(0, 1)).view([b, l, self.cfg.dim]);
@@ -127,10 +175,14 @@ impl SeqRec {
         let positions = Tensor::arange(l, (Kind::Int64, dev)).flip([0]);
         let x = (x + self.pos.forward(&positions).unsqueeze(0)).apply(&self.emb_ln).dropout(self.cfg.dropout, train);
         let pad = seq.eq(0);
-        let causal = Tensor::ones([l, l], (Kind::Bool, dev)).tril(0);
         let eye = Tensor::eye(l, (Kind::Bool, dev));
         let key_ok = pad.logical_not().unsqueeze(1).logical_or(&eye.unsqueeze(0));
-        let blocked = causal.unsqueeze(0).logical_and(&key_ok).logical_not().unsqueeze(1);
+        let allowed = if causal {
+            Tensor::ones([l, l], (Kind::Bool, dev)).tril(0).unsqueeze(0).logical_and(&key_ok)
+        } else {
+            key_ok
+        };
+        let blocked = allowed.logical_not().unsqueeze(1);
         let mut h = x;
         for blk in &self.blocks {
             h = blk.forward(&h, &blocked, train);
@@ -138,9 +190,9 @@ impl SeqRec {
         h.apply(&self.final_ln) * pad.logical_not().unsqueeze(-1).to_kind(Kind::Float)
     }
 
-    /// The user representation: the hidden state at the last position.
+    /// The user representation: the causal hidden state at the last position.
     pub fn encode_last(&self, seq: &Tensor, items: &Tensor) -> Tensor {
-        let h = self.encode(seq, items, false);
+        let h = self.encode(seq, items, false, true);
         let l = h.size()[1];
         h.select(1, l - 1)
     }
@@ -151,19 +203,31 @@ mod tests {
     use super::*;
     use tch::Device;
 
-    fn tiny() -> (nn::VarStore, SeqRec) {
+    fn tiny() -> (nn::VarStore, SeqRec, ItemFeatures) {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = SeqRecConfig { n_items: 11, dim: 8, heads: 2, layers: 1, max_len: 6, dropout: 0.0, text_dim: 4 };
+        let cfg = SeqRecConfig {
+            n_items: 11,
+            dim: 8,
+            heads: 2,
+            layers: 1,
+            max_len: 6,
+            dropout: 0.0,
+            text_dim: 4,
+            text_fusion: true,
+            image_dim: 0,
+            image_alpha: 0.0,
+        };
         let m = SeqRec::new(&vs.root(), &cfg);
-        (vs, m)
+        let f = ItemFeatures { text: Tensor::randn([11, 4], (Kind::Float, Device::Cpu)), image: None };
+        (vs, m, f)
     }
 
     #[test]
     fn padding_does_not_change_the_last_state() {
-        let (_vs, m) = tiny();
-        let text = Tensor::zeros([11, 4], (Kind::Float, Device::Cpu));
-        let items = m.item_table(&text);
+        let _rng = crate::device::rng_lock();
+        let (_vs, m, f) = tiny();
+        let items = m.item_table(&f);
         let short = Tensor::from_slice(&[3i64, 5, 7]).view([1, 3]);
         let padded = Tensor::from_slice(&[0i64, 0, 3, 5, 7]).view([1, 5]);
         let a = m.encode_last(&short, &items);
@@ -173,13 +237,30 @@ mod tests {
     }
 
     #[test]
-    fn the_future_does_not_leak_into_the_past() {
-        let (_vs, m) = tiny();
-        let text = Tensor::zeros([11, 4], (Kind::Float, Device::Cpu));
-        let items = m.item_table(&text);
-        let a = m.encode(&Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]), &items, false).select(1, 1);
-        let b = m.encode(&Tensor::from_slice(&[1i64, 2, 9]).view([1, 3]), &items, false).select(1, 1);
-        let diff = (a - b).abs().max().double_value(&[]);
-        assert!(diff < 1e-6, "position 1 saw position 2: {diff}");
+    fn the_future_does_not_leak_into_the_past_unless_bidirectional() {
+        let _rng = crate::device::rng_lock();
+        let (_vs, m, f) = tiny();
+        let items = m.with_mask(&m.item_table(&f));
+        let a = Tensor::from_slice(&[1i64, 11, 3]).view([1, 3]);
+        let b = Tensor::from_slice(&[1i64, 11, 9]).view([1, 3]);
+        let diff = |causal| {
+            let x = m.encode(&a, &items, false, causal).select(1, 1);
+            let y = m.encode(&b, &items, false, causal).select(1, 1);
+            (x - y).abs().max().double_value(&[])
+        };
+        assert!(diff(true) < 1e-6, "position 1 saw position 2 under the causal mask");
+        assert!(diff(false) > 1e-4, "the masked position cannot see its right context");
+    }
+
+    #[test]
+    fn text_fusion_off_ignores_text() {
+        let _rng = crate::device::rng_lock();
+        let (_vs, mut m, f) = tiny();
+        let with = m.item_table(&f);
+        m.cfg.text_fusion = false;
+        let without = m.item_table(&f);
+        assert!((with - &without).abs().max().double_value(&[]) > 1e-4);
+        let other = ItemFeatures { text: Tensor::randn([11, 4], (Kind::Float, Device::Cpu)), image: None };
+        assert!((m.item_table(&other) - without).abs().max().double_value(&[]) < 1e-9);
     }
 }
