@@ -159,12 +159,12 @@ async fn item_cooccurrence_matches_a_brute_force_count_at_scale() {
         .into_iter()
         .zip(nightrec::arrays::ints(&got, "item_b").unwrap())
         .zip(nightrec::arrays::ints(&got, "users").unwrap())
-        .map(|((a, b), n)| ((a, b), n))
         .collect();
     // Brute force: per user, distinct ordered pairs within 3 training steps, both ways.
-    let users = nightrec::arrays::strings_required(&[batch.clone()], "user_id").unwrap();
-    let items = nightrec::arrays::ints(&[batch.clone()], "item_idx").unwrap();
-    let splits = nightrec::arrays::strings_required(&[batch], "split").unwrap();
+    let batches = [batch];
+    let users = nightrec::arrays::strings_required(&batches, "user_id").unwrap();
+    let items = nightrec::arrays::ints(&batches, "item_idx").unwrap();
+    let splits = nightrec::arrays::strings_required(&batches, "split").unwrap();
     let mut per_user: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for ((u, i), s) in users.iter().zip(&items).zip(&splits) {
         if s == "train" {
