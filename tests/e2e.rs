@@ -114,12 +114,45 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     assert!(o.status.success(), "sql failed: {}", text(&o));
     let n: usize = String::from_utf8_lossy(&o.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
     assert!(n > 50);
-    let o = nightrec(
-        &["--output", &fx.output(), "--input", &fx.input(), "sql", "CREATE TABLE t AS SELECT 1"],
-        &[],
-        fx.dir.path(),
-    );
-    assert_eq!(o.status.code(), Some(2), "a write was not refused: {}", text(&o));
+    let (out, inp) = (fx.output(), fx.input());
+    let sql = |args: &[&str]| {
+        let mut all = vec!["--output", out.as_str(), "--input", inp.as_str(), "sql"];
+        all.extend_from_slice(args);
+        nightrec(&all, &[], fx.dir.path())
+    };
+    let copy_to = fx.dir.path().join("copied.csv");
+    let copy = format!("COPY (SELECT 1 AS x) TO '{}' STORED AS CSV", copy_to.display());
+    for statement in ["CREATE TABLE t AS SELECT 1", "INSERT INTO quarantine SELECT * FROM quarantine", copy.as_str()] {
+        let o = sql(&[statement]);
+        assert_eq!(o.status.code(), Some(2), "{statement} was not refused: {}", text(&o));
+        assert!(text(&o).contains("--allow-writes"), "{}", text(&o));
+    }
+    assert!(!copy_to.exists());
+    let o = sql(&["--allow-writes", &copy]);
+    assert!(o.status.success() && copy_to.exists(), "COPY with --allow-writes: {}", text(&o));
+    // Raw inputs, work tables and published tables side by side; results
+    // as JSON lines and as a Parquet file.
+    let o = sql(&[
+        "--format",
+        "json",
+        "SELECT (SELECT COUNT(*) FROM raw_events) AS raw, (SELECT COUNT(*) FROM events_checked) AS checked, \
+         (SELECT COUNT(*) FROM steps) AS steps",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(v["raw"], v["checked"], "{v}");
+    assert!(v["steps"].as_u64().unwrap() > 1000, "{v}");
+    let saved = fx.dir.path().join("q.parquet");
+    let o = sql(&["--format", "parquet", "--save", saved.to_str().unwrap(), "SELECT reason, COUNT(*) AS n FROM quarantine GROUP BY reason"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got = py("import sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1]).num_rows)", &[saved.to_str().unwrap()]);
+    // The generator breaks every rule but the bot limits.
+    assert_eq!(got.trim(), "7", "one row per reason code: {got}");
+    let o = nightrec(&["--output", &fx.output(), "--input", &fx.input(), "tables"], &[], fx.dir.path());
+    let listing = String::from_utf8_lossy(&o.stdout);
+    for t in ["raw_events (raw)", "clean_events (work)", "user_candidates (published)", "_malformed"] {
+        assert!(listing.contains(t), "tables lacks {t}:\n{listing}");
+    }
 }
 
 #[test]

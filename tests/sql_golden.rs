@@ -14,7 +14,10 @@ use datafusion::common::ScalarValue;
 use datafusion::prelude::{CsvReadOptions, SessionContext, cast, ident};
 
 fn fixtures_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql")
+    // Read at run time: the cargo target dir is shared by every clone on the
+    // machine, so a path baked in at compile time can name another clone.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    root.join("tests/sql")
 }
 
 async fn register_inputs(ctx: &SessionContext, dir: &Path) {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The clean and trainset stages on a generated log of EVENTS (default 10M)
+# events, with nightrec and with the same logic in DuckDB
+# (bench/duckdb_clean_trainset.py) on the same files, in the same run, with
+# the same threads and memory limit. Prints wall time, peak memory (max RSS),
+# the ratios, and each engine's row counts (which must agree).
+# usage: bench/sql.sh   (make bench-sql builds first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS="${EVENTS:-10000000}"
+USERS="${USERS:-200000}"
+ITEMS="${ITEMS:-50000}"
+THREADS="${THREADS:-2}"
+MEM_MB="${MEM_MB:-2048}"
+DATE=2026-11-21
+OUT="${OUT:-bench-out/sql}"
+PY="$(scripts/setup-python.sh)"
+IN="$OUT/in-$EVENTS"
+if [[ ! -f "$IN/.complete" ]]; then
+  rm -rf "$IN"
+  echo "bench-sql: generating $EVENTS events ..." >&2
+  bin/nightrec gen --out "$IN" --users "$USERS" --items "$ITEMS" --events "$EVENTS" --days 30 --seed 1 --end-date "$DATE" >&2
+  touch "$IN/.complete"
+fi
+rm -rf "$OUT/nightrec" "$OUT/duckdb"
+echo "bench-sql: nightrec ..." >&2
+NIGHTREC_RUN__THREADS="$THREADS" NIGHTREC_RUNTIME__SQL_MEMORY_MB="$MEM_MB" NIGHTREC_LOG=warn \
+  /usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/nightrec.time.json" \
+  bin/nightrec --input "$IN" --output "$OUT/nightrec" run --date "$DATE" --stage clean --stage trainset --force \
+  > "$OUT/nightrec.log" 2>&1
+echo "bench-sql: duckdb ..." >&2
+/usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/duckdb.time.json" \
+  "$PY" bench/duckdb_clean_trainset.py "$IN" "$OUT/duckdb" "$DATE" "$THREADS" "${MEM_MB}MB" > "$OUT/duckdb.log" 2>&1
+"$PY" - "$OUT" "$DATE" "$EVENTS" <<'PYEOF'
+import ast, glob, json, sys
+import pyarrow.parquet as pq
+out, date, events = sys.argv[1], sys.argv[2], int(sys.argv[3])
+n = json.load(open(f"{out}/nightrec.time.json"))
+d = json.load(open(f"{out}/duckdb.time.json"))
+duck_rows = ast.literal_eval(open(f"{out}/duckdb.log").read().strip().splitlines()[-1])["rows"]
+print(f"clean + trainset on {events:,} generated events (30 daily files: Parquet, NDJSON, CSV)")
+print("| engine | wall s | CPU s | peak RSS MiB |")
+print("|---|---|---|---|")
+for name, t in (("nightrec (DataFusion)", n), ("DuckDB", d)):
+    print(f"| {name} | {t['wall']:.1f} | {t['user'] + t['sys']:.1f} | {t['max_rss_kb'] / 1024:.0f} |")
+print(f"nightrec / DuckDB: wall {n['wall'] / d['wall']:.2f}x, peak memory {n['max_rss_kb'] / d['max_rss_kb']:.2f}x")
+agree = True
+for t, want in duck_rows.items():
+    got = sum(pq.read_metadata(f).num_rows for f in glob.glob(f"{out}/nightrec/_work/dt={date}/{t}/*.parquet"))
+    flag = "" if got == want else "  <-- differs"
+    agree &= got == want
+    print(f"rows {t}: nightrec {got:,} duckdb {want:,}{flag}")
+sys.exit(0 if agree else 1)
+PYEOF
