@@ -143,9 +143,16 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     assert_eq!(v["raw"], v["checked"], "{v}");
     assert!(v["steps"].as_u64().unwrap() > 1000, "{v}");
     let saved = fx.dir.path().join("q.parquet");
-    let o = sql(&["--format", "parquet", "--save", saved.to_str().unwrap(), "SELECT reason, COUNT(*) AS n FROM quarantine GROUP BY reason"]);
+    let o = sql(&[
+        "--format",
+        "parquet",
+        "--save",
+        saved.to_str().unwrap(),
+        "SELECT reason, COUNT(*) AS n FROM quarantine GROUP BY reason",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
-    let got = py("import sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1]).num_rows)", &[saved.to_str().unwrap()]);
+    let got =
+        py("import sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1]).num_rows)", &[saved.to_str().unwrap()]);
     // The generator breaks every rule but the bot limits.
     assert_eq!(got.trim(), "7", "one row per reason code: {got}");
     let o = nightrec(&["--output", &fx.output(), "--input", &fx.input(), "tables"], &[], fx.dir.path());
