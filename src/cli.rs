@@ -76,7 +76,9 @@ pub struct RunArgs {
     /// Consumables: purchased items may be recommended again.
     #[arg(long)]
     pub repeat_purchases: bool,
-    /// Compute candidates for shard I of N users only (not available yet).
+    /// Compute the per-user candidates of shard I of N only (users whose id
+    /// hash is I modulo N), after the stages before `candidates` ran; a
+    /// later run without --shard assembles the N shards and publishes.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// Train from scratch (with masked-item pretraining) instead of

@@ -322,6 +322,77 @@ pub struct CandidatesConfig {
     pub memory_budget_mb: usize,
     /// History items considered when choosing `reason_item_id`.
     pub reason_history: usize,
+    /// Similar items per item in `item_similar`.
+    pub similar_k: usize,
+    /// Candidates per user in `cross_category`.
+    pub cross_category_k: usize,
+    /// A user's dominant categories (by weighted interactions) that
+    /// `cross_category` stays out of.
+    pub dominant_categories: usize,
+    /// Depth of the category path that defines a category for
+    /// `cross_category` (1 = top level, e.g. `Home`).
+    pub category_level: usize,
+    /// Users with at most this many distinct history items get their
+    /// segment's favourites (`source = cold_start`) instead of the model's list.
+    pub cold_start_max_history: usize,
+    /// k of the k-means over user embeddings (`user_segments`).
+    pub segments: usize,
+    /// Lloyd iterations of the k-means.
+    pub kmeans_iterations: usize,
+    /// Days of events behind `popular_items`.
+    pub trending_days: u32,
+    /// Half-life of an event's weight in `popular_items`, in days.
+    pub trending_half_life_days: f64,
+    /// Items per category in `popular_items`.
+    pub popular_k: usize,
+    /// Most frequent search queries given `query_candidates`.
+    pub top_queries: usize,
+    /// Searches a query needs in the window to be included.
+    pub query_min_count: usize,
+    /// Items per query in `query_candidates`.
+    pub query_k: usize,
+    /// Weight of the model (sigmoid of the inner product) against the
+    /// segment's favourites in a cold-start user's score.
+    pub cold_start_model_weight: f64,
+    /// Purchased items may come back, ranked with a "buy again" source
+    /// (`--repeat-purchases`; for consumables).
+    pub repeat_purchases: bool,
+    /// Half-life in days of a past purchase's weight in "buy again".
+    pub buy_again_half_life_days: f64,
+    /// Weight of "buy again" (0..1, the user's most bought item scores 1)
+    /// added to the model's sigmoid score.
+    pub buy_again_weight: f64,
+}
+
+impl CandidatesConfig {
+    /// Event types whose items are never recommended again to the user
+    /// (purchases may come back with `repeat_purchases`).
+    pub fn excluded_types(&self) -> Vec<EventType> {
+        let mut t = self.exclude_event_types.clone();
+        if self.repeat_purchases {
+            t.retain(|e| *e != EventType::Purchase);
+        }
+        t
+    }
+}
+
+/// Day-over-day checks before a date is published, against the latest
+/// date published before it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// Run the checks (false: publish without comparing).
+    pub enabled: bool,
+    /// Least mean share of a user's top-K that was in their previous top-K.
+    pub min_candidate_overlap: f64,
+    /// Least catalog coverage (distinct candidate items / in-stock items)
+    /// as a fraction of the previous date's.
+    pub min_coverage_ratio: f64,
+    /// Most increase of the share of users served cold-start or popular
+    /// lists, in absolute points (0.1 = ten points).
+    pub max_cold_share_increase: f64,
+    /// Most relative drop of the model's NDCG@10 on the held-out split.
+    pub max_ndcg_drop: f64,
 }
 
 /// Query-engine resources.
@@ -354,6 +425,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// Candidate generation.
     pub candidates: CandidatesConfig,
+    /// Day-over-day publish gate.
+    pub gate: GateConfig,
     /// Query-engine resources.
     pub runtime: RuntimeConfig,
 }
@@ -404,8 +477,26 @@ impl Config {
     /// Reject values that are well-typed but unusable.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.candidates.k == 0 {
-            return bad("candidates.k must be at least 1".into());
+        let c = &self.candidates;
+        if c.k == 0 || c.similar_k == 0 || c.popular_k == 0 || c.query_k == 0 {
+            return bad("candidates.k, similar_k, popular_k and query_k must be at least 1".into());
+        }
+        if c.segments == 0 || c.category_level == 0 || c.trending_days == 0 {
+            return bad("candidates.segments, category_level and trending_days must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&c.cold_start_model_weight) || c.buy_again_weight.is_nan() || c.buy_again_weight < 0.0
+        {
+            return bad("candidates.cold_start_model_weight must be within 0..=1, buy_again_weight non-negative".into());
+        }
+        if !(c.trending_half_life_days > 0.0 && c.buy_again_half_life_days > 0.0) {
+            return bad("candidates.trending_half_life_days and buy_again_half_life_days must be positive".into());
+        }
+        let g = &self.gate;
+        if [g.min_candidate_overlap, g.min_coverage_ratio, g.max_cold_share_increase, g.max_ndcg_drop]
+            .iter()
+            .any(|v| !v.is_finite() || *v < 0.0)
+        {
+            return bad("gate thresholds must be finite and non-negative".into());
         }
         if self.model.dim <= 0 || self.model.heads <= 0 || self.model.dim % self.model.heads != 0 {
             return bad(format!(
@@ -462,7 +553,7 @@ impl Config {
 
     /// Hash of the whole configuration.
     pub fn hash(&self) -> String {
-        self.hash_of(&["storage", "run", "clean", "trainset", "text", "model", "candidates", "runtime"])
+        self.hash_of(&["storage", "run", "clean", "trainset", "text", "model", "candidates", "gate", "runtime"])
     }
 }
 

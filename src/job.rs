@@ -224,6 +224,8 @@ impl Job {
     pub async fn register_work(&self, ctx: &SessionContext, tables: &[&str]) -> Result<()> {
         for t in tables {
             let url = self.output.folder_url(&self.work(t));
+            // Registering again replaces: the folder may have been rewritten.
+            ctx.deregister_table(*t).ctx(format!("replacing work table {t}"))?;
             ctx.register_parquet(*t, &url, ParquetReadOptions::default())
                 .await
                 .ctx(format!("registering work table {t} at {url}"))?;

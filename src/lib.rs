@@ -34,6 +34,7 @@ pub mod sql;
 pub mod sqlcmd;
 pub mod storage;
 pub mod text;
+pub mod topk;
 pub mod train;
 pub mod trainset;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use nightrec::cli::{Cli, Command, LogFormat};
-use nightrec::config::{Config, EventType};
+use nightrec::config::Config;
 use nightrec::error::{Error, ExitCode, Result};
 use nightrec::job::{Job, Stage};
 use nightrec::pipeline::{self, RunOptions, RunSummary};
@@ -64,16 +64,12 @@ async fn run(cli: Cli) -> Result<()> {
     let mut cfg = load_config(&cli)?;
     match cli.command {
         Command::Run(a) => {
-            if let Some(shard) = a.shard {
-                return Err(Error::Usage(format!(
-                    "--shard {shard}: sharded candidate generation is not available yet"
-                )));
-            }
+            let shard = a.shard.as_deref().map(str::parse::<nightrec::candidates::Shard>).transpose()?;
             if let Some(n) = a.lookback_days {
                 cfg.run.lookback_days = n;
             }
             if a.repeat_purchases {
-                cfg.candidates.exclude_event_types.retain(|e| *e != EventType::Purchase);
+                cfg.candidates.repeat_purchases = true;
             }
             cfg.validate()?;
             let summary = pipeline::run(
@@ -84,6 +80,7 @@ async fn run(cli: Cli) -> Result<()> {
                     force: a.force,
                     device: a.device,
                     full_retrain: a.full_retrain,
+                    shard,
                 },
             )
             .await?;

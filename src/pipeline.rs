@@ -19,12 +19,14 @@ pub struct RunOptions {
     pub device: Option<DeviceChoice>,
     /// Train from scratch instead of warm-starting.
     pub full_retrain: bool,
+    /// Compute the per-user candidates of one shard only.
+    pub shard: Option<crate::candidates::Shard>,
 }
 
 impl RunOptions {
     /// All stages of a date, nothing forced, configured device, warm start.
     pub fn new(date: RunDate) -> RunOptions {
-        RunOptions { date, stages: Vec::new(), force: false, device: None, full_retrain: false }
+        RunOptions { date, stages: Vec::new(), force: false, device: None, full_retrain: false, shard: None }
     }
 }
 
@@ -58,6 +60,25 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     let selected: Vec<Stage> = if opts.stages.is_empty() { Stage::ALL.to_vec() } else { opts.stages.clone() };
     let mut reports = Vec::new();
     tracing::info!(date = %job.date, run_id = %job.run_id, device = ?device, output = %job.output.folder_url(""), "run starts");
+    if let Some(shard) = opts.shard {
+        if selected != [Stage::Candidates] && selected != Stage::ALL {
+            return Err(crate::Error::Usage(
+                "--shard runs the candidates stage only; run the stages before it first, without --shard".into(),
+            ));
+        }
+        let fingerprint = job.fingerprint(Stage::Candidates, "").await?;
+        let timer = StageTimer::start(Stage::Candidates);
+        let (tables, facts, ran) = crate::candidates::run_shard(&job, device, shard, &fingerprint).await?;
+        let marker = timer.finish(&job, fingerprint, tables, facts);
+        reports.push(StageReport {
+            stage: Stage::Candidates,
+            ran,
+            seconds: marker.seconds,
+            tables: marker.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
+            facts: marker.facts,
+        });
+        return Ok(summary(&job, device, reports));
+    }
     for stage in Stage::ALL.into_iter().filter(|s| selected.contains(s)) {
         let extra = match stage {
             Stage::Clean => inputs.snapshot.clone(),
@@ -100,7 +121,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
                 (Vec::new(), facts)
             }
             Stage::Embed => crate::embed::run(&job, device).await?,
-            Stage::Candidates => crate::candidates::run(&job, device).await?,
+            Stage::Candidates => crate::candidates::run(&job, device, &fingerprint).await?,
             Stage::Evaluate => crate::evaluate::run(&job, device).await?,
             Stage::Publish => {
                 let (_manifest, facts) = crate::publish::run(&job).await?;
@@ -118,11 +139,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
             facts: marker.facts,
         });
     }
-    Ok(RunSummary {
+    Ok(summary(&job, device, reports))
+}
+
+fn summary(job: &Job, device: tch::Device, stages: Vec<StageReport>) -> RunSummary {
+    RunSummary {
         date: job.date.to_string(),
         run_id: job.run_id.clone(),
         output: job.output.folder_url(""),
         device: format!("{device:?}"),
-        stages: reports,
-    })
+        stages,
+    }
 }

@@ -43,7 +43,11 @@ pub const ALL: &[SqlFile] = &[
     sql_file!("trainset", "item_popularity"),
     sql_file!("trainset", "item_cooccurrence"),
     sql_file!("trainset", "item_text"),
+    sql_file!("candidates", "popular_items"),
+    sql_file!("candidates", "top_queries"),
     sql_file!("publish", "candidate_checks"),
+    sql_file!("publish", "day_stats"),
+    sql_file!("publish", "candidate_overlap"),
 ];
 
 /// Look up a statement by stage and table.

@@ -1,7 +1,7 @@
 //! `nightrec sql` and `nightrec tables`: analysts' read-only SQL over the
 //! raw inputs (`raw_events`, `raw_items`, `raw_users`), the work tables of a
-//! date, and its published tables (published wins over work when both
-//! exist), with results as a table, CSV, JSON lines or a Parquet file.
+//! date, and its published tables — the files its manifest lists
+//! (published wins over work when both exist), with results as a table, CSV, JSON lines or a Parquet file.
 
 use std::io::Write;
 
@@ -13,7 +13,7 @@ use crate::config::{Config, RunDate};
 use crate::error::{DfContext, Error, Result};
 use crate::ingest::{self, DATASETS};
 use crate::job::Job;
-use crate::publish::{PUBLISHED, success_path};
+use crate::publish::{read_manifest, register_files, success_path};
 
 /// A registered table and where its data lives.
 #[derive(Debug, Clone)]
@@ -93,18 +93,15 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
             .ctx(format!("registering {name}"))?;
         infos.push(TableInfo { name, kind: "work", location });
     }
-    for (name, _) in PUBLISHED {
-        let folder = format!("{name}/{}", job.date.partition());
-        if job.output.list(&folder).await?.is_empty() {
-            continue;
+    // Published tables are exactly the files the date's manifest lists.
+    if let Some(manifest) = read_manifest(&job.output, job.date).await? {
+        for t in &manifest.tables {
+            let files: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
+            register_files(&ctx, &t.name, &job.output, &files).await?;
+            infos.retain(|i| i.name != t.name);
+            let location = job.output.folder_url(&format!("{}/{}", t.name, job.date.partition()));
+            infos.push(TableInfo { name: t.name.clone(), kind: "published", location });
         }
-        let location = job.output.folder_url(&folder);
-        let _ = ctx.deregister_table(*name);
-        ctx.register_parquet(*name, &location, ParquetReadOptions::default())
-            .await
-            .ctx(format!("registering {name}"))?;
-        infos.retain(|t| t.name != *name);
-        infos.push(TableInfo { name: name.to_string(), kind: "published", location });
     }
     infos.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((ctx, infos, date))

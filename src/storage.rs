@@ -90,6 +90,38 @@ impl Root {
         p
     }
 
+    /// The local folder behind a child folder, for `file://` roots.
+    pub fn local_dir(&self, rel: &str) -> Option<std::path::PathBuf> {
+        (self.base_url.scheme() == "file").then(|| std::path::PathBuf::from(format!("/{}", self.path(rel))))
+    }
+
+    /// Remove what a killed local write or copy left behind: object_store
+    /// stages local files as `<name>#<n>` next to their final name and
+    /// does not list them. Other stores have no such files.
+    pub fn remove_staging_leftovers(&self, rel: &str) -> Result<usize> {
+        let Some(dir) = self.local_dir(rel) else { return Ok(0) };
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let staged =
+                name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if staged {
+                std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path().display(), err))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The path of an object relative to this root (as `path` takes it).
+    pub fn relative(&self, path: &ObjPath) -> String {
+        match path.prefix_match(&self.prefix) {
+            Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
+            None => path.to_string(),
+        }
+    }
+
     /// A URL for a child folder, with a trailing slash, for DataFusion.
     pub fn folder_url(&self, rel: &str) -> String {
         format!("{}{}/", self.base_url, self.path(rel))
@@ -119,6 +151,15 @@ impl Root {
     pub async fn get_opt(&self, path: &ObjPath) -> Result<Option<Bytes>> {
         match self.store.get(path).await {
             Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(self.object_url(path), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage(self.object_url(path), e)),
+        }
+    }
+
+    /// An object's metadata, or None when it does not exist.
+    pub async fn head_opt(&self, path: &ObjPath) -> Result<Option<ObjectMeta>> {
+        match self.store.head(path).await {
+            Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::storage(self.object_url(path), e)),
         }

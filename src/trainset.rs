@@ -55,7 +55,7 @@ pub async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)
 }
 
 /// The configured event weights as a table for the SQL.
-fn event_weights(job: &Job) -> Result<RecordBatch> {
+pub fn event_weights(job: &Job) -> Result<RecordBatch> {
     let pairs = job.cfg.trainset.event_weights.pairs();
     let schema = Arc::new(Schema::new(vec![
         Field::new("event_type", DataType::Utf8, false),

@@ -7,8 +7,14 @@ const CHECK_CANDIDATES: &str = r#"
 import sys, json, glob, os, csv
 import pyarrow.parquet as pq
 inp, out, date, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-cand = pq.read_table(f"{out}/user_candidates/dt={date}").to_pylist()
-users = pq.read_table(f"{out}/user_embeddings/dt={date}").column("user_id").to_pylist()
+cold_max = int(sys.argv[5])
+def table(name):
+    return pq.read_table(f"{out}/{name}/dt={date}").to_pylist()
+cand = table("user_candidates")
+users = [r["user_id"] for r in table("user_embeddings")]
+work = f"{out}/_work/dt={date}"
+catalog = {r["item_id"]: r for r in pq.read_table(f"{work}/item_index").to_pylist()}
+seqs = {r["user_id"]: r["item_idxs"] for r in pq.read_table(f"{work}/sequences").to_pylist()}
 def raw_events():
     for f in glob.glob(f"{inp}/events/*/*"):
         if f.endswith(".parquet"):
@@ -35,17 +41,71 @@ for u in users:
     assert len(rows) == k, (u, len(rows))
     assert [r["rank"] for r in rows] == list(range(1, k + 1)), u
     assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:])), u
-    assert all(r["source"] == "model" for r in rows), u
+    assert all(r["source"] in ("model", "cold_start") for r in rows), u
+    if any(r["source"] == "cold_start" for r in rows):
+        assert len(set(seqs[u])) <= cold_max, (u, "cold start for a user with history")
     assert all((u, r["item_id"]) not in bought for r in rows), (u, "purchased item recommended")
+    assert all(catalog[r["item_id"]]["in_stock"] for r in rows), (u, "out-of-stock item recommended")
     assert all(r["reason_item_id"] for r in rows), u
+assert any(r["source"] == "cold_start" for r in cand), "no cold-start rows"
 cold = [u for u in by_user if u not in set(users)]
-assert all(r["source"] == "popular" for u in cold for r in by_user[u])
+assert cold and all(r["source"] == "popular" for u in cold for r in by_user[u])
+# item_similar: every catalog item, interactions or not; never itself, never out of stock.
+sim = {}
+for r in table("item_similar"):
+    sim.setdefault(r["item_id"], []).append(r)
+assert set(sim) == set(catalog), set(catalog) - set(sim)
+in_stock = sum(1 for r in catalog.values() if r["in_stock"])
+for i, rows in sim.items():
+    assert len(rows) == min(50, in_stock - (1 if catalog[i]["in_stock"] else 0)), (i, len(rows))
+    assert all(r["similar_item_id"] != i and catalog[r["similar_item_id"]]["in_stock"] for r in rows), i
+# cross_category: outside the user's two heaviest top-level categories.
+weights = {"view": 1, "click": 1, "add_to_cart": 2, "purchase": 3, "rating": 1.5, "review": 1.5}
+inter = pq.read_table(f"{work}/interactions").to_pylist()
+by_idx = {r["item_idx"]: r for r in catalog.values()}
+top = lambda c: (c or "").split(" > ")[0]
+heavy = {}
+for r in inter:
+    c = top(by_idx[r["item_idx"]]["category"])
+    if c:
+        heavy.setdefault(r["user_id"], {}).setdefault(c, 0)
+        heavy[r["user_id"]][c] += r["events"] * weights.get(r["event_type"], 0)
+cross = table("cross_category")
+assert cross
+for r in cross:
+    ranked = sorted(heavy[r["user_id"]].items(), key=lambda x: (-x[1], x[0]))
+    assert r["category"] not in [c for c, _ in ranked[:2]], (r, ranked)
+    assert top(catalog[r["item_id"]]["category"]) == r["category"], r
+    assert (r["user_id"], r["item_id"]) not in bought, r
+# popular_items: ranked per category and level; the (all) list is the fallback.
+pop = table("popular_items")
+cats = {}
+for r in pop:
+    cats.setdefault(r["category"], []).append(r)
+assert "(all)" in cats and any(" > " in c for c in cats)
+for c, rows in cats.items():
+    rows.sort(key=lambda r: r["rank"])
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1)), c
+    assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:])), c
+    assert c == "(all)" or all((catalog[r["item_id"]]["category"] + " > ").startswith(c + " > ") for r in rows), c
+# user_segments: every user with an embedding, in one of 16 segments.
+seg = table("user_segments")
+assert sorted(r["user_id"] for r in seg) == sorted(users)
+assert all(0 <= r["segment_id"] < 16 and r["distance"] >= 0 for r in seg)
+assert len({r["segment_id"] for r in seg}) > 4
+# query_candidates: the window's searches, in-stock items by text similarity.
+qc = table("query_candidates")
+assert qc and all(catalog[r["item_id"]]["in_stock"] for r in qc)
 # The manifest lists every published file with its true row count and checksum.
 import hashlib
 m = json.load(open(f"{out}/_runs/dt={date}/manifest.json"))
 assert os.path.exists(f"{out}/_runs/dt={date}/_SUCCESS")
 names = {t["name"] for t in m["tables"]}
-assert {"user_candidates", "user_embeddings", "item_embeddings", "evaluation", "quarantine", "data_quality"} <= names, names
+assert {"user_candidates", "cross_category", "item_similar", "popular_items", "user_segments", "query_candidates",
+        "user_embeddings", "item_embeddings", "evaluation", "quarantine", "data_quality"} == names, names
+listed = {f["path"] for t in m["tables"] for f in t["files"]}
+on_disk = {os.path.relpath(p, out) for t in names for p in glob.glob(f"{out}/{t}/dt={date}/*")}
+assert listed == on_disk, (listed ^ on_disk)
 for t in m["tables"]:
     for f in t["files"]:
         p = f"{out}/{f['path']}"
@@ -66,17 +126,35 @@ ev = con.execute(f"select model, metric, value from read_parquet('{out}/evaluati
 print(dict((m, v) for m, _, v in ev))
 "#;
 
+/// Users with at most this many distinct items get the cold-start blend in
+/// the end-to-end run (the generator's users have more than the default 2).
+const COLD_MAX: &str = "12";
+
+/// The published bytes of a table, file by file, in manifest order.
+pub fn published_bytes(out: &std::path::Path, table: &str) -> Vec<Vec<u8>> {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("_runs/dt={DATE}/manifest.json"))).unwrap()).unwrap();
+    let t = m["tables"].as_array().unwrap().iter().find(|t| t["name"] == table).unwrap();
+    t["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| std::fs::read(out.join(f["path"].as_str().unwrap())).unwrap())
+        .collect()
+}
+
 #[test]
 fn nightly_run_writes_valid_candidates_and_a_manifest() {
     let fx = Fixture::new("200", "150", "12000");
-    let env = small_env();
+    let mut env = small_env();
+    env.push(("NIGHTREC_CANDIDATES__COLD_START_MAX_HISTORY", COLD_MAX));
     let args = ["--input", &fx.input(), "--output", &fx.output(), "run", "--date", DATE];
     let o = nightrec(&args, &env, fx.dir.path());
     assert!(o.status.success(), "run failed: {}", text(&o));
     let summary = String::from_utf8_lossy(&o.stdout);
     assert!(summary.contains("user_candidates"), "summary lacks tables: {summary}");
 
-    py(CHECK_CANDIDATES, &[&fx.input(), &fx.output(), DATE, "20"]);
+    py(CHECK_CANDIDATES, &[&fx.input(), &fx.output(), DATE, "20", COLD_MAX]);
 
     // Every quarantine reason the generator injects shows up, counted by DuckDB.
     let dq = py(CHECK_DUCKDB, &[&fx.output(), DATE]);
@@ -87,14 +165,13 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     }
 
     // A rerun with nothing changed skips every stage and keeps the contents.
-    let before =
-        std::fs::read(fx.dir.path().join(format!("out/user_candidates/dt={DATE}/part-00000.parquet"))).unwrap();
+    let out_dir = fx.dir.path().join("out");
+    let before = published_bytes(&out_dir, "user_candidates");
     let o = nightrec(&args, &env, fx.dir.path());
     assert!(o.status.success(), "rerun failed: {}", text(&o));
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(!s.contains(" ran "), "a stage ran again although nothing changed:\n{s}");
-    let after = std::fs::read(fx.dir.path().join(format!("out/user_candidates/dt={DATE}/part-00000.parquet"))).unwrap();
-    assert_eq!(before, after);
+    assert_eq!(before, published_bytes(&out_dir, "user_candidates"));
 
     // Analysts' SQL sees the published tables; writes are refused (exit 2).
     let o = nightrec(
@@ -160,7 +237,36 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     for t in ["raw_events (raw)", "clean_events (work)", "user_candidates (published)", "_malformed"] {
         assert!(listing.contains(t), "tables lacks {t}:\n{listing}");
     }
+
+    // Consumables: with --repeat-purchases bought items may come back, from
+    // a "buy again" source competing with the model in one list.
+    let rp = [&args[..], &["--repeat-purchases"]].concat();
+    let o = nightrec(&rp, &env, fx.dir.path());
+    assert!(o.status.success(), "--repeat-purchases run failed: {}", text(&o));
+    let got = py(CHECK_BUY_AGAIN, &[&fx.output(), DATE]);
+    let n: Vec<usize> = got.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert!(n[0] > 0 && n[1] > 0, "buy_again rows {}, users {}", n[0], n[1]);
 }
+
+const CHECK_BUY_AGAIN: &str = r#"
+import sys
+import pyarrow.parquet as pq
+out, date = sys.argv[1], sys.argv[2]
+cand = pq.read_table(f"{out}/user_candidates/dt={date}").to_pylist()
+work = f"{out}/_work/dt={date}"
+idx = {r["item_idx"]: r["item_id"] for r in pq.read_table(f"{work}/item_index").to_pylist()}
+bought = {(r["user_id"], idx[r["item_idx"]]) for r in pq.read_table(f"{work}/interactions").to_pylist()
+          if r["event_type"] == "purchase"}
+again = [r for r in cand if r["source"] == "buy_again"]
+assert all((r["user_id"], r["item_id"]) in bought for r in again), "buy_again for an item never bought"
+by_user = {}
+for r in cand:
+    by_user.setdefault(r["user_id"], []).append(r)
+for u, rows in by_user.items():
+    rows.sort(key=lambda r: r["rank"])
+    assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:])), u
+print(len(again), len({r["user_id"] for r in again}))
+"#;
 
 #[test]
 fn bad_data_above_the_threshold_exits_3_and_publishes_nothing() {

@@ -4,6 +4,7 @@
 mod common;
 mod e2e;
 mod ingest;
+mod publish;
 mod s3;
 mod sql_golden;
 mod text_encoder;

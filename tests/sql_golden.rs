@@ -50,7 +50,8 @@ fn params(dir: &Path) -> Vec<(String, ScalarValue)> {
     v.into_iter()
         .map(|(k, v)| {
             let s = match v {
-                serde_json::Value::Number(n) => ScalarValue::Int64(n.as_i64()),
+                serde_json::Value::Number(n) if n.is_i64() => ScalarValue::Int64(n.as_i64()),
+                serde_json::Value::Number(n) => ScalarValue::Float64(n.as_f64()),
                 serde_json::Value::String(s) if s.starts_with("ts:") => {
                     let t = chrono::DateTime::parse_from_rfc3339(&s[3..]).unwrap();
                     nightrec::sql::ts_param(t.timestamp_millis())

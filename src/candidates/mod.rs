@@ -1,0 +1,655 @@
+//! Stage `candidates`: embeddings → `user_candidates`, `cross_category`,
+//! `item_similar`, `popular_items`, `user_segments`, `query_candidates`.
+//!
+//! Every top-K is exact (maximum inner product or cosine, [`crate::topk`])
+//! and computed in blocks sized from `candidates.memory_budget_mb`, on the
+//! run's device. Items a user must not see again
+//! (`candidates.exclude_event_types`) and out-of-stock items are never
+//! returned; items with no interactions are placed through their text
+//! embeddings (part of every item embedding) and can be recommended.
+//!
+//! Sharding (`--shard I/N`): a shard run computes the per-user tables for
+//! the users whose id hash ([`shard_of`]) is I modulo N, under
+//! `_work/dt=…/_shards/N/I/`. A later run without `--shard` finds a complete
+//! set of shards with this stage's fingerprint and assembles them instead
+//! of computing the per-user tables again; item tables, segments and
+//! queries are computed there.
+//!
+//! Safe to re-run: every output folder is replaced whole.
+
+pub mod kmeans;
+pub mod users;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Float32Array, Int32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+use crate::arrays;
+use crate::error::{DfContext, Error, Result};
+use crate::job::Job;
+use crate::parquet_io::{FileInfo, PartWriter, WrittenTable, write_batches};
+use crate::sql::ts_param;
+use crate::topk::{self, Masks};
+
+pub use users::schema;
+
+/// Per-user tables, the ones shards compute.
+pub const USER_TABLES: [&str; 2] = ["user_candidates", "cross_category"];
+
+/// One of N slices of the users (`--shard I/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This slice, 0..count.
+    pub index: u32,
+    /// Number of slices.
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Shard> {
+        let bad = || Error::Usage(format!("--shard {s}: expected I/N with 0 <= I < N, for example 0/4"));
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse::<u32>().map_err(|_| bad())?, n.trim().parse::<u32>().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// The shard of a user id among `count`: the first 8 bytes of the id's
+/// sha256 as a big-endian integer, modulo `count`. Stable across runs,
+/// machines and versions.
+pub fn shard_of(user_id: &str, count: u32) -> u32 {
+    let h = Sha256::digest(user_id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    (u64::from_be_bytes(b) % u64::from(count.max(1))) as u32
+}
+
+/// What the per-user tables are computed from.
+pub struct Inputs {
+    /// Item ids; item index i is `item_ids[i - 1]` (0 is padding).
+    pub item_ids: Vec<String>,
+    /// In stock, by item index − 1.
+    pub in_stock: Vec<bool>,
+    /// Category path, by item index − 1.
+    pub categories: Vec<Option<String>>,
+    /// Item embeddings `[N + 1, D]` on the device, row 0 zero.
+    pub items: Tensor,
+    /// The same on the host, row-major.
+    pub item_host: Vec<f32>,
+    /// The same, L2-normalised.
+    pub unit: Tensor,
+    /// Items nobody may get `[N + 1]`: padding and out of stock.
+    pub blocked: Tensor,
+    /// Embedding width.
+    pub dim: usize,
+    /// Users with an embedding, sorted.
+    pub user_ids: Vec<String>,
+    /// Their embeddings, row-major.
+    pub user_vals: Vec<f32>,
+    /// Each user's training sequence (item indices, oldest first).
+    pub history: HashMap<String, Vec<i64>>,
+    /// Items each user must not get again.
+    pub excluded: HashMap<String, Vec<i64>>,
+    /// Each user's items with their event-weighted interaction counts.
+    pub weighted: HashMap<String, Vec<(i64, f64)>>,
+    /// Each user's purchased items with a buy-again weight in (0, 1].
+    pub buy_again: HashMap<String, Vec<(i64, f32)>>,
+    /// Every known user (from users/ and events), sorted.
+    pub all_users: Vec<String>,
+}
+
+async fn load(job: &Job, ctx: &SessionContext, device: tch::Device) -> Result<Inputs> {
+    let items_b = job
+        .read_work(ctx, "item_embeddings", "SELECT item_idx, item_id, embedding FROM item_embeddings ORDER BY item_idx")
+        .await?;
+    let index_b = job
+        .read_work(ctx, "item_index", "SELECT item_idx, in_stock, category FROM item_index ORDER BY item_idx")
+        .await?;
+    let users_b = job
+        .read_work(ctx, "user_embeddings", "SELECT user_id, embedding FROM user_embeddings ORDER BY user_id")
+        .await?;
+    let seq_b = job.read_work(ctx, "sequences", "SELECT user_id, item_idxs FROM sequences").await?;
+    let inter_b = job
+        .read_work(
+            ctx,
+            "interactions",
+            "SELECT user_id, item_idx, event_type, events, to_unixtime(last_ts) AS last_s FROM interactions",
+        )
+        .await?;
+    let all_b = job.read_work(ctx, "users", "SELECT DISTINCT user_id FROM users ORDER BY user_id").await?;
+
+    let item_ids = arrays::strings_required(&items_b, "item_id")?;
+    let (item_vals, dim) = arrays::vectors(&items_b, "embedding")?;
+    let in_stock = arrays::bools(&index_b, "in_stock", true)?;
+    let categories = arrays::strings(&index_b, "category")?;
+    if in_stock.len() != item_ids.len() {
+        return Err(Error::Internal("item_index and item_embeddings disagree on the catalog".into()));
+    }
+    let n1 = item_ids.len() as i64 + 1;
+    let mut padded = vec![0f32; dim];
+    padded.extend(item_vals);
+    let items = Tensor::from_slice(&padded).view([n1, dim as i64]).to_device(device);
+    let unit = &items / items.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+    let item_host = padded;
+    let mut blocked = vec![true];
+    blocked.extend(in_stock.iter().map(|s| !s));
+    let blocked = Tensor::from_slice(&blocked).to_device(device);
+
+    let c = &job.cfg.candidates;
+    let excluded_types: Vec<&str> = c.excluded_types().iter().map(|e| e.as_str()).collect();
+    let weights: HashMap<&str, f64> =
+        job.cfg.trainset.event_weights.pairs().iter().map(|(e, w)| (e.as_str(), *w)).collect();
+    let end = (job.date.plus_days(1).start_millis() / 1000) as f64;
+    let mut excluded: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut weighted: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
+    let mut buy_again: HashMap<String, Vec<(i64, f32)>> = HashMap::new();
+    let (iu, ii, it) = (
+        arrays::strings_required(&inter_b, "user_id")?,
+        arrays::ints(&inter_b, "item_idx")?,
+        arrays::strings_required(&inter_b, "event_type")?,
+    );
+    let (ie, last) = (arrays::ints(&inter_b, "events")?, arrays::ints(&inter_b, "last_s")?);
+    for p in 0..iu.len() {
+        let (u, i, t) = (&iu[p], ii[p], it[p].as_str());
+        if excluded_types.contains(&t) {
+            excluded.entry(u.clone()).or_default().push(i);
+        }
+        weighted.entry(u.clone()).or_default().push((i, ie[p] as f64 * weights.get(t).copied().unwrap_or(0.0)));
+        if c.repeat_purchases && t == "purchase" {
+            let age_days = (end - last[p] as f64).max(0.0) / 86_400.0;
+            let w = ie[p] as f64 * 0.5f64.powf(age_days / c.buy_again_half_life_days);
+            buy_again.entry(u.clone()).or_default().push((i, w as f32));
+        }
+    }
+    for v in buy_again.values_mut() {
+        let top = v.iter().map(|x| x.1).fold(0f32, f32::max).max(f32::MIN_POSITIVE);
+        v.iter_mut().for_each(|x| x.1 /= top);
+    }
+    let history: HashMap<String, Vec<i64>> =
+        arrays::strings_required(&seq_b, "user_id")?.into_iter().zip(arrays::int_lists(&seq_b, "item_idxs")?).collect();
+    let user_ids = arrays::strings_required(&users_b, "user_id")?;
+    let (user_vals, udim) = arrays::vectors(&users_b, "embedding")?;
+    if !user_ids.is_empty() && udim != dim {
+        return Err(Error::Internal(format!("user embeddings have {udim} dims, item embeddings {dim}")));
+    }
+    let mut all_users = arrays::strings_required(&all_b, "user_id")?;
+    all_users.extend(history.keys().cloned());
+    all_users.sort();
+    all_users.dedup();
+    Ok(Inputs {
+        item_ids,
+        in_stock,
+        categories,
+        items,
+        item_host,
+        unit,
+        blocked,
+        dim,
+        user_ids,
+        user_vals,
+        history,
+        excluded,
+        weighted,
+        buy_again,
+        all_users,
+    })
+}
+
+fn segments(job: &Job, inp: &Inputs, device: tch::Device) -> Result<kmeans::Clusters> {
+    let c = &job.cfg.candidates;
+    let n = inp.user_ids.len() as i64;
+    let x = Tensor::from_slice(&inp.user_vals).view([n, inp.dim as i64]).to_device(device);
+    let block = topk::block_rows(c.memory_budget_mb.saturating_mul(1024 * 1024), c.segments) as i64;
+    kmeans::kmeans(&x, c.segments, c.kmeans_iterations, job.cfg.run.seed, block)
+}
+
+async fn write_segments(job: &Job, inp: &Inputs, cl: &kmeans::Clusters) -> Result<WrittenTable> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("segment_id", DataType::Int32, false),
+        Field::new("distance", DataType::Float32, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(inp.user_ids.iter())),
+            Arc::new(Int32Array::from_iter_values(cl.assignment.iter().map(|s| *s as i32))),
+            Arc::new(Float32Array::from(cl.distance.clone())),
+        ],
+    )
+    .ctx("building user_segments")?;
+    let t = "user_segments";
+    write_batches(&job.output, &job.work(t), t, schema, &[batch], &job.lineage, job.cfg.runtime.max_rows_per_file).await
+}
+
+/// Summary lines: each segment's size and its top categories.
+fn segment_facts(inp: &Inputs, cl: &kmeans::Clusters) -> Vec<(String, String)> {
+    let (item_cat, names) = users::category_ids(&inp.categories, 1);
+    let mut per: Vec<HashMap<i64, f64>> = vec![HashMap::new(); cl.sizes.len()];
+    for (u, uid) in inp.user_ids.iter().enumerate() {
+        let s = cl.assignment[u] as usize;
+        for (i, w) in inp.weighted.get(uid).map(Vec::as_slice).unwrap_or(&[]) {
+            *per[s].entry(item_cat[*i as usize]).or_default() += w;
+        }
+    }
+    let mut facts = Vec::new();
+    for (s, size) in cl.sizes.iter().enumerate() {
+        let total: f64 = per[s].values().sum::<f64>().max(1e-12);
+        let mut cats: Vec<(i64, f64)> = per[s].iter().map(|(c, w)| (*c, *w)).collect();
+        cats.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top: Vec<String> = cats
+            .iter()
+            .take(3)
+            .map(|(c, w)| {
+                let name = if *c == 0 { "(none)" } else { names[*c as usize].as_str() };
+                format!("{name} {:.0}%", 100.0 * w / total)
+            })
+            .collect();
+        facts.push((format!("segment {s}"), format!("{size} users; {}", top.join(", "))));
+    }
+    facts
+}
+
+/// `popular_items` (written when `write`) and its `(all)` list as
+/// (item index, score).
+async fn popular(job: &Job, ctx: &SessionContext, write: bool) -> Result<(Option<WrittenTable>, Vec<(i64, f32)>)> {
+    let c = &job.cfg.candidates;
+    job.register_work(ctx, &["clean_events", "item_index"]).await?;
+    if !ctx.table_exist("event_weights").ctx("looking up event_weights")? {
+        ctx.register_batch("event_weights", crate::trainset::event_weights(job)?).ctx("registering event_weights")?;
+    }
+    let params = vec![
+        ("start", ts_param(job.date.minus_days(c.trending_days.saturating_sub(1)).start_millis())),
+        ("end_seconds", ScalarValue::Int64(Some(job.date.plus_days(1).start_millis() / 1000))),
+        ("half_life_days", ScalarValue::Float64(Some(c.trending_half_life_days))),
+        ("k", ScalarValue::Int64(Some(c.popular_k as i64))),
+    ];
+    let file = crate::sql::file("candidates", "popular_items")?;
+    let table = if write {
+        let df = file.plan(ctx, params.clone()).await?;
+        Some(job.write_work(df, "popular_items").await?)
+    } else {
+        None
+    };
+    let all = file
+        .plan(ctx, params)
+        .await?
+        .filter(datafusion::prelude::col("category").eq(datafusion::prelude::lit("(all)")))
+        .ctx("selecting (all)")?;
+    let batches = all.collect().await.ctx("running sql/candidates/popular_items.sql")?;
+    let ids = arrays::strings_required(&batches, "item_id")?;
+    let scores = arrays::floats(&batches, "score")?;
+    let index_b = job.read_work(ctx, "item_index", "SELECT item_idx, item_id FROM item_index").await?;
+    let idx: HashMap<String, i64> =
+        arrays::strings_required(&index_b, "item_id")?.into_iter().zip(arrays::ints(&index_b, "item_idx")?).collect();
+    let list =
+        ids.iter().zip(scores).filter_map(|(id, s)| idx.get(id).map(|i| (*i, s.unwrap_or(0.0) as f32))).collect();
+    Ok((table, list))
+}
+
+/// `item_similar`: every item's most similar in-stock items (cosine).
+async fn item_similar(job: &Job, inp: &Inputs) -> Result<WrittenTable> {
+    let c = &job.cfg.candidates;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("similar_item_id", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ]));
+    let t = "item_similar";
+    let mut w = PartWriter::create(
+        &job.output,
+        &job.work(t),
+        t,
+        schema.clone(),
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await?;
+    let n = inp.item_ids.len();
+    let unit_host = normalised(&inp.item_host, inp.dim);
+    let d = inp.dim;
+    let block = topk::block_rows(c.memory_budget_mb.saturating_mul(1024 * 1024), n + 1);
+    for start in (1..=n).step_by(block) {
+        let end = (start + block).min(n + 1);
+        let q = inp.unit.narrow(0, start as i64, (end - start) as i64);
+        let pairs: Vec<(i64, i64)> = (start..end).map(|i| ((i - start) as i64, i as i64)).collect();
+        let masks = Masks { all: Some(&inp.blocked), pairs: &pairs, per_row: None };
+        let sel = topk::block_top_k(&q, &inp.unit, &masks, c.similar_k + topk::MARGIN)?;
+        let top = topk::refine(&sel, c.similar_k, |r, i| {
+            let a = start + r;
+            topk::dot(&unit_host[a * d..(a + 1) * d], &unit_host[i as usize * d..(i as usize + 1) * d])
+        });
+        let (mut a, mut r, mut b, mut s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for row in 0..top.rows {
+            for (j, (score, i)) in top.row(row).enumerate() {
+                a.push(inp.item_ids[start + row - 1].as_str());
+                r.push(j as i32 + 1);
+                b.push(inp.item_ids[(i - 1) as usize].as_str());
+                s.push(score);
+            }
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(a)),
+                Arc::new(Int32Array::from(r)),
+                Arc::new(StringArray::from_iter_values(b)),
+                Arc::new(Float32Array::from(s)),
+            ],
+        )
+        .ctx("building item_similar")?;
+        w.write(&batch).await?;
+    }
+    w.finish().await
+}
+
+/// `query_candidates`: the window's most frequent searches against item
+/// text embeddings (cosine), in-stock items with text only.
+async fn query_candidates(
+    job: &Job,
+    ctx: &SessionContext,
+    inp: &Inputs,
+    device: tch::Device,
+) -> Result<(WrittenTable, usize)> {
+    let c = &job.cfg.candidates;
+    let params = vec![
+        ("start", ts_param(job.date.minus_days(c.trending_days.saturating_sub(1)).start_millis())),
+        ("min_count", ScalarValue::Int64(Some(c.query_min_count as i64))),
+        ("limit", ScalarValue::Int64(Some(c.top_queries as i64))),
+    ];
+    let qb = crate::sql::file("candidates", "top_queries")?.collect(ctx, params).await?;
+    let queries = arrays::strings_required(&qb, "query")?;
+    let tb = job
+        .read_work(
+            ctx,
+            "item_text_embeddings",
+            "SELECT item_idx, embedding FROM item_text_embeddings ORDER BY item_idx",
+        )
+        .await?;
+    let (text_vals, tdim) = arrays::vectors(&tb, "embedding")?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("query", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("item_id", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ]));
+    let t = "query_candidates";
+    let mut w = PartWriter::create(
+        &job.output,
+        &job.work(t),
+        t,
+        schema.clone(),
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await?;
+    if !queries.is_empty() && tdim > 0 {
+        let n1 = inp.item_ids.len() as i64 + 1;
+        let mut padded = vec![0f32; tdim];
+        padded.extend(text_vals);
+        let items_host = normalised(&padded, tdim);
+        let items = Tensor::from_slice(&padded).view([n1, tdim as i64]).to_device(device);
+        let norms = items.norm_scalaropt_dim(2, [1], false);
+        let blocked = inp.blocked.logical_or(&norms.le(1e-12));
+        let items = &items / norms.clamp_min(1e-12).unsqueeze(1);
+        let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
+        let (qv, qdim) = crate::text::embed_texts(&job.cfg, &texts, device)?;
+        if qdim != tdim {
+            return Err(Error::Internal(format!("query embeddings have {qdim} dims, item text embeddings {tdim}")));
+        }
+        let q_host = normalised(&qv, qdim);
+        let block = topk::block_rows(c.memory_budget_mb.saturating_mul(1024 * 1024), n1 as usize);
+        for start in (0..queries.len()).step_by(block) {
+            let end = (start + block).min(queries.len());
+            let q = Tensor::from_slice(&qv[start * qdim..end * qdim])
+                .view([(end - start) as i64, qdim as i64])
+                .to_device(device);
+            let q = &q / q.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+            let masks = Masks { all: Some(&blocked), pairs: &[], per_row: None };
+            let sel = topk::block_top_k(&q, &items, &masks, c.query_k + topk::MARGIN)?;
+            let top = topk::refine(&sel, c.query_k, |r, i| {
+                let a = start + r;
+                topk::dot(&q_host[a * qdim..(a + 1) * qdim], &items_host[i as usize * qdim..(i as usize + 1) * qdim])
+            });
+            let (mut a, mut r, mut b, mut s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for row in 0..top.rows {
+                for (j, (score, i)) in top.row(row).enumerate() {
+                    a.push(queries[start + row].as_str());
+                    r.push(j as i32 + 1);
+                    b.push(inp.item_ids[(i - 1) as usize].as_str());
+                    s.push(score);
+                }
+            }
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(a)),
+                    Arc::new(Int32Array::from(r)),
+                    Arc::new(StringArray::from_iter_values(b)),
+                    Arc::new(Float32Array::from(s)),
+                ],
+            )
+            .ctx("building query_candidates")?;
+            w.write(&batch).await?;
+        }
+    }
+    Ok((w.finish().await?, queries.len()))
+}
+
+/// Rows of a row-major matrix scaled to unit length (zero rows stay zero).
+fn normalised(vals: &[f32], dim: usize) -> Vec<f32> {
+    vals.chunks(dim.max(1))
+        .flat_map(|row| {
+            let norm = topk::dot(row, row).sqrt();
+            row.iter().map(move |x| if norm > 1e-12 { (f64::from(*x) / norm) as f32 } else { 0.0 })
+        })
+        .collect()
+}
+
+/// A finished shard's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardMarker {
+    /// This slice, 0..count.
+    pub index: u32,
+    /// Number of slices.
+    pub count: u32,
+    /// The candidates stage's fingerprint it was computed for.
+    pub fingerprint: String,
+    /// The run that computed it.
+    pub run_id: String,
+    /// Its per-user tables.
+    pub tables: Vec<WrittenTable>,
+}
+
+fn shard_folder(job: &Job, count: u32, index: u32) -> String {
+    job.work(&format!("_shards/{count}/{index}"))
+}
+
+async fn shard_marker(job: &Job, count: u32, index: u32) -> Result<Option<ShardMarker>> {
+    let path = job.output.path(&format!("{}/_done.json", shard_folder(job, count, index)));
+    Ok(job.output.get_opt(&path).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// The complete set of shard markers for this fingerprint, if one exists
+/// (the largest N when several do).
+async fn complete_shards(job: &Job, fingerprint: &str) -> Result<Option<Vec<ShardMarker>>> {
+    let mut counts: Vec<u32> =
+        job.output.subfolders(&job.work("_shards")).await?.iter().filter_map(|s| s.parse().ok()).collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    'count: for n in counts {
+        let mut markers = Vec::new();
+        for i in 0..n {
+            match shard_marker(job, n, i).await? {
+                Some(m) if m.fingerprint == fingerprint => markers.push(m),
+                _ => continue 'count,
+            }
+        }
+        return Ok(Some(markers));
+    }
+    Ok(None)
+}
+
+/// Copy the shards' files into the per-user work tables.
+async fn assemble(job: &Job, shards: &[ShardMarker]) -> Result<Vec<WrittenTable>> {
+    let mut out = Vec::new();
+    for table in USER_TABLES {
+        let folder = job.work(table);
+        job.output.delete_folder(&folder).await?;
+        let mut files = Vec::new();
+        for m in shards {
+            let t = m
+                .tables
+                .iter()
+                .find(|t| t.name == table)
+                .ok_or_else(|| Error::Internal(format!("shard {}/{} recorded no {table}", m.index, m.count)))?;
+            for f in &t.files {
+                let dest = format!("{folder}/part-{:05}.parquet", files.len());
+                job.output.copy(&job.output.path(&f.path), &job.output.path(&dest)).await?;
+                files.push(FileInfo { path: dest, ..f.clone() });
+            }
+        }
+        out.push(WrittenTable { name: table.to_string(), folder, files });
+    }
+    Ok(out)
+}
+
+fn user_facts(counts: &users::Counts) -> Vec<(String, String)> {
+    let mut by: Vec<_> = counts.by_source.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    by.sort();
+    vec![
+        ("users with model lists".into(), format!("{} (cold-start blend {})", counts.warm, counts.cold_start)),
+        ("users with popular lists".into(), counts.popular.to_string()),
+        ("candidate rows by source".into(), by.join(", ")),
+        ("users per block".into(), counts.block.to_string()),
+    ]
+}
+
+/// Run the stage for every user (or assemble finished shards).
+pub async fn run(
+    job: &Job,
+    device: tch::Device,
+    fingerprint: &str,
+) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+    let ctx = job.session()?;
+    let inp = load(job, &ctx, device).await?;
+    let (pop_table, popular_all) = popular(job, &ctx, true).await?;
+    let clusters = segments(job, &inp, device)?;
+    let mut tables = Vec::new();
+    let mut facts = Vec::new();
+    match complete_shards(job, fingerprint).await? {
+        Some(shards) => {
+            facts.push(("assembled from shards".into(), shards.len().to_string()));
+            tables.extend(assemble(job, &shards).await?);
+        }
+        None => {
+            let all = |_: &str| true;
+            let target = users::Target {
+                candidates_folder: job.work(USER_TABLES[0]),
+                cross_folder: job.work(USER_TABLES[1]),
+                select: &all,
+            };
+            let (t, counts) = users::write(job, &inp, &clusters, &popular_all, &target, device).await?;
+            tables.extend(t);
+            facts.extend(user_facts(&counts));
+        }
+    }
+    tables.push(item_similar(job, &inp).await?);
+    tables.extend(pop_table);
+    tables.push(write_segments(job, &inp, &clusters).await?);
+    let (q, nq) = query_candidates(job, &ctx, &inp, device).await?;
+    tables.push(q);
+    facts.push(("queries with candidates".into(), nq.to_string()));
+    facts.extend(segment_facts(&inp, &clusters));
+    Ok((tables, facts))
+}
+
+/// Run one shard: the per-user tables for its users, and its marker.
+/// Skipped when the shard already finished with this fingerprint, unless
+/// `force`.
+pub async fn run_shard(
+    job: &Job,
+    device: tch::Device,
+    shard: Shard,
+    fingerprint: &str,
+) -> Result<(Vec<WrittenTable>, Vec<(String, String)>, bool)> {
+    if let Some(m) = shard_marker(job, shard.count, shard.index).await?
+        && m.fingerprint == fingerprint
+        && !job.force
+    {
+        return Ok((
+            m.tables,
+            vec![("shard".into(), format!("{}/{} unchanged since run {}", shard.index, shard.count, m.run_id))],
+            false,
+        ));
+    }
+    let folder = shard_folder(job, shard.count, shard.index);
+    job.output.delete(&job.output.path(&format!("{folder}/_done.json"))).await?;
+    let ctx = job.session()?;
+    let inp = load(job, &ctx, device).await?;
+    let (_, popular_all) = popular(job, &ctx, false).await?;
+    let clusters = segments(job, &inp, device)?;
+    let select = |u: &str| shard_of(u, shard.count) == shard.index;
+    let target = users::Target {
+        candidates_folder: format!("{folder}/{}", USER_TABLES[0]),
+        cross_folder: format!("{folder}/{}", USER_TABLES[1]),
+        select: &select,
+    };
+    let (tables, counts) = users::write(job, &inp, &clusters, &popular_all, &target, device).await?;
+    let marker = ShardMarker {
+        index: shard.index,
+        count: shard.count,
+        fingerprint: fingerprint.to_string(),
+        run_id: job.run_id.clone(),
+        tables: tables.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&marker).map_err(|e| Error::Internal(format!("shard marker: {e}")))?;
+    job.output.put(&job.output.path(&format!("{folder}/_done.json")), Bytes::from(json)).await?;
+    let mut facts = vec![("shard".into(), format!("{}/{}", shard.index, shard.count))];
+    facts.extend(user_facts(&counts));
+    Ok((tables, facts, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_split_users_evenly() {
+        assert_eq!("2/4".parse::<Shard>().ok(), Some(Shard { index: 2, count: 4 }));
+        for bad in ["4/4", "1", "a/2", "0/0", "-1/3"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        let mut per = [0usize; 4];
+        for u in 0..4000 {
+            per[shard_of(&format!("u{u}"), 4) as usize] += 1;
+        }
+        assert!(per.iter().all(|n| (900..1100).contains(n)), "{per:?}");
+        assert_eq!(shard_of("u1", 1), 0);
+        // Stable: a fixed user lands in a fixed shard forever.
+        assert_eq!(shard_of("user-42", 8), shard_of("user-42", 8));
+    }
+
+    #[test]
+    fn category_ids_cut_paths_at_the_level() {
+        let cats = vec![Some("Home > Kitchen > Pans".to_string()), None, Some("Home > Light".into()), Some(" ".into())];
+        let (ids, names) = users::category_ids(&cats, 1);
+        assert_eq!(ids, vec![0, 1, 0, 1, 0]);
+        assert_eq!(names, vec!["".to_string(), "Home".into()]);
+        let (ids, names) = users::category_ids(&cats, 2);
+        assert_eq!(ids, vec![0, 1, 0, 2, 0]);
+        assert_eq!(names[2], "Home > Light");
+    }
+}

@@ -1,0 +1,445 @@
+//! Per-user tables: `user_candidates` and `cross_category`.
+//!
+//! One block of users at a time (sized from the memory budget): the block's
+//! scores against every item, masked, reduced to the top K. A user's score
+//! for an item is
+//! - `model`: the inner product of user and item embeddings;
+//! - with `--repeat-purchases`: sigmoid(inner product) + `buy_again_weight`
+//!   × the user's own purchase weight of the item (frequency, decayed by
+//!   recency; the most bought item is 1); rows where the purchase part is
+//!   the larger come as `buy_again`;
+//! - users with at most `cold_start_max_history` items:
+//!   (1 − w) × the share of their segment's users who had the item + w ×
+//!   sigmoid(inner product), `w = cold_start_model_weight`; rows where the
+//!   segment part is the larger come as `cold_start`.
+//!
+//! Users without an embedding (no usable history) get the trending items
+//! of `popular_items` (`source = popular`). `reason_item_id` is the item in
+//! the user's recent history closest (cosine) to the candidate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Float32Array, Int32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use tch::Tensor;
+
+use super::{Inputs, kmeans::Clusters};
+use crate::error::{DfContext, Result};
+use crate::job::Job;
+use crate::parquet_io::{PartWriter, WrittenTable};
+use crate::seqdata::left_pad;
+use crate::topk::{self, Masks, TopK, host_i64};
+
+/// The output schema of `user_candidates`.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("item_id", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("reason_item_id", DataType::Utf8, true),
+    ]))
+}
+
+/// The output schema of `cross_category`.
+pub fn cross_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("item_id", DataType::Utf8, false),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("score", DataType::Float32, false),
+    ]))
+}
+
+#[derive(Default)]
+struct Rows {
+    user: Vec<String>,
+    rank: Vec<i32>,
+    item: Vec<String>,
+    score: Vec<f32>,
+    source: Vec<&'static str>,
+    reason: Vec<Option<String>>,
+}
+
+impl Rows {
+    fn batch(self) -> Result<RecordBatch> {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(self.user)),
+                Arc::new(Int32Array::from(self.rank)),
+                Arc::new(StringArray::from_iter_values(self.item)),
+                Arc::new(Float32Array::from(self.score)),
+                Arc::new(StringArray::from_iter_values(self.source)),
+                Arc::new(StringArray::from(self.reason)),
+            ],
+        )
+        .ctx("building user_candidates")
+    }
+}
+
+#[derive(Default)]
+struct CrossRows {
+    user: Vec<String>,
+    rank: Vec<i32>,
+    item: Vec<String>,
+    category: Vec<Option<String>>,
+    score: Vec<f32>,
+}
+
+impl CrossRows {
+    fn batch(self) -> Result<RecordBatch> {
+        RecordBatch::try_new(
+            cross_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(self.user)),
+                Arc::new(Int32Array::from(self.rank)),
+                Arc::new(StringArray::from_iter_values(self.item)),
+                Arc::new(StringArray::from(self.category)),
+                Arc::new(Float32Array::from(self.score)),
+            ],
+        )
+        .ctx("building cross_category")
+    }
+}
+
+/// Where the two tables go and which users they cover.
+pub struct Target<'a> {
+    /// Folder of `user_candidates`, relative to the output root.
+    pub candidates_folder: String,
+    /// Folder of `cross_category`.
+    pub cross_folder: String,
+    /// Users to cover.
+    pub select: &'a dyn Fn(&str) -> bool,
+}
+
+/// Counts for the run summary.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// Users with model (or blended) lists.
+    pub warm: u64,
+    /// Of those, users with a cold-start blend.
+    pub cold_start: u64,
+    /// Users without an embedding, given popular items.
+    pub popular: u64,
+    /// Rows per source.
+    pub by_source: HashMap<&'static str, u64>,
+    /// Users per block.
+    pub block: usize,
+}
+
+/// Category ids at the configured depth: 0 for none, names by id.
+pub fn category_ids(categories: &[Option<String>], level: usize) -> (Vec<i64>, Vec<String>) {
+    let mut names: Vec<String> = vec![String::new()];
+    let mut ids: HashMap<String, i64> = HashMap::new();
+    let mut out = vec![0i64];
+    for c in categories {
+        let name = c.as_deref().map(|c| c.split(" > ").take(level).collect::<Vec<_>>().join(" > ")).unwrap_or_default();
+        if name.trim().is_empty() {
+            out.push(0);
+            continue;
+        }
+        let next = names.len() as i64;
+        let id = *ids.entry(name.clone()).or_insert_with(|| {
+            names.push(name);
+            next
+        });
+        out.push(id);
+    }
+    (out, names)
+}
+
+/// Write both tables for the selected users.
+pub async fn write(
+    job: &Job,
+    inp: &Inputs,
+    clusters: &Clusters,
+    popular: &[(i64, f32)],
+    target: &Target<'_>,
+    device: tch::Device,
+) -> Result<(Vec<WrittenTable>, Counts)> {
+    let c = &job.cfg.candidates;
+    let n1 = inp.item_ids.len() as i64 + 1;
+    let dim = inp.dim as i64;
+    let (item_cat, cat_names) = category_ids(&inp.categories, c.category_level);
+    let item_cat_t = Tensor::from_slice(&item_cat).to_device(device);
+    let n_cats = cat_names.len() as i64;
+    let seg_of: HashMap<&str, usize> =
+        inp.user_ids.iter().zip(&clusters.assignment).map(|(u, s)| (u.as_str(), *s as usize)).collect();
+    let (share_host, seg_share) = segment_shares(inp, clusters, device);
+    let w_model = c.cold_start_model_weight;
+    let ba_weight = c.buy_again_weight;
+    let budget = c.memory_budget_mb.saturating_mul(1024 * 1024);
+    // Scores, sigmoid, two masks and topk's scratch per user of a block.
+    let block = topk::block_rows(budget / 2, n1 as usize);
+    let reason_len = c.reason_history.max(1);
+
+    let mut w = PartWriter::create(
+        &job.output,
+        &target.candidates_folder,
+        "user_candidates",
+        schema(),
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await?;
+    let mut wx = PartWriter::create(
+        &job.output,
+        &target.cross_folder,
+        "cross_category",
+        cross_schema(),
+        &job.lineage,
+        job.cfg.runtime.max_rows_per_file,
+    )
+    .await?;
+    let mut counts = Counts { block, ..Counts::default() };
+    let selected: Vec<usize> = (0..inp.user_ids.len()).filter(|u| (target.select)(&inp.user_ids[*u])).collect();
+    for chunk in selected.chunks(block) {
+        let b = chunk.len() as i64;
+        let ids: Vec<&str> = chunk.iter().map(|u| inp.user_ids[*u].as_str()).collect();
+        let vals: Vec<f32> =
+            chunk.iter().flat_map(|u| inp.user_vals[u * inp.dim..(u + 1) * inp.dim].iter().copied()).collect();
+        let u = Tensor::from_slice(&vals).view([b, dim]).to_device(device);
+        let hist: Vec<&[i64]> = ids.iter().map(|u| inp.history.get(*u).map(Vec::as_slice).unwrap_or(&[])).collect();
+        let cold: Vec<i64> =
+            (0..ids.len()).filter(|r| distinct(hist[*r]) <= c.cold_start_max_history).map(|r| r as i64).collect();
+        let mut pairs: Vec<(i64, i64)> = Vec::new();
+        let mut ba_pairs: Vec<(i64, i64, f32)> = Vec::new();
+        for (r, uid) in ids.iter().enumerate() {
+            for i in inp.excluded.get(*uid).map(Vec::as_slice).unwrap_or(&[]) {
+                pairs.push((r as i64, *i));
+            }
+            if c.repeat_purchases {
+                for (i, v) in inp.buy_again.get(*uid).map(Vec::as_slice).unwrap_or(&[]) {
+                    ba_pairs.push((r as i64, *i, *v));
+                }
+            }
+        }
+        let mut scores = tch::no_grad(|| {
+            let raw = u.matmul(&inp.items.tr());
+            let sig = raw.sigmoid();
+            let mut scores = if c.repeat_purchases { sig.copy() } else { raw };
+            if !cold.is_empty() {
+                let rows = Tensor::from_slice(&cold).to_device(device);
+                let segs: Vec<i64> =
+                    cold.iter().map(|r| seg_of.get(ids[*r as usize]).copied().unwrap_or(0) as i64).collect();
+                let share = seg_share.index_select(0, &Tensor::from_slice(&segs).to_device(device)) * (1.0 - w_model);
+                let _ = scores.index_copy_(0, &rows, &(&share + sig.index_select(0, &rows) * w_model));
+            }
+            if !ba_pairs.is_empty() {
+                let flat: Vec<i64> = ba_pairs.iter().map(|(r, i, _)| r * n1 + i).collect();
+                let v: Vec<f32> = ba_pairs.iter().map(|p| p.2 * ba_weight as f32).collect();
+                let _ = scores.view([-1]).index_add_(
+                    0,
+                    &Tensor::from_slice(&flat).to_device(device),
+                    &Tensor::from_slice(&v).to_device(device),
+                );
+            }
+            scores
+        });
+        let masks = Masks { all: Some(&inp.blocked), pairs: &pairs, per_row: None };
+        topk::mask_scores(&mut scores, &masks);
+        let scorer = Scorer {
+            users: &vals,
+            items: &inp.item_host,
+            dim: inp.dim,
+            n1: n1 as usize,
+            repeat: c.repeat_purchases,
+            cold: cold.iter().map(|r| (*r as usize, seg_of.get(ids[*r as usize]).copied().unwrap_or(0))).collect(),
+            share: &share_host,
+            w_model,
+            ba: ba_pairs.iter().map(|(r, i, v)| ((*r as usize, *i), f64::from(*v) * ba_weight)).collect(),
+        };
+        let top = topk::refine(&topk::top_k_of_scores(&scores, c.k + topk::MARGIN)?, c.k, |r, i| scorer.score(r, i));
+
+        // cross_category: the same scores, outside the dominant categories.
+        let mut dom = vec![false; (b * n_cats) as usize];
+        for (r, uid) in ids.iter().enumerate() {
+            // Items without a category are never "another category".
+            dom[r * n_cats as usize] = true;
+            for id in dominant(
+                inp.weighted.get(*uid).map(Vec::as_slice).unwrap_or(&[]),
+                &item_cat,
+                &cat_names,
+                c.dominant_categories,
+            ) {
+                dom[r * n_cats as usize + id as usize] = true;
+            }
+        }
+        let dom = Tensor::from_slice(&dom).view([b, n_cats]).to_device(device);
+        let cross_mask = dom.index_select(1, &item_cat_t);
+        let _ = scores.masked_fill_(&cross_mask, f64::NEG_INFINITY);
+        let cross = topk::refine(
+            &topk::top_k_of_scores(&scores, c.cross_category_k + topk::MARGIN)?,
+            c.cross_category_k,
+            |r, i| scorer.score(r, i),
+        );
+
+        let sources: Vec<&'static str> = (0..top.rows)
+            .flat_map(|r| (0..top.k).map(move |j| (r, j)))
+            .map(|(r, j)| scorer.source(r, top.items[r * top.k + j]))
+            .collect();
+        let reasons = reasons(inp, &hist, &top, reason_len, device)?;
+        let mut rows = Rows::default();
+        for (r, uid) in ids.iter().enumerate() {
+            counts.warm += 1;
+            for (j, (s, i)) in top.row(r).enumerate() {
+                let src = sources[r * top.k + j];
+                *counts.by_source.entry(src).or_default() += 1;
+                rows.user.push(uid.to_string());
+                rows.rank.push(j as i32 + 1);
+                rows.item.push(inp.item_ids[(i - 1) as usize].clone());
+                rows.score.push(s);
+                rows.source.push(src);
+                let reason = reasons[r * top.k + j];
+                rows.reason.push((reason > 0).then(|| inp.item_ids[(reason - 1) as usize].clone()));
+            }
+        }
+        counts.cold_start += cold.len() as u64;
+        w.write(&rows.batch()?).await?;
+        let mut xrows = CrossRows::default();
+        for (r, uid) in ids.iter().enumerate() {
+            for (j, (s, i)) in cross.row(r).enumerate() {
+                xrows.user.push(uid.to_string());
+                xrows.rank.push(j as i32 + 1);
+                xrows.item.push(inp.item_ids[(i - 1) as usize].clone());
+                xrows.category.push(Some(cat_names[item_cat[i as usize] as usize].clone()));
+                xrows.score.push(s);
+            }
+        }
+        wx.write(&xrows.batch()?).await?;
+    }
+
+    // Users known from users/ but without an embedding: trending items.
+    let mut rows = Rows::default();
+    let warm: std::collections::HashSet<&str> = inp.user_ids.iter().map(String::as_str).collect();
+    for uid in inp.all_users.iter().filter(|u| !warm.contains(u.as_str()) && (target.select)(u)) {
+        counts.popular += 1;
+        let excluded = inp.excluded.get(uid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        for (r, (i, s)) in popular.iter().filter(|(i, _)| !excluded.contains(i)).take(c.k).enumerate() {
+            rows.user.push(uid.clone());
+            rows.rank.push(r as i32 + 1);
+            rows.item.push(inp.item_ids[(*i - 1) as usize].clone());
+            rows.score.push(*s);
+            rows.source.push("popular");
+            rows.reason.push(None);
+            *counts.by_source.entry("popular").or_default() += 1;
+        }
+    }
+    w.write(&rows.batch()?).await?;
+    Ok((vec![w.finish().await?, wx.finish().await?], counts))
+}
+
+/// A user's `n` heaviest categories (ids), by weighted interactions; ties
+/// by name.
+fn dominant(weighted: &[(i64, f64)], item_cat: &[i64], names: &[String], n: usize) -> Vec<i64> {
+    let mut per: HashMap<i64, f64> = HashMap::new();
+    for (i, w) in weighted {
+        let cat = item_cat.get(*i as usize).copied().unwrap_or(0);
+        if cat > 0 {
+            *per.entry(cat).or_default() += w;
+        }
+    }
+    let mut v: Vec<(i64, f64)> = per.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| names[a.0 as usize].cmp(&names[b.0 as usize])));
+    v.into_iter().take(n).map(|x| x.0).collect()
+}
+
+fn distinct(h: &[i64]) -> usize {
+    let mut v = h.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
+/// Per segment, the share of its users who had each item `[segments, n1]`,
+/// on the host and on the device.
+fn segment_shares(inp: &Inputs, clusters: &Clusters, device: tch::Device) -> (Vec<f32>, Tensor) {
+    let n1 = inp.item_ids.len() + 1;
+    let k = clusters.sizes.len().max(1);
+    let mut share = vec![0f32; k * n1];
+    for (u, uid) in inp.user_ids.iter().enumerate() {
+        let s = clusters.assignment.get(u).copied().unwrap_or(0) as usize;
+        let mut items = inp.history.get(uid).cloned().unwrap_or_default();
+        items.sort_unstable();
+        items.dedup();
+        for i in items {
+            share[s * n1 + i as usize] += 1.0;
+        }
+    }
+    for (s, size) in clusters.sizes.iter().enumerate() {
+        let size = (*size).max(1) as f32;
+        share[s * n1..(s + 1) * n1].iter_mut().for_each(|x| *x /= size);
+    }
+    let t = Tensor::from_slice(&share).view([k as i64, n1 as i64]).to_device(device);
+    (share, t)
+}
+
+/// Exact scores of chosen candidates, computed on the host (see
+/// [`topk::refine`]), and which generator each came from.
+struct Scorer<'a> {
+    users: &'a [f32],
+    items: &'a [f32],
+    dim: usize,
+    n1: usize,
+    repeat: bool,
+    /// Cold-start rows of the block and their segment.
+    cold: HashMap<usize, usize>,
+    /// Segment shares, `segments × n1`, already without the model weight.
+    share: &'a [f32],
+    w_model: f64,
+    /// (row, item) → buy-again weight × `buy_again_weight`.
+    ba: HashMap<(usize, i64), f64>,
+}
+
+impl Scorer<'_> {
+    /// (model part, segment part, buy-again part) of a score.
+    fn parts(&self, r: usize, i: i64) -> (f64, f64, f64) {
+        let d = self.dim;
+        let x = topk::dot(&self.users[r * d..(r + 1) * d], &self.items[i as usize * d..(i as usize + 1) * d]);
+        let sig = 1.0 / (1.0 + (-x).exp());
+        let ba = self.ba.get(&(r, i)).copied().unwrap_or(0.0);
+        match self.cold.get(&r) {
+            Some(s) => (self.w_model * sig, (1.0 - self.w_model) * f64::from(self.share[s * self.n1 + i as usize]), ba),
+            None if self.repeat => (sig, 0.0, ba),
+            None => (x, 0.0, 0.0),
+        }
+    }
+
+    fn score(&self, r: usize, i: i64) -> f64 {
+        let (m, s, b) = self.parts(r, i);
+        m + s + b
+    }
+
+    fn source(&self, r: usize, i: i64) -> &'static str {
+        let (m, s, b) = self.parts(r, i);
+        if s > m && s >= b {
+            "cold_start"
+        } else if b > m {
+            "buy_again"
+        } else {
+            "model"
+        }
+    }
+}
+
+/// Per chosen slot, the history item most similar to it (0 for none).
+fn reasons(inp: &Inputs, hist: &[&[i64]], top: &TopK, len: usize, device: tch::Device) -> Result<Vec<i64>> {
+    if top.k == 0 || top.rows == 0 {
+        return Ok(Vec::new());
+    }
+    let b = top.rows as i64;
+    let dim = inp.dim as i64;
+    let idx = Tensor::from_slice(&top.items).to_device(device);
+    let hist = left_pad(hist, len, device);
+    let r = tch::no_grad(|| {
+        let cand = inp.unit.index_select(0, &idx).view([b, -1, dim]);
+        let h = inp.unit.index_select(0, &hist.view([-1])).view([b, -1, dim]);
+        let sim = cand.bmm(&h.transpose(1, 2)).masked_fill(&hist.eq(0).unsqueeze(1), f64::NEG_INFINITY);
+        hist.unsqueeze(1).expand([b, top.k as i64, hist.size()[1]], false).gather(2, &sim.argmax(2, true), false)
+    });
+    host_i64(&r)
+}

@@ -1,0 +1,258 @@
+//! Exact maximum-inner-product top-K in memory-budgeted blocks.
+//!
+//! Scores of one block of queries against every item are computed with one
+//! matrix product on the device, masked (items blocked for everyone, items
+//! excluded for one query, an optional per-query mask), and reduced with
+//! `topk`; the full queries × items matrix never exists. Ties are broken
+//! deterministically: equal scores rank by item index, and when more items
+//! tie at the K-th score than fit, the lowest indices are kept.
+
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Queries per block so that one block's scores and masks fit `budget_bytes`
+/// for `n_items` items: f32 scores, a bool mask, and `topk`'s scratch.
+pub fn block_rows(budget_bytes: usize, n_items: usize) -> usize {
+    let per_row = n_items.max(1) * (4 + 1 + 4);
+    (budget_bytes / per_row).clamp(1, 65536)
+}
+
+/// The top-K of one block, row-major on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopK {
+    /// Queries in the block.
+    pub rows: usize,
+    /// Slots per query (K, or fewer when the catalog is smaller).
+    pub k: usize,
+    /// Scores, `rows × k`; slots past a query's eligible items are -inf.
+    pub scores: Vec<f32>,
+    /// Item indices (rows of the item matrix), `rows × k`.
+    pub items: Vec<i64>,
+}
+
+impl TopK {
+    /// The finite (score, item) pairs of one query, best first.
+    pub fn row(&self, r: usize) -> impl Iterator<Item = (f32, i64)> + '_ {
+        let s = &self.scores[r * self.k..(r + 1) * self.k];
+        let i = &self.items[r * self.k..(r + 1) * self.k];
+        s.iter().copied().zip(i.iter().copied()).take_while(|(s, _)| s.is_finite())
+    }
+}
+
+/// What one query in a block must not get.
+pub struct Masks<'a> {
+    /// Items no query may get, `[N]` bool on the device.
+    pub all: Option<&'a Tensor>,
+    /// (row in block, item index) pairs excluded for one query.
+    pub pairs: &'a [(i64, i64)],
+    /// Items excluded per query, `[B, N]` bool on the device.
+    pub per_row: Option<&'a Tensor>,
+}
+
+/// Mask scores `[B, N]` in place: excluded slots become -inf.
+pub fn mask_scores(scores: &mut Tensor, masks: &Masks) {
+    let n = scores.size()[1];
+    if let Some(all) = masks.all {
+        let _ = scores.masked_fill_(&all.unsqueeze(0), f64::NEG_INFINITY);
+    }
+    if let Some(m) = masks.per_row {
+        let _ = scores.masked_fill_(m, f64::NEG_INFINITY);
+    }
+    if !masks.pairs.is_empty() {
+        let flat: Vec<i64> = masks.pairs.iter().map(|(r, c)| r * n + c).collect();
+        let flat = Tensor::from_slice(&flat).to_device(scores.device());
+        let _ = scores.view([-1]).index_fill_(0, &flat, f64::NEG_INFINITY);
+    }
+}
+
+/// Exact top-k of every row of `scores` `[B, N]` with deterministic ties.
+pub fn top_k_of_scores(scores: &Tensor, k: usize) -> Result<TopK> {
+    let (b, n) = (scores.size()[0] as usize, scores.size()[1] as usize);
+    let k = k.min(n);
+    if b == 0 || k == 0 {
+        return Ok(TopK { rows: b, k, scores: Vec::new(), items: Vec::new() });
+    }
+    let (vals, idx) = scores.topk(k as i64, 1, true, true);
+    let kth = vals.narrow(1, k as i64 - 1, 1);
+    // Rows where more items reach the K-th score than fit: which of the tied
+    // items topk kept is unspecified, so those rows are redone on the host.
+    let reach = scores.ge_tensor(&kth).sum_dim_intlist(1, false, Kind::Int64);
+    let ambiguous = reach.gt(k as i64).logical_and(&kth.squeeze_dim(1).isfinite());
+    let mut out = TopK { rows: b, k, scores: host_f32(&vals)?, items: host_i64(&idx)? };
+    let redo: Vec<i64> = host_i64(&ambiguous.nonzero().view([-1]))?;
+    for r in redo {
+        let row = host_f32(&scores.get(r))?;
+        let kth = out.scores[r as usize * k + k - 1];
+        let mut keep: Vec<(f32, i64)> =
+            row.iter().enumerate().filter(|(_, s)| **s >= kth).map(|(i, s)| (*s, i as i64)).collect();
+        keep.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (j, (s, i)) in keep.into_iter().take(k).enumerate() {
+            out.scores[r as usize * k + j] = s;
+            out.items[r as usize * k + j] = i;
+        }
+    }
+    // Within the kept set, equal scores rank by item index.
+    for r in 0..b {
+        let s = &mut out.scores[r * k..(r + 1) * k];
+        let i = &mut out.items[r * k..(r + 1) * k];
+        let mut pairs: Vec<(f32, i64)> = s.iter().copied().zip(i.iter().copied()).collect();
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (j, (ps, pi)) in pairs.into_iter().enumerate() {
+            s[j] = ps;
+            i[j] = pi;
+        }
+    }
+    Ok(out)
+}
+
+/// Scores of a block of queries `[B, D]` against items `[N, D]`, masked,
+/// reduced to the top k.
+pub fn block_top_k(queries: &Tensor, items: &Tensor, masks: &Masks, k: usize) -> Result<TopK> {
+    tch::no_grad(|| {
+        let mut scores = queries.matmul(&items.tr());
+        mask_scores(&mut scores, masks);
+        top_k_of_scores(&scores, k)
+    })
+}
+
+/// Extra candidates selected on the device before exact re-ranking: more
+/// than enough to absorb float32 rounding differences near the K-th score.
+pub const MARGIN: usize = 16;
+
+/// Inner product of two host vectors in f64, summed in index order: the
+/// same value whatever the device, block or shard.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+}
+
+/// Re-rank a device selection (made with `k + MARGIN` slots) by exact
+/// scores `exact(row, item)`, best first, ties by item index, keeping `k`.
+///
+/// Device scores can differ in the last bits between block shapes (BLAS
+/// kernels sum in different orders), so the final order and scores come
+/// from this host computation: results do not depend on how users were
+/// blocked or sharded, or on the device.
+pub fn refine(sel: &TopK, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) -> TopK {
+    use rayon::prelude::*;
+    let k = k.min(sel.k);
+    let rows: Vec<Vec<(f32, i64)>> = (0..sel.rows)
+        .into_par_iter()
+        .map(|r| {
+            let mut v: Vec<(f64, i64)> = sel.row(r).map(|(_, i)| (exact(r, i), i)).collect();
+            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            v.into_iter().take(k).map(|(s, i)| (s as f32, i)).collect()
+        })
+        .collect();
+    let mut out =
+        TopK { rows: sel.rows, k, scores: vec![f32::NEG_INFINITY; sel.rows * k], items: vec![0; sel.rows * k] };
+    for (r, row) in rows.into_iter().enumerate() {
+        for (j, (s, i)) in row.into_iter().enumerate() {
+            out.scores[r * k + j] = s;
+            out.items[r * k + j] = i;
+        }
+    }
+    out
+}
+
+/// Copy a float tensor to a host vector.
+pub fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]))
+        .map_err(|e| Error::torch("copying scores to the host", e))
+}
+
+/// Copy an integer tensor to a host vector.
+pub fn host_i64(t: &Tensor) -> Result<Vec<i64>> {
+    Vec::<i64>::try_from(t.to_device(tch::Device::Cpu).to_kind(Kind::Int64).contiguous().view([-1]))
+        .map_err(|e| Error::torch("copying indices to the host", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small integer vectors: every dot product is exact in f32, so ties
+    /// are real ties and the reference can be computed independently.
+    fn int_matrix(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..rows * dim).map(|_| rng.below(5) as f32 - 2.0).collect()
+    }
+
+    fn reference(u: &[f32], it: &[f32], dim: usize, k: usize, banned: impl Fn(usize, usize) -> bool) -> Vec<Vec<i64>> {
+        let n = it.len() / dim;
+        (0..u.len() / dim)
+            .map(|r| {
+                let mut all: Vec<(f32, i64)> = (0..n)
+                    .filter(|j| !banned(r, *j))
+                    .map(|j| ((0..dim).map(|d| u[r * dim + d] * it[j * dim + d]).sum(), j as i64))
+                    .collect();
+                all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                all.into_iter().take(k).map(|x| x.1).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn top_k_equals_brute_force_with_ties_and_masks() {
+        let (b, n, dim, k) = (40, 300, 3, 25);
+        let u = int_matrix(b, dim, 1);
+        let it = int_matrix(n, dim, 2);
+        let users = Tensor::from_slice(&u).view([b as i64, dim as i64]);
+        let items = Tensor::from_slice(&it).view([n as i64, dim as i64]);
+        let all: Vec<bool> = (0..n).map(|j| j % 17 == 0).collect();
+        let all_t = Tensor::from_slice(&all);
+        let pairs: Vec<(i64, i64)> = (0..b as i64).map(|r| (r, (r * 7) % n as i64)).collect();
+        let per_row: Vec<bool> = (0..b * n).map(|x| (x / n) % 3 == 0 && (x % n) < 50).collect();
+        let per_row_t = Tensor::from_slice(&per_row).view([b as i64, n as i64]);
+        let masks = Masks { all: Some(&all_t), pairs: &pairs, per_row: Some(&per_row_t) };
+        let got = block_top_k(&users, &items, &masks, k).unwrap();
+        let want = reference(&u, &it, dim, k, |r, j| all[j] || j == (r * 7) % n || per_row[r * n + j]);
+        for (r, want) in want.iter().enumerate() {
+            let row: Vec<i64> = got.row(r).map(|x| x.1).collect();
+            assert_eq!(&row, want, "row {r}");
+            let scores: Vec<f32> = got.row(r).map(|x| x.0).collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "row {r}");
+        }
+        // With 3 dims of values in -2..=2 ties abound: the test means something.
+        let ties = (0..b).filter(|r| got.row(*r).collect::<Vec<_>>().windows(2).any(|w| w[0].0 == w[1].0)).count();
+        assert!(ties > b / 2, "only {ties} rows with ties");
+    }
+
+    #[test]
+    fn rows_with_few_eligible_items_end_early() {
+        let users = Tensor::from_slice(&[1f32, 0., 0., 1.]).view([2, 2]);
+        let items = Tensor::from_slice(&[1f32, 0., 0., 1., 1., 1.]).view([3, 2]);
+        let pairs = [(0, 0), (0, 2)];
+        let got = block_top_k(&users, &items, &Masks { all: None, pairs: &pairs, per_row: None }, 5).unwrap();
+        assert_eq!(got.k, 3);
+        assert_eq!(got.row(0).collect::<Vec<_>>(), vec![(0.0, 1)]);
+        assert_eq!(got.row(1).collect::<Vec<_>>(), vec![(1.0, 1), (1.0, 2), (0.0, 0)]);
+    }
+
+    #[test]
+    fn a_block_scores_each_query_as_it_would_alone() {
+        // Shards split users into other blocks: results must not depend on
+        // which users share a block.
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(5);
+        let users = Tensor::randn([300, 64], (Kind::Float, tch::Device::Cpu));
+        let items = Tensor::randn([2000, 64], (Kind::Float, tch::Device::Cpu));
+        let none = Masks { all: None, pairs: &[], per_row: None };
+        let (u, it) = (host_f32(&users).unwrap(), host_f32(&items).unwrap());
+        let (u, it) = (&u, &it);
+        let exact = |start: usize| {
+            move |r: usize, i: i64| {
+                dot(&u[(start + r) * 64..(start + r + 1) * 64], &it[i as usize * 64..(i as usize + 1) * 64])
+            }
+        };
+        let whole = refine(&block_top_k(&users, &items, &none, 10 + MARGIN).unwrap(), 10, exact(0));
+        // Small blocks take other BLAS kernels than large ones.
+        for (start, len) in [(0, 1), (0, 2), (0, 3), (5, 4), (7, 13), (100, 200), (299, 1)] {
+            let sel = block_top_k(&users.narrow(0, start, len), &items, &none, 10 + MARGIN).unwrap();
+            let part = refine(&sel, 10, exact(start as usize));
+            let s = start as usize * 10;
+            assert_eq!(part.scores, whole.scores[s..s + len as usize * 10], "block at {start}");
+            assert_eq!(part.items, whole.items[s..s + len as usize * 10], "block at {start}");
+        }
+    }
+}
