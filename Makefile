@@ -19,7 +19,7 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items test lint fmt sample clean
+.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-topk test lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench-ml100k: build ## MovieLens-100k quality and time: pretraining and text fus
 bench-cold-items: build ## MovieLens-100k movies with no training ratings: do their neighbours share a genre?
 	@scripts/setup-models.sh >/dev/null
 	"$$(scripts/setup-python.sh)" bench/cold_items.py bin/nightrec "$$(scripts/setup-ml100k.sh)" bench-out/cold-items
+
+bench-topk: build ## 1M users x 100k items x 64 dims exact top-100: nightrec vs FAISS IndexFlatIP (time, memory, overlap).
+	"$$(scripts/setup-python.sh)" bench/topk.py bin/nightrec bench-out/topk
 
 test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers).
 	@$(LIBTORCH_ENV) export NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; \

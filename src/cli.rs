@@ -53,6 +53,30 @@ pub enum Command {
     Gen(GenArgs),
     /// Re-run the offline evaluation of a date and print it.
     Eval(EvalArgs),
+    /// Benchmark hook: exact top-K of every row of one .npy matrix against
+    /// another, the way the candidates stage computes it.
+    #[command(hide = true)]
+    Topk(TopkArgs),
+}
+
+/// `nightrec topk` (hidden; used by `make bench-topk`).
+#[derive(Debug, Args)]
+pub struct TopkArgs {
+    /// Query vectors, float32 .npy [n, d].
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Item vectors, float32 .npy [m, d].
+    #[arg(long)]
+    pub items: PathBuf,
+    /// Results per query.
+    #[arg(long, default_value_t = 100)]
+    pub k: usize,
+    /// Memory for one block of scores, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub memory_budget_mb: usize,
+    /// Item indices of the results, int64 .npy [n, k].
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `nightrec run`.

@@ -130,6 +130,14 @@ async fn run(cli: Cli) -> Result<()> {
             let batches = job.read_work(&ctx, "evaluation", sql).await?;
             sqlcmd::write(&mut std::io::stdout().lock(), &batches, sqlcmd::Format::Table)?;
         }
+        Command::Topk(a) => {
+            let device = nightrec::device::choose(cfg.run.device)?;
+            nightrec::device::init(cfg.run.seed, cfg.run.threads);
+            let started = std::time::Instant::now();
+            let (n, m) = nightrec::topk::npy_top_k(&a.queries, &a.items, a.k, a.memory_budget_mb, &a.out, device)?;
+            let secs = started.elapsed().as_secs_f64();
+            println!("{{\"queries\": {n}, \"items\": {m}, \"k\": {}, \"seconds\": {secs:.3}}}", a.k);
+        }
     }
     Ok(())
 }

@@ -66,13 +66,56 @@ pub fn mask_scores(scores: &mut Tensor, masks: &Masks) {
     }
 }
 
-/// Exact top-k of every row of `scores` `[B, N]` with deterministic ties.
+/// Items per chunk when bounding the K-th score from chunk maxima.
+const CHUNK: usize = 64;
+
+/// Exact top-k of every row of `scores` `[B, N]` with deterministic ties
+/// (equal scores rank by item index).
+///
+/// For wide rows a full `topk` is avoided: the k-th largest of the rows'
+/// chunk maxima (chunks of 64 items) is a lower bound of the k-th largest
+/// score, since the maxima are k distinct scores of the row. Every score at
+/// or above the bound is a candidate — typically a little more than k per
+/// row — and those few are ranked on the host.
 pub fn top_k_of_scores(scores: &Tensor, k: usize) -> Result<TopK> {
     let (b, n) = (scores.size()[0] as usize, scores.size()[1] as usize);
     let k = k.min(n);
     if b == 0 || k == 0 {
         return Ok(TopK { rows: b, k, scores: Vec::new(), items: Vec::new() });
     }
+    let chunks = n / CHUNK;
+    if chunks < 2 * k {
+        return top_k_narrow(scores, k);
+    }
+    let sel = tch::no_grad(|| {
+        let maxima =
+            scores.narrow(1, 0, (chunks * CHUNK) as i64).view([b as i64, chunks as i64, CHUNK as i64]).amax([2], false);
+        // Rows with fewer than k finite maxima: every finite score qualifies.
+        let bound = maxima.topk(k as i64, 1, true, false).0.narrow(1, k as i64 - 1, 1).clamp_min(f64::from(f32::MIN));
+        scores.ge_tensor(&bound).nonzero()
+    });
+    let pairs = host_i64(&sel)?;
+    let flat: Vec<i64> = pairs.chunks(2).map(|p| p[0] * n as i64 + p[1]).collect();
+    let vals = host_f32(&scores.view([-1]).index_select(0, &Tensor::from_slice(&flat).to_device(scores.device())))?;
+    let mut per_row: Vec<Vec<(f32, i64)>> = vec![Vec::new(); b];
+    for (p, v) in pairs.chunks(2).zip(vals) {
+        per_row[p[0] as usize].push((v, p[1]));
+    }
+    let mut out = TopK { rows: b, k, scores: vec![f32::NEG_INFINITY; b * k], items: vec![0; b * k] };
+    for (r, mut row) in per_row.into_iter().enumerate() {
+        row.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (j, (v, i)) in row.into_iter().take(k).enumerate() {
+            out.scores[r * k + j] = v;
+            out.items[r * k + j] = i;
+        }
+    }
+    Ok(out)
+}
+
+/// `top_k_of_scores` for rows too narrow to bound by chunks: `topk`, with
+/// rows whose K-th score ties beyond K redone on the host.
+fn top_k_narrow(scores: &Tensor, k: usize) -> Result<TopK> {
+    let b = scores.size()[0] as usize;
     let (vals, idx) = scores.topk(k as i64, 1, true, true);
     let kth = vals.narrow(1, k as i64 - 1, 1);
     // Rows where more items reach the K-th score than fit: which of the tied
@@ -155,6 +198,67 @@ pub fn refine(sel: &TopK, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) ->
     out
 }
 
+/// Exact top-k of every query row against every item row, in blocks sized
+/// from `budget_bytes`, selected on `device` and re-ranked on the host —
+/// the path the candidates stage takes, without masks.
+pub fn all_top_k(
+    queries: &[f32],
+    items: &[f32],
+    dim: usize,
+    k: usize,
+    budget_bytes: usize,
+    device: tch::Device,
+) -> Result<TopK> {
+    let (n, m) = (queries.len() / dim.max(1), items.len() / dim.max(1));
+    let items_t = Tensor::from_slice(items).view([m as i64, dim as i64]).to_device(device);
+    let block = block_rows(budget_bytes, m);
+    let k = k.min(m);
+    let mut out = TopK { rows: n, k, scores: Vec::with_capacity(n * k), items: Vec::with_capacity(n * k) };
+    let none = Masks { all: None, pairs: &[], per_row: None };
+    for start in (0..n).step_by(block.max(1)) {
+        let end = (start + block).min(n);
+        let q = Tensor::from_slice(&queries[start * dim..end * dim])
+            .view([(end - start) as i64, dim as i64])
+            .to_device(device);
+        let sel = block_top_k(&q, &items_t, &none, k + MARGIN)?;
+        let top = refine(&sel, k, |r, i| {
+            let a = start + r;
+            dot(&queries[a * dim..(a + 1) * dim], &items[i as usize * dim..(i as usize + 1) * dim])
+        });
+        out.scores.extend(top.scores);
+        out.items.extend(top.items);
+    }
+    Ok(out)
+}
+
+/// `nightrec topk`: .npy in, .npy of item indices out; (queries, items).
+pub fn npy_top_k(
+    queries: &std::path::Path,
+    items: &std::path::Path,
+    k: usize,
+    budget_mb: usize,
+    out: &std::path::Path,
+    device: tch::Device,
+) -> Result<(usize, usize)> {
+    let read = |p: &std::path::Path| -> Result<(Vec<f32>, usize)> {
+        let t = Tensor::read_npy(p).map_err(|e| Error::Usage(format!("reading {}: {e}", p.display())))?;
+        if t.dim() != 2 {
+            return Err(Error::Usage(format!("{} is not a matrix", p.display())));
+        }
+        let d = t.size()[1] as usize;
+        Ok((host_f32(&t)?, d))
+    };
+    let (q, d) = read(queries)?;
+    let (it, d2) = read(items)?;
+    if d != d2 {
+        return Err(Error::Usage(format!("queries have {d} columns, items {d2}")));
+    }
+    let top = all_top_k(&q, &it, d, k, budget_mb.saturating_mul(1024 * 1024), device)?;
+    let idx = Tensor::from_slice(&top.items).view([top.rows as i64, top.k as i64]);
+    idx.write_npy(out).map_err(|e| Error::io(out.display(), std::io::Error::other(e.to_string())))?;
+    Ok((q.len() / d.max(1), it.len() / d.max(1)))
+}
+
 /// Copy a float tensor to a host vector.
 pub fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]))
@@ -194,9 +298,15 @@ mod tests {
 
     #[test]
     fn top_k_equals_brute_force_with_ties_and_masks() {
-        let (b, n, dim, k) = (40, 300, 3, 25);
-        let u = int_matrix(b, dim, 1);
-        let it = int_matrix(n, dim, 2);
+        // Narrow rows take topk; wide ones the chunk-maximum bound.
+        for (b, n, dim, k) in [(40, 300, 3, 25), (20, 5000, 3, 12), (9, 4000, 2, 30)] {
+            brute_force_case(b, n, dim, k);
+        }
+    }
+
+    fn brute_force_case(b: usize, n: usize, dim: usize, k: usize) {
+        let u = int_matrix(b, dim, 1 + n as u64);
+        let it = int_matrix(n, dim, 2 + n as u64);
         let users = Tensor::from_slice(&u).view([b as i64, dim as i64]);
         let items = Tensor::from_slice(&it).view([n as i64, dim as i64]);
         let all: Vec<bool> = (0..n).map(|j| j % 17 == 0).collect();

@@ -59,6 +59,11 @@ in_stock = sum(1 for r in catalog.values() if r["in_stock"])
 for i, rows in sim.items():
     assert len(rows) == min(50, in_stock - (1 if catalog[i]["in_stock"] else 0)), (i, len(rows))
     assert all(r["similar_item_id"] != i and catalog[r["similar_item_id"]]["in_stock"] for r in rows), i
+# A new item with no interactions is placed by its text and can be recommended.
+assert "NEW001" in sim and not any(r["item_idx"] == catalog["NEW001"]["item_idx"] for r in pq.read_table(f"{work}/interactions").to_pylist())
+top_cat = catalog["NEW001"]["category"].split(" > ")[0]
+assert any(catalog[r["similar_item_id"]]["category"].startswith(top_cat) for r in sorted(sim["NEW001"], key=lambda r: r["rank"])[:10]), sim["NEW001"][:10]
+assert any(r["similar_item_id"] == "NEW001" for rows in sim.values() for r in rows), "new item never similar"
 # cross_category: outside the user's two heaviest top-level categories.
 weights = {"view": 1, "click": 1, "add_to_cart": 2, "purchase": 3, "rating": 1.5, "review": 1.5}
 inter = pq.read_table(f"{work}/interactions").to_pylist()
@@ -148,6 +153,14 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     let fx = Fixture::new("200", "150", "12000");
     let mut env = small_env();
     env.push(("NIGHTREC_CANDIDATES__COLD_START_MAX_HISTORY", COLD_MAX));
+    // A new item nobody has seen yet, the text twin of an existing one.
+    let items = std::fs::read_dir(fx.dir.path().join("in/items")).unwrap().next().unwrap().unwrap().path();
+    let first = std::fs::read_to_string(&items).unwrap().lines().next().unwrap().to_string();
+    let mut twin: serde_json::Value = serde_json::from_str(&first).unwrap();
+    twin["item_id"] = "NEW001".into();
+    twin["in_stock"] = true.into();
+    twin["title"] = format!("{} Plus", twin["title"].as_str().unwrap()).into();
+    std::fs::write(fx.dir.path().join("in/items/new.jsonl"), format!("{twin}\n")).unwrap();
     let args = ["--input", &fx.input(), "--output", &fx.output(), "run", "--date", DATE];
     let o = nightrec(&args, &env, fx.dir.path());
     assert!(o.status.success(), "run failed: {}", text(&o));
