@@ -312,7 +312,7 @@ mod tests {
         let all: Vec<bool> = (0..n).map(|j| j % 17 == 0).collect();
         let all_t = Tensor::from_slice(&all);
         let pairs: Vec<(i64, i64)> = (0..b as i64).map(|r| (r, (r * 7) % n as i64)).collect();
-        let per_row: Vec<bool> = (0..b * n).map(|x| (x / n) % 3 == 0 && (x % n) < 50).collect();
+        let per_row: Vec<bool> = (0..b * n).map(|x| (x / n).is_multiple_of(3) && (x % n) < 50).collect();
         let per_row_t = Tensor::from_slice(&per_row).view([b as i64, n as i64]);
         let masks = Masks { all: Some(&all_t), pairs: &pairs, per_row: Some(&per_row_t) };
         let got = block_top_k(&users, &items, &masks, k).unwrap();
