@@ -52,8 +52,10 @@ ruled AS (
             WHEN n.ts < $window_start OR n.ts >= $window_end THEN 'out_of_window'
             WHEN n.item_id IS NOT NULL AND c.item_id IS NULL THEN 'unknown_item'
         END AS reason
-    FROM norm n
-    LEFT JOIN (SELECT DISTINCT item_id FROM items) c ON n.item_id = c.item_id
+    -- The catalog is written first so that it is the hash join's build
+    -- side: the events stream through without being held in memory.
+    FROM (SELECT DISTINCT item_id FROM items) c
+    RIGHT JOIN norm n ON n.item_id = c.item_id
 ),
 ranked AS (
     SELECT
@@ -94,5 +96,5 @@ SELECT
     d.source, d.position, d.raw, d.event_id, d.user_id, d.item_id, d.event_type, d.ts,
     d.session_id, d.query, d.rating, d.quantity, d.price,
     CASE WHEN d.reason IS NULL AND b.user_id IS NOT NULL THEN 'bot' ELSE d.reason END AS reason
-FROM deduped d
-LEFT JOIN bots b ON d.user_id = b.user_id
+FROM bots b
+RIGHT JOIN deduped d ON d.user_id = b.user_id

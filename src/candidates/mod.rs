@@ -299,25 +299,66 @@ async fn popular(job: &Job, ctx: &SessionContext, write: bool) -> Result<(Option
     Ok((table, list))
 }
 
+/// A table of (key, rank, item, score) rows written from top-K blocks.
+struct Ranked<'a> {
+    w: PartWriter<'a>,
+    schema: Arc<Schema>,
+    table: &'static str,
+}
+
+impl<'a> Ranked<'a> {
+    async fn create(job: &'a Job, table: &'static str, key: &str, item: &str) -> Result<Ranked<'a>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(key, DataType::Utf8, false),
+            Field::new("rank", DataType::Int32, false),
+            Field::new(item, DataType::Utf8, false),
+            Field::new("score", DataType::Float32, false),
+        ]));
+        let w = PartWriter::create(
+            &job.output,
+            &job.work(table),
+            table,
+            schema.clone(),
+            &job.lineage,
+            job.cfg.runtime.max_rows_per_file,
+        )
+        .await?;
+        Ok(Ranked { w, schema, table })
+    }
+
+    /// Rows of a block: `keys[r]` for row r; item index i is `item_ids[i - 1]`.
+    async fn write(&mut self, keys: &[&str], top: &topk::TopK, item_ids: &[String]) -> Result<()> {
+        let (mut a, mut r, mut b, mut s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (row, key) in keys.iter().enumerate() {
+            for (j, (score, i)) in top.row(row).enumerate() {
+                a.push(*key);
+                r.push(j as i32 + 1);
+                b.push(item_ids[(i - 1) as usize].as_str());
+                s.push(score);
+            }
+        }
+        let batch = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(a)),
+                Arc::new(Int32Array::from(r)),
+                Arc::new(StringArray::from_iter_values(b)),
+                Arc::new(Float32Array::from(s)),
+            ],
+        )
+        .ctx(format!("building {}", self.table))?;
+        self.w.write(&batch).await
+    }
+
+    async fn finish(self) -> Result<WrittenTable> {
+        self.w.finish().await
+    }
+}
+
 /// `item_similar`: every item's most similar in-stock items (cosine).
 async fn item_similar(job: &Job, inp: &Inputs) -> Result<WrittenTable> {
     let c = &job.cfg.candidates;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("item_id", DataType::Utf8, false),
-        Field::new("rank", DataType::Int32, false),
-        Field::new("similar_item_id", DataType::Utf8, false),
-        Field::new("score", DataType::Float32, false),
-    ]));
-    let t = "item_similar";
-    let mut w = PartWriter::create(
-        &job.output,
-        &job.work(t),
-        t,
-        schema.clone(),
-        &job.lineage,
-        job.cfg.runtime.max_rows_per_file,
-    )
-    .await?;
+    let mut w = Ranked::create(job, "item_similar", "item_id", "similar_item_id").await?;
     let n = inp.item_ids.len();
     let unit_host = normalised(&inp.item_host, inp.dim);
     let d = inp.dim;
@@ -332,26 +373,8 @@ async fn item_similar(job: &Job, inp: &Inputs) -> Result<WrittenTable> {
             let a = start + r;
             topk::dot(&unit_host[a * d..(a + 1) * d], &unit_host[i as usize * d..(i as usize + 1) * d])
         });
-        let (mut a, mut r, mut b, mut s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for row in 0..top.rows {
-            for (j, (score, i)) in top.row(row).enumerate() {
-                a.push(inp.item_ids[start + row - 1].as_str());
-                r.push(j as i32 + 1);
-                b.push(inp.item_ids[(i - 1) as usize].as_str());
-                s.push(score);
-            }
-        }
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(StringArray::from_iter_values(a)),
-                Arc::new(Int32Array::from(r)),
-                Arc::new(StringArray::from_iter_values(b)),
-                Arc::new(Float32Array::from(s)),
-            ],
-        )
-        .ctx("building item_similar")?;
-        w.write(&batch).await?;
+        let keys: Vec<&str> = (start..end).map(|i| inp.item_ids[i - 1].as_str()).collect();
+        w.write(&keys, &top, &inp.item_ids).await?;
     }
     w.finish().await
 }
@@ -380,22 +403,7 @@ async fn query_candidates(
         )
         .await?;
     let (text_vals, tdim) = arrays::vectors(&tb, "embedding")?;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("query", DataType::Utf8, false),
-        Field::new("rank", DataType::Int32, false),
-        Field::new("item_id", DataType::Utf8, false),
-        Field::new("score", DataType::Float32, false),
-    ]));
-    let t = "query_candidates";
-    let mut w = PartWriter::create(
-        &job.output,
-        &job.work(t),
-        t,
-        schema.clone(),
-        &job.lineage,
-        job.cfg.runtime.max_rows_per_file,
-    )
-    .await?;
+    let mut w = Ranked::create(job, "query_candidates", "query", "item_id").await?;
     if !queries.is_empty() && tdim > 0 {
         let n1 = inp.item_ids.len() as i64 + 1;
         let mut padded = vec![0f32; tdim];
@@ -424,26 +432,8 @@ async fn query_candidates(
                 let a = start + r;
                 topk::dot(&q_host[a * qdim..(a + 1) * qdim], &items_host[i as usize * qdim..(i as usize + 1) * qdim])
             });
-            let (mut a, mut r, mut b, mut s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for row in 0..top.rows {
-                for (j, (score, i)) in top.row(row).enumerate() {
-                    a.push(queries[start + row].as_str());
-                    r.push(j as i32 + 1);
-                    b.push(inp.item_ids[(i - 1) as usize].as_str());
-                    s.push(score);
-                }
-            }
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(StringArray::from_iter_values(a)),
-                    Arc::new(Int32Array::from(r)),
-                    Arc::new(StringArray::from_iter_values(b)),
-                    Arc::new(Float32Array::from(s)),
-                ],
-            )
-            .ctx("building query_candidates")?;
-            w.write(&batch).await?;
+            let keys: Vec<&str> = queries[start..end].iter().map(String::as_str).collect();
+            w.write(&keys, &top, &inp.item_ids).await?;
         }
     }
     Ok((w.finish().await?, queries.len()))
