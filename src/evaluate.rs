@@ -24,7 +24,7 @@ use crate::checkpoint;
 use crate::error::{DfContext, Result};
 use crate::job::Job;
 use crate::metrics::RankSums;
-use crate::parquet_io::{WrittenTable, write_batches};
+use crate::parquet_io::WrittenTable;
 use crate::seqdata::{self, SeqData, left_pad};
 
 /// Metrics are reported at this cut-off.
@@ -185,16 +185,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         ],
     )
     .ctx("building evaluation")?;
-    let t = write_batches(
-        &job.output,
-        &job.work("evaluation"),
-        "evaluation",
-        schema,
-        &[batch],
-        &job.lineage,
-        job.cfg.runtime.max_rows_per_file,
-    )
-    .await?;
+    let t = job.write_work_batches("evaluation", schema, &[batch]).await?;
     let all: HashMap<&str, RankSums> = sums.iter().map(|(n, s)| (*n, s.all())).collect();
     let fmt = |f: fn(&RankSums) -> f64| {
         ["nightrec", "popularity", "item_knn"]

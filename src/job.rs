@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, RunDate, hex};
 use crate::error::{DfContext, Error, Result};
-use crate::parquet_io::{Lineage, WrittenTable, write_stream};
+use crate::parquet_io::{Lineage, WrittenTable, write_batches, write_stream};
 use crate::storage::Root;
 
 /// The stages of a nightly run, in order.
@@ -238,6 +238,25 @@ impl Job {
         let stream = df.execute_stream().await.ctx(format!("running the query for {table}"))?;
         write_stream(&self.output, &self.work(table), table, stream, &self.lineage, self.cfg.runtime.max_rows_per_file)
             .await
+    }
+
+    /// Write batches built in memory as a work table.
+    pub async fn write_work_batches(
+        &self,
+        table: &str,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        batches: &[datafusion::arrow::array::RecordBatch],
+    ) -> Result<WrittenTable> {
+        write_batches(
+            &self.output,
+            &self.work(table),
+            table,
+            schema,
+            batches,
+            &self.lineage,
+            self.cfg.runtime.max_rows_per_file,
+        )
+        .await
     }
 
     /// Run one SQL file and write its result as a work table.

@@ -30,7 +30,7 @@ use crate::config::{Config, TextEncoderKind};
 use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 use crate::model::bert::{Bert, BertConfig};
-use crate::parquet_io::{WrittenTable, write_batches};
+use crate::parquet_io::WrittenTable;
 
 /// The MiniLM model folder: `text.model_dir`, or the cache `make setup` fills.
 pub fn model_dir(cfg: &Config) -> PathBuf {
@@ -255,16 +255,7 @@ async fn write_images(
         ],
     )
     .ctx("building item_image_embeddings")?;
-    let t = write_batches(
-        &job.output,
-        &job.work(table),
-        table,
-        schema,
-        &[batch],
-        &job.lineage,
-        job.cfg.runtime.max_rows_per_file,
-    )
-    .await?;
+    let t = job.write_work_batches(table, schema, &[batch]).await?;
     Ok((Some(t), keep.len(), rejected))
 }
 
@@ -296,16 +287,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     )
     .ctx("building item_text_embeddings")?;
     let table = "item_text_embeddings";
-    let t = write_batches(
-        &job.output,
-        &job.work(table),
-        table,
-        schema,
-        &[batch],
-        &job.lineage,
-        job.cfg.runtime.max_rows_per_file,
-    )
-    .await?;
+    let t = job.write_work_batches(table, schema, &[batch]).await?;
     let (images, with_image, rejected) = write_images(job, &ctx).await?;
     let mut facts = vec![
         ("encoder".into(), format!("{:?} ({dim} dims)", job.cfg.text.encoder).to_lowercase()),

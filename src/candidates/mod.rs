@@ -35,7 +35,7 @@ use tch::Tensor;
 use crate::arrays;
 use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
-use crate::parquet_io::{FileInfo, PartWriter, WrittenTable, write_batches};
+use crate::parquet_io::{FileInfo, PartWriter, WrittenTable};
 use crate::sql::ts_param;
 use crate::topk::{self, Masks};
 
@@ -231,7 +231,7 @@ async fn write_segments(job: &Job, inp: &Inputs, cl: &kmeans::Clusters) -> Resul
     )
     .ctx("building user_segments")?;
     let t = "user_segments";
-    write_batches(&job.output, &job.work(t), t, schema, &[batch], &job.lineage, job.cfg.runtime.max_rows_per_file).await
+    job.write_work_batches(t, schema, &[batch]).await
 }
 
 /// Summary lines: each segment's size and its top categories.
