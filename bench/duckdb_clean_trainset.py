@@ -8,7 +8,11 @@ kept (not skipped), the same rule order and reason codes, dedupe, bot
 limits, session derivation, the collapsed and capped step sequences with
 their time split, interactions, popularity, co-occurrence and item text.
 
-usage: duckdb_clean_trainset.py INPUT_DIR OUTPUT_DIR YYYY-MM-DD [threads] [memory_limit]
+Its parameters (lookback, session gap, bot limits, sequence cap, holdouts,
+popularity window, co-occurrence window, event weights) are read from the
+same job file that nightrec runs with.
+
+usage: duckdb_clean_trainset.py JOB_TOML INPUT_DIR OUTPUT_DIR YYYY-MM-DD [threads] [memory_limit]
 """
 
 import datetime as dt
@@ -17,14 +21,24 @@ import os
 import shutil
 import sys
 import time
+import tomllib
 
 import duckdb
 
-inp, out, date = sys.argv[1], sys.argv[2], sys.argv[3]
-threads = int(sys.argv[4]) if len(sys.argv) > 4 else os.cpu_count()
-memory = sys.argv[5] if len(sys.argv) > 5 else "2GB"
-LOOKBACK, GAP_S, BOT_MIN, BOT_DAY = 30, 1800, 60, 2000
-MAX_LEN, TEST, VALID, POP_DAYS, WINDOW = 50 + 2, 1, 1, 7, 5
+job_file, inp, out, date = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+threads = int(sys.argv[5]) if len(sys.argv) > 5 else os.cpu_count()
+memory = sys.argv[6] if len(sys.argv) > 6 else "2GB"
+with open(job_file, "rb") as f:
+    job = tomllib.load(f)
+LOOKBACK = job["run"]["lookback_days"]
+GAP_S = job["clean"]["session_gap_minutes"] * 60
+BOT_MIN = job["clean"]["bot_max_events_per_minute"]
+BOT_DAY = job["clean"]["bot_max_events_per_day"]
+ts_cfg = job["trainset"]
+TEST, VALID = ts_cfg["test_steps"], ts_cfg["valid_steps"]
+MAX_LEN = ts_cfg["max_sequence_length"] + TEST + VALID
+POP_DAYS, WINDOW = ts_cfg["popularity_days"], ts_cfg["cooccurrence_window"]
+WEIGHTS = ", ".join(f"('{k}', {float(v)})" for k, v in ts_cfg["event_weights"].items())
 
 run_day = dt.date.fromisoformat(date)
 win_start = run_day - dt.timedelta(days=LOOKBACK - 1)
@@ -33,9 +47,13 @@ pop_start = run_day - dt.timedelta(days=POP_DAYS - 1)
 
 shutil.rmtree(out, ignore_errors=True)
 os.makedirs(out)
-con = duckdb.connect()
+# A database file, like nightrec's Parquet work tables on disk: with an
+# in-memory database every intermediate table counts against memory_limit.
+con = duckdb.connect(f"{out}/work.duckdb")
 con.execute(f"SET threads = {threads}")
 con.execute(f"SET memory_limit = '{memory}'")
+# DuckDB's own advice for large jobs under a memory limit.
+con.execute("SET preserve_insertion_order = false")
 con.execute(f"SET temp_directory = '{out}/_spill'")
 
 COLS = ["event_id", "user_id", "item_id", "event_type", "ts", "session_id", "query", "rating", "quantity", "price"]
@@ -176,7 +194,7 @@ FROM gaps""")
 
 run("quarantine", "SELECT 'events' AS dataset, source, position, reason, raw FROM events_checked WHERE reason IS NOT NULL")
 run("item_index", "SELECT CAST(ROW_NUMBER() OVER (ORDER BY item_id) AS INT) AS item_idx, * FROM items")
-run("event_weights", "SELECT * FROM (VALUES ('view', 1.0), ('click', 1.0), ('add_to_cart', 2.0), ('purchase', 3.0), ('rating', 1.5), ('review', 1.5)) t(event_type, weight)")
+run("event_weights", f"SELECT * FROM (VALUES {WEIGHTS}) t(event_type, weight)")
 run("steps", f"""
 WITH ev AS (
     SELECT e.user_id, i.item_idx, e.event_type, e.ts, w.weight,

@@ -2,7 +2,9 @@
 # The clean and trainset stages on a generated log of EVENTS (default 10M)
 # events, with nightrec and with the same logic in DuckDB
 # (bench/duckdb_clean_trainset.py) on the same files, in the same run, with
-# the same threads and memory limit. Prints wall time, peak memory (max RSS),
+# the same threads and memory limit (where DuckDB runs out of memory, its
+# limit is doubled until it finishes, and that is reported). Prints wall
+# time, peak memory (max RSS),
 # the ratios, and each engine's row counts (which must agree).
 # usage: bench/sql.sh   (make bench-sql builds first)
 set -euo pipefail
@@ -13,6 +15,7 @@ ITEMS="${ITEMS:-50000}"
 THREADS="${THREADS:-2}"
 MEM_MB="${MEM_MB:-2048}"
 DATE=2026-11-21
+JOB=jobs/nightly.toml
 OUT="${OUT:-bench-out/sql}"
 PY="$(scripts/setup-python.sh)"
 IN="$OUT/in-$EVENTS"
@@ -26,23 +29,42 @@ rm -rf "$OUT/nightrec" "$OUT/duckdb"
 echo "bench-sql: nightrec ..." >&2
 NIGHTREC_RUN__THREADS="$THREADS" NIGHTREC_RUNTIME__SQL_MEMORY_MB="$MEM_MB" NIGHTREC_LOG=warn \
   /usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/nightrec.time.json" \
-  bin/nightrec --input "$IN" --output "$OUT/nightrec" run --date "$DATE" --stage clean --stage trainset --force \
+  bin/nightrec --config "$JOB" --input "$IN" --output "$OUT/nightrec" run --date "$DATE" --stage clean --stage trainset --force \
   > "$OUT/nightrec.log" 2>&1
-echo "bench-sql: duckdb ..." >&2
-/usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/duckdb.time.json" \
-  "$PY" bench/duckdb_clean_trainset.py "$IN" "$OUT/duckdb" "$DATE" "$THREADS" "${MEM_MB}MB" > "$OUT/duckdb.log" 2>&1
-"$PY" - "$OUT" "$DATE" "$EVENTS" <<'PYEOF'
+# DuckDB gets the same memory limit; where it runs out of memory there, the
+# limit is doubled (up to 32 GiB) and the limits it failed at are reported.
+DUCK_MB="$MEM_MB"
+: > "$OUT/duckdb.failed"
+while true; do
+  echo "bench-sql: duckdb with memory_limit ${DUCK_MB} MB ..." >&2
+  if /usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/duckdb.time.json" \
+    "$PY" bench/duckdb_clean_trainset.py "$JOB" "$IN" "$OUT/duckdb" "$DATE" "$THREADS" "${DUCK_MB}MB" > "$OUT/duckdb.log" 2>&1; then
+    break
+  fi
+  if ! grep -q "OutOfMemoryException" "$OUT/duckdb.log" || (( DUCK_MB >= 32768 )); then
+    cat "$OUT/duckdb.log" >&2
+    exit 1
+  fi
+  step=$(grep -o 'run("[a-z_]*"' "$OUT/duckdb.log" | tail -1 | cut -d'"' -f2)
+  echo "$DUCK_MB $step" >> "$OUT/duckdb.failed"
+  DUCK_MB=$(( DUCK_MB * 2 ))
+done
+"$PY" - "$OUT" "$DATE" "$EVENTS" "$MEM_MB" "$DUCK_MB" <<'PYEOF'
 import ast, glob, json, sys
 import pyarrow.parquet as pq
 out, date, events = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mem_mb, duck_mb = int(sys.argv[4]), int(sys.argv[5])
 n = json.load(open(f"{out}/nightrec.time.json"))
 d = json.load(open(f"{out}/duckdb.time.json"))
 duck_rows = ast.literal_eval(open(f"{out}/duckdb.log").read().strip().splitlines()[-1])["rows"]
 print(f"clean + trainset on {events:,} generated events (30 daily files: Parquet, NDJSON, CSV)")
-print("| engine | wall s | CPU s | peak RSS MiB |")
-print("|---|---|---|---|")
-for name, t in (("nightrec (DataFusion)", n), ("DuckDB", d)):
-    print(f"| {name} | {t['wall']:.1f} | {t['user'] + t['sys']:.1f} | {t['max_rss_kb'] / 1024:.0f} |")
+for line in open(f"{out}/duckdb.failed").read().splitlines():
+    limit, step = line.split()
+    print(f"DuckDB ran out of memory with memory_limit {limit} MB (in {step}); retried with twice the limit")
+print("| engine | memory limit MiB | wall s | CPU s | peak RSS MiB |")
+print("|---|---|---|---|---|")
+for name, t, limit in (("nightrec (DataFusion)", n, mem_mb), ("DuckDB", d, duck_mb)):
+    print(f"| {name} | {limit} | {t['wall']:.1f} | {t['user'] + t['sys']:.1f} | {t['max_rss_kb'] / 1024:.0f} |")
 print(f"nightrec / DuckDB: wall {n['wall'] / d['wall']:.2f}x, peak memory {n['max_rss_kb'] / d['max_rss_kb']:.2f}x")
 agree = True
 for t, want in duck_rows.items():

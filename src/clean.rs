@@ -21,7 +21,7 @@ use crate::arrays;
 use crate::error::{DfContext, Error, Result};
 use crate::ingest::{self, DATASETS, IdMapper, ReadCounts};
 use crate::job::Job;
-use crate::parquet_io::{WrittenTable, write_batches};
+use crate::parquet_io::WrittenTable;
 use crate::sql::ts_param;
 
 /// The input files of a run, per dataset, and their fingerprint.
@@ -112,13 +112,14 @@ pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, V
     job.register_work(&ctx, &["items_checked"]).await?;
     tables.push(job.sql_to_work(&ctx, "clean", "items", vec![]).await?);
     job.register_work(&ctx, &["items"]).await?;
-    let params = vec![
-        ("window_start", ts_param(start)),
-        ("window_end", ts_param(end)),
+    let window = vec![("window_start", ts_param(start)), ("window_end", ts_param(end))];
+    tables.push(job.sql_to_work(&ctx, "clean", "events_ruled", window).await?);
+    job.register_work(&ctx, &["events_ruled"]).await?;
+    let bots = vec![
         ("bot_per_minute", ScalarValue::Int64(Some(i64::from(job.cfg.clean.bot_max_events_per_minute)))),
         ("bot_per_day", ScalarValue::Int64(Some(i64::from(job.cfg.clean.bot_max_events_per_day)))),
     ];
-    tables.push(job.sql_to_work(&ctx, "clean", "events_checked", params).await?);
+    tables.push(job.sql_to_work(&ctx, "clean", "events_checked", bots).await?);
     job.register_work(&ctx, &["events_checked"]).await?;
     tables.push(job.sql_to_work(&ctx, "clean", "users_checked", vec![]).await?);
     job.register_work(&ctx, &["users_checked"]).await?;
@@ -279,14 +280,5 @@ async fn write_quality(job: &Job, checks: &[Check]) -> Result<WrittenTable> {
         ],
     )
     .ctx("building data_quality")?;
-    write_batches(
-        &job.output,
-        &job.work("data_quality"),
-        "data_quality",
-        schema,
-        &[batch],
-        &job.lineage,
-        job.cfg.runtime.max_rows_per_file,
-    )
-    .await
+    job.write_work_batches("data_quality", schema, &[batch]).await
 }

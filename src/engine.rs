@@ -37,6 +37,19 @@ pub fn spill_dir(cfg: &Config) -> PathBuf {
     }
 }
 
+/// The query settings every nightrec session uses (the SQL golden tests
+/// too, so that the `.sql` files parse the same way there).
+pub fn session_config(target_partitions: usize) -> SessionConfig {
+    let mut config = SessionConfig::new().with_target_partitions(target_partitions).with_information_schema(true);
+    // Each input file is scanned as one partition, in order, so that row
+    // positions reported in `quarantine` are the rows' places in the file.
+    config.options_mut().optimizer.repartition_file_scans = false;
+    // DuckDB's dialect: the generic one has no lambdas, which list columns
+    // need (`array_transform(s, x -> x['item_idx'])`).
+    config.options_mut().sql_parser.dialect = datafusion::common::config::Dialect::DuckDB;
+    config
+}
+
 /// A session with the memory pool, spill folder and stores of this job.
 pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
     let spill = spill_dir(cfg);
@@ -47,10 +60,7 @@ pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
         .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])))
         .build_arc()
         .ctx("creating the query engine runtime")?;
-    let mut config = SessionConfig::new().with_target_partitions(threads(cfg)).with_information_schema(true);
-    // Each input file is scanned as one partition, in order, so that row
-    // positions reported in `quarantine` are the rows' places in the file.
-    config.options_mut().optimizer.repartition_file_scans = false;
+    let config = session_config(threads(cfg));
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for r in roots {
         ctx.register_object_store(&r.base_url, r.store.clone());

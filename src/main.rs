@@ -13,6 +13,9 @@ use nightrec::job::{Job, Stage};
 use nightrec::pipeline::{self, RunOptions, RunSummary};
 use nightrec::{datagen, sqlcmd, storage};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIGHTREC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

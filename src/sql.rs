@@ -29,6 +29,7 @@ macro_rules! sql_file {
 pub const ALL: &[SqlFile] = &[
     sql_file!("clean", "items_checked"),
     sql_file!("clean", "items"),
+    sql_file!("clean", "events_ruled"),
     sql_file!("clean", "events_checked"),
     sql_file!("clean", "users_checked"),
     sql_file!("clean", "users"),

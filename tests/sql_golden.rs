@@ -91,7 +91,7 @@ async fn every_sql_file_matches_its_golden_result() {
             failures.push(format!("sql/{}/{}.sql has no fixtures in {}", f.stage, f.table, dir.display()));
             continue;
         }
-        let ctx = SessionContext::new();
+        let ctx = SessionContext::new_with_config(nightrec::engine::session_config(2));
         register_inputs(&ctx, &dir).await;
         let p = params(&dir);
         let p: Vec<(&str, ScalarValue)> = p.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();

@@ -1,89 +1,18 @@
--- Every raw event row, normalised, with the first cleaning rule it breaks
--- (reason NULL = clean). One output row per input row: nothing is dropped.
--- Rules in order: malformed (unparsable record or number), missing_id,
--- unknown_event_type, bad_timestamp, out_of_window, unknown_item, then
--- duplicate (among rows that pass the rules above) and bot.
+-- Every raw event row (table events_ruled) with the first cleaning rule it
+-- breaks (reason NULL = clean): the row-level reasons of events_ruled, then
+-- bot for the rows of users whose clean events exceed either limit.
 --
 -- Parameters:
---   $window_start, $window_end  timestamps; events outside [start, end) are out_of_window
 --   $bot_per_minute, $bot_per_day  a user above either limit is a bot
-WITH norm AS (
-    SELECT
-        _source AS source,
-        _position AS position,
-        _malformed IS NOT NULL AS malformed,
-        COALESCE(_malformed,
-                 concat_ws('|', COALESCE(event_id, ''), COALESCE(user_id, ''), COALESCE(item_id, ''),
-                           COALESCE(event_type, ''), COALESCE(ts, ''), COALESCE(session_id, ''),
-                           COALESCE(query, ''), COALESCE(rating, ''), COALESCE(quantity, ''),
-                           COALESCE(price, ''))) AS raw,
-        NULLIF(TRIM(event_id), '') AS event_id,
-        NULLIF(TRIM(user_id), '') AS user_id,
-        NULLIF(TRIM(item_id), '') AS item_id,
-        LOWER(TRIM(event_type)) AS event_type,
-        CASE
-            WHEN TRIM(ts) ~ '^-?[0-9]{1,15}$'
-                THEN CAST(to_timestamp_millis(TRY_CAST(TRIM(ts) AS BIGINT)) AS TIMESTAMP)
-            ELSE TRY_CAST(TRIM(ts) AS TIMESTAMP)
-        END AS ts,
-        NULLIF(TRIM(session_id), '') AS session_id,
-        NULLIF(TRIM(query), '') AS query,
-        TRY_CAST(NULLIF(TRIM(rating), '') AS DOUBLE) AS rating,
-        TRY_CAST(NULLIF(TRIM(quantity), '') AS DOUBLE) AS quantity,
-        TRY_CAST(NULLIF(TRIM(price), '') AS DOUBLE) AS price,
-        -- A number column that holds something other than a number.
-        (NULLIF(TRIM(rating), '') IS NOT NULL AND TRY_CAST(TRIM(rating) AS DOUBLE) IS NULL)
-            OR (NULLIF(TRIM(quantity), '') IS NOT NULL AND TRY_CAST(TRIM(quantity) AS DOUBLE) IS NULL)
-            OR (NULLIF(TRIM(price), '') IS NOT NULL AND TRY_CAST(TRIM(price) AS DOUBLE) IS NULL)
-            AS bad_number
-    FROM raw_events
-),
-ruled AS (
-    SELECT
-        n.*,
-        CASE
-            WHEN n.malformed OR n.bad_number THEN 'malformed'
-            WHEN n.user_id IS NULL THEN 'missing_id'
-            WHEN n.item_id IS NULL AND n.event_type IS DISTINCT FROM 'search' THEN 'missing_id'
-            WHEN n.event_type IS NULL
-                OR n.event_type NOT IN ('view', 'click', 'add_to_cart', 'purchase', 'search', 'rating', 'review')
-                THEN 'unknown_event_type'
-            WHEN n.ts IS NULL THEN 'bad_timestamp'
-            WHEN n.ts < $window_start OR n.ts >= $window_end THEN 'out_of_window'
-            WHEN n.item_id IS NOT NULL AND c.item_id IS NULL THEN 'unknown_item'
-        END AS reason
-    -- The catalog is written first so that it is the hash join's build
-    -- side: the events stream through without being held in memory.
-    FROM (SELECT DISTINCT item_id FROM items) c
-    RIGHT JOIN norm n ON n.item_id = c.item_id
-),
-ranked AS (
-    SELECT
-        r.*,
-        ROW_NUMBER() OVER (
-            PARTITION BY r.reason IS NULL,
-                COALESCE(r.event_id, concat_ws('|', r.user_id, COALESCE(r.item_id, ''), r.event_type,
-                                               CAST(r.ts AS VARCHAR), COALESCE(r.query, '')))
-            ORDER BY r.source, r.position
-        ) AS copy_no
-    FROM ruled r
-),
-deduped AS (
-    SELECT
-        source, position, raw, event_id, user_id, item_id, event_type, ts, session_id, query,
-        rating, quantity, price,
-        COALESCE(reason, CASE WHEN copy_no > 1 THEN 'duplicate' END) AS reason
-    FROM ranked
-),
-per_minute AS (
+WITH per_minute AS (
     SELECT user_id, date_trunc('minute', ts) AS minute, COUNT(*) AS events
-    FROM deduped
+    FROM events_ruled
     WHERE reason IS NULL
     GROUP BY user_id, date_trunc('minute', ts)
 ),
 per_day AS (
     SELECT user_id, date_trunc('day', ts) AS day, COUNT(*) AS events
-    FROM deduped
+    FROM events_ruled
     WHERE reason IS NULL
     GROUP BY user_id, date_trunc('day', ts)
 ),
@@ -96,5 +25,6 @@ SELECT
     d.source, d.position, d.raw, d.event_id, d.user_id, d.item_id, d.event_type, d.ts,
     d.session_id, d.query, d.rating, d.quantity, d.price,
     CASE WHEN d.reason IS NULL AND b.user_id IS NOT NULL THEN 'bot' ELSE d.reason END AS reason
+-- The bot list is written first so that it is the hash join's build side.
 FROM bots b
-RIGHT JOIN deduped d ON d.user_id = b.user_id
+RIGHT JOIN events_ruled d ON d.user_id = b.user_id
