@@ -83,10 +83,20 @@ pub fn top_k_of_scores(scores: &Tensor, k: usize) -> Result<TopK> {
     if b == 0 || k == 0 {
         return Ok(TopK { rows: b, k, scores: Vec::new(), items: Vec::new() });
     }
-    let chunks = n / CHUNK;
-    if chunks < 2 * k {
-        return top_k_narrow(scores, k);
+    if n / CHUNK < 2 * k {
+        top_k_narrow(scores, k)
+    } else if scores.device() == tch::Device::Cpu && scores.kind() == Kind::Float {
+        top_k_wide_host(scores, k)
+    } else {
+        top_k_wide_device(scores, k)
     }
+}
+
+/// The chunk-maximum selection with tensor operations (GPUs): bound, mask,
+/// `nonzero`, gather, then rank the few candidates on the host.
+fn top_k_wide_device(scores: &Tensor, k: usize) -> Result<TopK> {
+    let (b, n) = (scores.size()[0] as usize, scores.size()[1] as usize);
+    let chunks = n / CHUNK;
     let sel = tch::no_grad(|| {
         let maxima =
             scores.narrow(1, 0, (chunks * CHUNK) as i64).view([b as i64, chunks as i64, CHUNK as i64]).amax([2], false);
@@ -101,6 +111,52 @@ pub fn top_k_of_scores(scores: &Tensor, k: usize) -> Result<TopK> {
     for (p, v) in pairs.chunks(2).zip(vals) {
         per_row[p[0] as usize].push((v, p[1]));
     }
+    Ok(collect_rows(per_row, k))
+}
+
+/// The chunk-maximum selection on the CPU, row by row in parallel: the
+/// row's chunk maxima, their k-th largest as the bound, then one scan of
+/// the row (still in cache) for the scores at or above it. Each score is
+/// read from memory once, where the tensor form makes four passes.
+fn top_k_wide_host(scores: &Tensor, k: usize) -> Result<TopK> {
+    use rayon::prelude::*;
+    let scores = scores.contiguous();
+    let (b, n) = (scores.size()[0] as usize, scores.size()[1] as usize);
+    // SAFETY: `scores` is a contiguous float32 tensor in host memory with
+    // b * n elements; it is owned here and not written while `flat` lives.
+    let flat: &[f32] = unsafe { std::slice::from_raw_parts(scores.data_ptr() as *const f32, b * n) };
+    let per_row: Vec<Vec<(f32, i64)>> = flat.par_chunks(n).map(|row| select_row(row, k)).collect();
+    Ok(collect_rows(per_row, k))
+}
+
+/// The scores of one row that reach the k-th largest chunk maximum.
+fn select_row(row: &[f32], k: usize) -> Vec<(f32, i64)> {
+    let mut maxima: Vec<f32> = row.chunks_exact(CHUNK).map(chunk_max).collect();
+    let bound = if maxima.len() >= k {
+        let (_, kth, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        kth.max(f32::MIN)
+    } else {
+        f32::MIN
+    };
+    row.iter().enumerate().filter(|(_, s)| **s >= bound).map(|(i, s)| (*s, i as i64)).collect()
+}
+
+/// Maximum of a chunk, in eight independent lanes so that it vectorises.
+fn chunk_max(chunk: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for c in chunk.chunks_exact(8) {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            if *v > *l {
+                *l = *v;
+            }
+        }
+    }
+    chunk.chunks_exact(8).remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m })
+}
+
+/// Rank each row's candidates (best first, ties by item index) into k slots.
+fn collect_rows(per_row: Vec<Vec<(f32, i64)>>, k: usize) -> TopK {
+    let b = per_row.len();
     let mut out = TopK { rows: b, k, scores: vec![f32::NEG_INFINITY; b * k], items: vec![0; b * k] };
     for (r, mut row) in per_row.into_iter().enumerate() {
         row.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -109,7 +165,7 @@ pub fn top_k_of_scores(scores: &Tensor, k: usize) -> Result<TopK> {
             out.items[r * k + j] = i;
         }
     }
-    Ok(out)
+    out
 }
 
 /// `top_k_of_scores` for rows too narrow to bound by chunks: `topk`, with
@@ -326,6 +382,31 @@ mod tests {
         // With 3 dims of values in -2..=2 ties abound: the test means something.
         let ties = (0..b).filter(|r| got.row(*r).collect::<Vec<_>>().windows(2).any(|w| w[0].0 == w[1].0)).count();
         assert!(ties > b / 2, "only {ties} rows with ties");
+    }
+
+    #[test]
+    fn host_and_tensor_selections_agree() {
+        // The CPU takes the host scan, GPUs the tensor form: same result,
+        // including -inf (masked) slots and rows with fewer than k chunks
+        // holding a finite score.
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(11);
+        let scores = Tensor::randint_low(-3, 4, [17, 64 * 40 + 5], (Kind::Float, tch::Device::Cpu));
+        let (rows, cols) = (
+            Tensor::arange(17, (Kind::Int64, tch::Device::Cpu)),
+            Tensor::arange(64 * 40 + 5, (Kind::Int64, tch::Device::Cpu)),
+        );
+        // Row 3 entirely masked; row 5 keeps three chunks only.
+        let row5_tail = rows.eq(5).unsqueeze(1).logical_and(&cols.ge(64 * 3).unsqueeze(0));
+        let masked = scores.lt(-2).logical_or(&rows.eq(3).unsqueeze(1)).logical_or(&row5_tail);
+        let scores = scores.masked_fill(&masked, f64::NEG_INFINITY);
+        for k in [1, 7, 20] {
+            let host = top_k_wide_host(&scores, k).unwrap();
+            let device = top_k_wide_device(&scores, k).unwrap();
+            assert_eq!(host, device, "k = {k}");
+            assert_eq!(host.row(3).count(), 0);
+            assert!(host.row(5).all(|(_, i)| i < 64 * 3));
+        }
     }
 
     #[test]
