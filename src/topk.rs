@@ -115,9 +115,9 @@ fn top_k_wide_device(scores: &Tensor, k: usize) -> Result<TopK> {
 }
 
 /// The chunk-maximum selection on the CPU, row by row in parallel: the
-/// row's chunk maxima, their k-th largest as the bound, then one scan of
-/// the row (still in cache) for the scores at or above it. Each score is
-/// read from memory once, where the tensor form makes four passes.
+/// row's chunk maxima, their k-th largest as the bound, then a scan of the
+/// chunks that can hold scores at or above it. Each score is read from
+/// memory once, where the tensor form makes four passes.
 fn top_k_wide_host(scores: &Tensor, k: usize) -> Result<TopK> {
     use rayon::prelude::*;
     let scores = scores.contiguous();
@@ -129,16 +129,24 @@ fn top_k_wide_host(scores: &Tensor, k: usize) -> Result<TopK> {
     Ok(collect_rows(per_row, k))
 }
 
-/// The scores of one row that reach the k-th largest chunk maximum.
+/// The scores of one row that reach the k-th largest chunk maximum. Only
+/// chunks whose maximum reaches the bound can hold one (about k of them),
+/// so after the maxima pass just those chunks and the tail are scanned.
 fn select_row(row: &[f32], k: usize) -> Vec<(f32, i64)> {
-    let mut maxima: Vec<f32> = row.chunks_exact(CHUNK).map(chunk_max).collect();
+    let maxima: Vec<f32> = row.chunks_exact(CHUNK).map(chunk_max).collect();
     let bound = if maxima.len() >= k {
-        let (_, kth, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let mut m = maxima.clone();
+        let (_, kth, _) = m.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
         kth.max(f32::MIN)
     } else {
         f32::MIN
     };
-    row.iter().enumerate().filter(|(_, s)| **s >= bound).map(|(i, s)| (*s, i as i64)).collect()
+    let tail = maxima.len() * CHUNK;
+    let chunks = maxima.iter().enumerate().filter(|(_, m)| **m >= bound).map(|(c, _)| c * CHUNK..(c + 1) * CHUNK);
+    chunks
+        .chain(std::iter::once(tail..row.len()))
+        .flat_map(|r| r.filter(|i| row[*i] >= bound).map(|i| (row[i], i as i64)))
+        .collect()
 }
 
 /// Maximum of a chunk, in eight independent lanes so that it vectorises.
@@ -310,9 +318,29 @@ pub fn npy_top_k(
         return Err(Error::Usage(format!("queries have {d} columns, items {d2}")));
     }
     let top = all_top_k(&q, &it, d, k, budget_mb.saturating_mul(1024 * 1024), device)?;
-    let idx = Tensor::from_slice(&top.items).view([top.rows as i64, top.k as i64]);
-    idx.write_npy(out).map_err(|e| Error::io(out.display(), std::io::Error::other(e.to_string())))?;
+    write_npy_i64(out, &top.items, top.rows, top.k).map_err(|e| Error::io(out.display(), e))?;
     Ok((q.len() / d.max(1), it.len() / d.max(1)))
+}
+
+/// Write a `rows × cols` int64 matrix as a .npy file (format 1.0), straight
+/// from the slice: no second copy of a result that can be gigabytes.
+fn write_npy_i64(path: &std::path::Path, data: &[i64], rows: usize, cols: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut header = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // Magic (6) + version (2) + length (2) + header + newline: a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    w.write_all(b"\x93NUMPY\x01\x00")?;
+    w.write_all(&(header.len() as u16).to_le_bytes())?;
+    w.write_all(header.as_bytes())?;
+    for chunk in data.chunks(1 << 16) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.write_all(&bytes)?;
+    }
+    w.flush()
 }
 
 /// Copy a float tensor to a host vector.
@@ -407,6 +435,19 @@ mod tests {
             assert_eq!(host.row(3).count(), 0);
             assert!(host.row(5).all(|(_, i)| i < 64 * 3));
         }
+    }
+
+    #[test]
+    fn npy_output_reads_back() {
+        let dir = std::env::temp_dir().join(format!("nightrec-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ids.npy");
+        let data: Vec<i64> = (0..35).map(|v| v * 1_000_000_007 - 3).collect();
+        write_npy_i64(&path, &data, 7, 5).unwrap();
+        let t = Tensor::read_npy(&path).unwrap();
+        assert_eq!(t.size(), vec![7, 5]);
+        assert_eq!(host_i64(&t).unwrap(), data);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
