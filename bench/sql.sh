@@ -4,8 +4,8 @@
 # (bench/duckdb_clean_trainset.py) on the same files, in the same run, with
 # the same threads and memory limit (where DuckDB runs out of memory, its
 # limit is doubled until it finishes, and that is reported). Prints wall
-# time, peak memory (max RSS),
-# the ratios, and each engine's row counts (which must agree).
+# time, peak memory (max RSS), the ratios, and each engine's row counts
+# (which must agree).
 # usage: bench/sql.sh   (make bench-sql builds first)
 set -euo pipefail
 cd "$(dirname "$0")/.."

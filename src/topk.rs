@@ -186,31 +186,17 @@ fn top_k_narrow(scores: &Tensor, k: usize) -> Result<TopK> {
     // items topk kept is unspecified, so those rows are redone on the host.
     let reach = scores.ge_tensor(&kth).sum_dim_intlist(1, false, Kind::Int64);
     let ambiguous = reach.gt(k as i64).logical_and(&kth.squeeze_dim(1).isfinite());
-    let mut out = TopK { rows: b, k, scores: host_f32(&vals)?, items: host_i64(&idx)? };
-    let redo: Vec<i64> = host_i64(&ambiguous.nonzero().view([-1]))?;
-    for r in redo {
+    let (vals, idx) = (host_f32(&vals)?, host_i64(&idx)?);
+    let mut per_row: Vec<Vec<(f32, i64)>> = (0..b)
+        .map(|r| vals[r * k..(r + 1) * k].iter().copied().zip(idx[r * k..(r + 1) * k].iter().copied()).collect())
+        .collect();
+    for r in host_i64(&ambiguous.nonzero().view([-1]))? {
         let row = host_f32(&scores.get(r))?;
-        let kth = out.scores[r as usize * k + k - 1];
-        let mut keep: Vec<(f32, i64)> =
-            row.iter().enumerate().filter(|(_, s)| **s >= kth).map(|(i, s)| (*s, i as i64)).collect();
-        keep.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (j, (s, i)) in keep.into_iter().take(k).enumerate() {
-            out.scores[r as usize * k + j] = s;
-            out.items[r as usize * k + j] = i;
-        }
+        let kth = vals[r as usize * k + k - 1];
+        per_row[r as usize] = row.iter().enumerate().filter(|(_, s)| **s >= kth).map(|(i, s)| (*s, i as i64)).collect();
     }
     // Within the kept set, equal scores rank by item index.
-    for r in 0..b {
-        let s = &mut out.scores[r * k..(r + 1) * k];
-        let i = &mut out.items[r * k..(r + 1) * k];
-        let mut pairs: Vec<(f32, i64)> = s.iter().copied().zip(i.iter().copied()).collect();
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (j, (ps, pi)) in pairs.into_iter().enumerate() {
-            s[j] = ps;
-            i[j] = pi;
-        }
-    }
-    Ok(out)
+    Ok(collect_rows(per_row, k))
 }
 
 /// Scores of a block of queries `[B, D]` against items `[N, D]`, masked,
