@@ -4,9 +4,13 @@
 //!
 //! Every input row ends up either clean or in `quarantine` with its source
 //! file, position and reason code; `data_quality` proves rows read = clean +
-//! quarantined per file. Above `clean.max_bad_row_fraction` of bad event
-//! rows the stage fails with exit 3 after writing `quarantine` and
-//! `data_quality` (for a human to read) and nothing is published.
+//! quarantined per file. Above `clean.max_bad_row_fraction` of defective
+//! event rows (among those inside the window; rows outside it and bot rows
+//! are quarantined but are no defects), or above `clean.max_bot_fraction`
+//! of bot rows, the stage fails with exit 3 after writing `quarantine` and
+//! `data_quality` (for a human to read) and nothing is published. Input
+//! files that are not read (an unknown extension) are listed in
+//! `data_quality` as `file_not_read`.
 //!
 //! Safe to re-run: every output folder is replaced whole.
 
@@ -28,6 +32,8 @@ use crate::sql::ts_param;
 pub struct InputFiles {
     /// (dataset name, files) in `DATASETS` order.
     pub files: Vec<(&'static str, Vec<ObjectMeta>)>,
+    /// Files under the input folders that are not read (unknown extension).
+    pub not_read: Vec<ObjectMeta>,
     /// Fingerprint of all of them.
     pub snapshot: String,
 }
@@ -42,12 +48,16 @@ pub async fn list_inputs(job: &Job) -> Result<InputFiles> {
     let window = Some((window_start(job), job.date));
     let mut files = Vec::new();
     let mut all = Vec::new();
+    let mut not_read = Vec::new();
     for ds in DATASETS {
-        let f = ingest::list_files(&job.input, ds, window).await?;
-        all.extend(f.iter().cloned());
-        files.push((ds.name, f));
+        let listing = ingest::list_files(&job.input, ds, window).await?;
+        all.extend(listing.files.iter().cloned());
+        files.push((ds.name, listing.files));
+        // Part of the snapshot, so that a new unreadable file is reported on a rerun.
+        all.extend(listing.unreadable_format.iter().cloned());
+        not_read.extend(listing.unreadable_format);
     }
-    Ok(InputFiles { snapshot: ingest::snapshot(&all), files })
+    Ok(InputFiles { snapshot: ingest::snapshot(&all), files, not_read })
 }
 
 /// The user-id pseudonymiser of privacy mode, when it is on. The key comes
@@ -135,18 +145,33 @@ pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, V
     let counts = crate::sql::file("clean", "file_counts")?.collect(&ctx, vec![]).await?;
     job.register_work(&ctx, &["quarantine"]).await?;
     let reasons = crate::sql::file("clean", "quarantine_counts")?.collect(&ctx, vec![]).await?;
-    let (checks, gate) = quality_checks(job, &counts, &reasons)?;
+    let (mut checks, gate) = quality_checks(job, &counts, &reasons)?;
+    // Never silent: a file nightrec cannot read is named, with its size.
+    for f in &inputs.not_read {
+        let url = job.input.object_url(&f.location);
+        tracing::warn!(file = %url, "not read: nightrec does not read this file's format ({})", ingest::READABLE);
+        checks.push(Check {
+            source: url,
+            check: "file_not_read".into(),
+            value: f.size as f64,
+            threshold: None,
+            passed: false,
+        });
+    }
     tables.push(write_quality(job, &checks).await?);
 
     let events_read: f64 = checks.iter().filter(|c| c.check == "events_read").map(|c| c.value).sum();
     let clean_rows = tables.iter().find(|t| t.name == "clean_events").map(|t| t.rows()).unwrap_or(0);
     let quarantined = tables.iter().find(|t| t.name == "quarantine").map(|t| t.rows()).unwrap_or(0);
-    let facts = vec![
+    let mut facts = vec![
         ("input snapshot".into(), inputs.snapshot.clone()),
         ("event rows read".into(), format!("{events_read}")),
         ("clean events".into(), clean_rows.to_string()),
         ("quarantined rows".into(), quarantined.to_string()),
     ];
+    if !inputs.not_read.is_empty() {
+        facts.push(("files not read (format)".into(), inputs.not_read.len().to_string()));
+    }
     if let Some(msg) = gate {
         return Err(Error::DataQuality(msg));
     }
@@ -161,6 +186,12 @@ pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, V
     Ok((tables, facts))
 }
 
+/// Quarantine reasons that are not defects of the data: rows outside the
+/// run's window (files and partitions often hold neighbouring days) and
+/// bot traffic (the filter doing its job). Neither counts against
+/// `clean.max_bad_row_fraction`; bots have their own threshold.
+const NOT_DEFECTS: [&str; 2] = ["out_of_window", "bot"];
+
 fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) -> Result<(Vec<Check>, Option<String>)> {
     let r_source = arrays::strings_required(reasons, "source")?;
     let r_reason = arrays::strings_required(reasons, "reason")?;
@@ -172,8 +203,10 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
     let clean = arrays::ints(counts, "clean")?;
     let bad = arrays::ints(counts, "quarantined")?;
     let threshold = job.cfg.clean.max_bad_row_fraction;
+    let bot_threshold = job.cfg.clean.max_bot_fraction;
     let mut checks = Vec::new();
-    let (mut ev_read, mut ev_bad) = (0i64, 0i64);
+    // Event rows read, inside the window, defective, and from bots.
+    let (mut ev_read, mut ev_in_window, mut ev_defects, mut ev_bots) = (0i64, 0i64, 0i64, 0i64);
     let mut worst: Option<(String, f64)> = None;
     let mut unbalanced = 0;
     let mut broken_files = Vec::new();
@@ -198,24 +231,34 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
             Some(0.0),
             balanced,
         ));
-        let frac = if read[i] > 0 { bad[i] as f64 / read[i] as f64 } else { 0.0 };
+        let of_file: Vec<usize> = (0..r_source.len()).filter(|j| r_source[*j] == sources[i]).collect();
+        let with_reason =
+            |reason: &str| of_file.iter().filter(|j| r_reason[**j] == reason).map(|j| r_n[*j]).sum::<i64>();
+        let (outside, bots) = (with_reason(NOT_DEFECTS[0]), with_reason(NOT_DEFECTS[1]));
+        let defects = bad[i] - outside - bots;
+        let in_window = read[i] - outside;
+        let frac = if in_window > 0 { defects as f64 / in_window as f64 } else { 0.0 };
         checks.push(check("bad_row_fraction", frac, None, true));
-        for j in (0..r_source.len()).filter(|j| r_source[*j] == sources[i]) {
-            checks.push(check(&format!("quarantined:{}", r_reason[j]), r_n[j] as f64, None, true));
+        for j in &of_file {
+            checks.push(check(&format!("quarantined:{}", r_reason[*j]), r_n[*j] as f64, None, true));
         }
         if unreadable[i] {
             broken_files.push(sources[i].clone());
         }
         if datasets[i] == "events" {
             ev_read += read[i];
-            ev_bad += bad[i];
+            ev_in_window += in_window;
+            ev_defects += defects;
+            ev_bots += bots;
             if worst.as_ref().is_none_or(|w| frac > w.1) {
                 worst = Some((sources[i].clone(), frac));
             }
         }
     }
-    let overall = if ev_read > 0 { ev_bad as f64 / ev_read as f64 } else { 0.0 };
+    let share = |n: i64| if ev_in_window > 0 { n as f64 / ev_in_window as f64 } else { 0.0 };
+    let (overall, bot_share) = (share(ev_defects), share(ev_bots));
     let passed = overall <= threshold;
+    let bots_ok = bot_share <= bot_threshold;
     let max_broken = job.cfg.clean.max_unreadable_files;
     let files_ok = broken_files.len() <= max_broken;
     let all = |name: &str, value: f64, threshold: Option<f64>, passed: bool| Check {
@@ -226,7 +269,9 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
         passed,
     };
     checks.push(all("events_read", ev_read as f64, None, true));
+    checks.push(all("events_out_of_window", (ev_read - ev_in_window) as f64, None, true));
     checks.push(all("events_bad_row_fraction", overall, Some(threshold), passed));
+    checks.push(all("events_bot_fraction", bot_share, Some(bot_threshold), bots_ok));
     checks.push(all("unreadable_files", broken_files.len() as f64, Some(max_broken as f64), files_ok));
     if unbalanced > 0 {
         return Err(Error::Internal(format!(
@@ -243,17 +288,24 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
         ))
     } else if !passed {
         let (file, frac) = worst.unwrap_or_default();
-        // Reasons come sorted by count within a file: the first is the top one.
+        // Reasons come sorted by count within a file: the first defect is the top one.
         let top = (0..r_source.len())
-            .find(|j| r_source[*j] == file)
+            .find(|j| r_source[*j] == file && !NOT_DEFECTS.contains(&r_reason[*j].as_str()))
             .map(|j| format!("{} ({} rows)", r_reason[j], r_n[j]))
             .unwrap_or_else(|| "none".into());
         Some(format!(
-            "{:.2}% of event rows were quarantined, above clean.max_bad_row_fraction = {:.2}%; \
+            "{:.2}% of event rows in the window were quarantined as defective, above clean.max_bad_row_fraction = {:.2}%; \
              worst file {file} ({:.1}% bad, mostly {top}); see the quarantine and data_quality tables under {where_to_look}",
             overall * 100.0,
             threshold * 100.0,
             frac * 100.0,
+        ))
+    } else if !bots_ok {
+        Some(format!(
+            "{:.2}% of event rows in the window came from users over the bot limits, above clean.max_bot_fraction = {:.2}%; \
+             check clean.bot_max_events_per_minute / _per_day, and the quarantine table (reason bot) under {where_to_look}",
+            bot_share * 100.0,
+            bot_threshold * 100.0,
         ))
     } else {
         None

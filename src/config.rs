@@ -152,8 +152,13 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CleanConfig {
-    /// Above this fraction of quarantined event rows the run fails (exit 3).
+    /// Above this fraction of defective event rows (malformed or breaking a
+    /// rule, among the rows inside the window) the run fails (exit 3). Rows
+    /// outside the window and bot rows do not count here.
     pub max_bad_row_fraction: f64,
+    /// Above this fraction of event rows (inside the window) from users over
+    /// the bot limits the run fails (exit 3).
+    pub max_bot_fraction: f64,
     /// A gap longer than this starts a new session when `session_id` is absent.
     pub session_gap_minutes: u32,
     /// A user with more events than this in one minute is treated as a bot.
@@ -278,11 +283,14 @@ pub struct ModelConfig {
     pub warm_start_max_age_days: u32,
     /// Stop when validation NDCG@10 has not improved for this many epochs.
     pub patience: usize,
-    /// Next-item loss: softmax over the whole catalog, over sampled
-    /// negatives, or full up to `full_softmax_max_items` items.
+    /// Training loss (masked-item pretraining and next-item fine-tuning):
+    /// softmax over the whole catalog, over sampled negatives, or chosen
+    /// by cost (`auto`).
     pub loss: LossKind,
-    /// Largest catalog trained with the full softmax when `loss = "auto"`.
-    pub full_softmax_max_items: usize,
+    /// With `loss = "auto"`, the full softmax is used while its output
+    /// layer (catalog × dim per trained position) costs at most this many
+    /// times a whole sampled-softmax step (transformer + sampled output).
+    pub full_softmax_max_cost: f64,
     /// Negatives per batch for the sampled softmax.
     pub sampled_negatives: usize,
     /// Sequences per training batch.
@@ -306,7 +314,7 @@ pub enum LossKind {
     Full,
     /// Softmax cross-entropy over the target and shared sampled negatives.
     Sampled,
-    /// Full up to `full_softmax_max_items`, sampled beyond.
+    /// Full while it costs at most `full_softmax_max_cost` sampled steps.
     Auto,
 }
 
@@ -376,6 +384,16 @@ impl CandidatesConfig {
     }
 }
 
+/// Offline evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateConfig {
+    /// Held-out users scored (0 = all). The sample is chosen by a keyed
+    /// hash of the user id and `run.seed`, so the same users are scored
+    /// every night while they have a held-out step.
+    pub sample_users: usize,
+}
+
 /// Day-over-day checks before a date is published, against the latest
 /// date published before it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -425,6 +443,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// Candidate generation.
     pub candidates: CandidatesConfig,
+    /// Offline evaluation.
+    pub evaluate: EvaluateConfig,
     /// Day-over-day publish gate.
     pub gate: GateConfig,
     /// Query-engine resources.
@@ -507,11 +527,17 @@ impl Config {
         if !(0.0..=1.0).contains(&self.clean.max_bad_row_fraction) {
             return bad("clean.max_bad_row_fraction must be within 0..=1".into());
         }
+        if !(0.0..=1.0).contains(&self.clean.max_bot_fraction) {
+            return bad("clean.max_bot_fraction must be within 0..=1".into());
+        }
         if !(0.0..1.0).contains(&self.model.dropout) {
             return bad("model.dropout must be within 0..1".into());
         }
         if !(0.0..1.0).contains(&self.model.mask_prob) || self.model.mask_prob == 0.0 {
             return bad("model.mask_prob must be within (0, 1)".into());
+        }
+        if !(self.model.full_softmax_max_cost.is_finite() && self.model.full_softmax_max_cost >= 0.0) {
+            return bad("model.full_softmax_max_cost must be finite and non-negative".into());
         }
         if self.model.sampled_negatives == 0 || self.model.warm_start_epochs == 0 {
             return bad("model.sampled_negatives and model.warm_start_epochs must be at least 1".into());
@@ -542,7 +568,12 @@ impl Config {
     /// A stable hash of some config sections, used for lineage and to decide
     /// whether a stage must run again.
     pub fn hash_of(&self, sections: &[&str]) -> String {
-        let all = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let mut all = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        // How many threads a run uses changes how fast it goes, not what
+        // it may produce: a different cap reruns nothing.
+        if let Some(run) = all.get_mut("run").and_then(|r| r.as_object_mut()) {
+            run.remove("threads");
+        }
         let mut h = Sha256::new();
         for s in sections {
             h.update(s.as_bytes());
@@ -553,7 +584,18 @@ impl Config {
 
     /// Hash of the whole configuration.
     pub fn hash(&self) -> String {
-        self.hash_of(&["storage", "run", "clean", "trainset", "text", "model", "candidates", "gate", "runtime"])
+        self.hash_of(&[
+            "storage",
+            "run",
+            "clean",
+            "trainset",
+            "text",
+            "model",
+            "candidates",
+            "evaluate",
+            "gate",
+            "runtime",
+        ])
     }
 }
 

@@ -1,9 +1,19 @@
 //! `nightrec gen`: a deterministic synthetic e-commerce log in the input
 //! contract's formats, for the bundled sample, tests and benchmarks.
 //!
-//! Users have a few favourite leaf categories; a session browses one
-//! category, walking mostly to "neighbouring" items (so sequences carry
-//! signal a sequence model can learn), with carts, purchases and searches.
+//! Shaped like a shop's log, so that timings and quality figures on it mean
+//! something:
+//! - item popularity is Zipf-like (weight rank^-0.8 over a random order);
+//! - user activity is heavy-tailed (log-normal weights: most users have a
+//!   handful of events, a few have hundreds; every 17th user never acts);
+//! - titles and `A > B > C` category paths; about 1% of the catalog is new
+//!   each day of the window (`created_at`), and no event precedes its
+//!   item's creation;
+//! - behaviour is only partly predictable: a session browses one category
+//!   (mostly one of the user's favourites), going on to a "neighbouring"
+//!   item of the category (the sequential signal) a quarter of the time,
+//!   and otherwise to a popular item of the category or of the whole shop,
+//!   with carts, purchases and searches.
 //! Events are Hive-partitioned by day and cycle through the three input
 //! formats: Parquet (RFC 3339 `ts`), NDJSON and CSV (epoch-millisecond
 //! `ts`); the catalog is NDJSON and users CSV. About 1% of event rows break
@@ -146,22 +156,81 @@ impl Event {
     }
 }
 
+/// Share of session steps that go to a neighbouring item of the category.
+const P_NEIGHBOUR: f64 = 0.15;
+/// Share of session steps that jump to a popular item of the whole shop.
+const P_JUMP: f64 = 0.25;
+/// Share of sessions in one of the user's favourite categories.
+const P_FAVOURITE: f64 = 0.7;
+/// Exponent of the Zipf law of item popularity.
+const ZIPF: f64 = 0.8;
+/// Share of the catalog created on each day of the window.
+const NEW_PER_DAY: f64 = 0.01;
+/// Spread (sigma of the log) of user activity.
+const ACTIVITY_SIGMA: f64 = 1.5;
+
+/// Cumulative weights, for sampling an index in proportion to its weight.
+struct Cumulative(Vec<f64>);
+
+impl Cumulative {
+    fn new(weights: impl IntoIterator<Item = f64>) -> Cumulative {
+        let mut acc = 0.0;
+        Cumulative(
+            weights
+                .into_iter()
+                .map(|w| {
+                    acc += w;
+                    acc
+                })
+                .collect(),
+        )
+    }
+    fn pick(&self, rng: &mut Rng) -> usize {
+        let total = self.0.last().copied().unwrap_or(0.0);
+        let x = rng.f64() * total;
+        self.0.partition_point(|c| *c <= x).min(self.0.len().saturating_sub(1))
+    }
+}
+
 /// The synthetic world: catalog, users and their tastes.
 struct World {
     cats: Vec<String>,
+    /// Items of each leaf, in catalog order ("neighbours" are adjacent).
     by_leaf: Vec<Vec<u32>>,
+    /// Popularity within each leaf (indices into `by_leaf`).
+    leaf_pop: Vec<Cumulative>,
+    /// Popularity over the whole catalog.
+    pop: Cumulative,
+    /// Leaf of each item.
+    leaf_of: Vec<usize>,
+    /// Day (0-based within the window) each item appears; 0 for the old catalog.
+    created_day: Vec<u32>,
     prefs: Vec<Vec<usize>>,
-    /// Cumulative activity weights of users (for sampling a user).
-    cum_weights: Vec<f64>,
+    users: Cumulative,
     prices: Vec<f64>,
 }
 
 impl World {
-    fn pick_user(&self, rng: &mut Rng) -> usize {
-        let total = self.cum_weights.last().copied().unwrap_or(0.0);
-        let x = rng.f64() * total;
-        self.cum_weights.partition_point(|c| *c <= x).min(self.cum_weights.len() - 1)
+    /// A popular item of a leaf (or of the shop) that exists on `day`.
+    fn popular(&self, rng: &mut Rng, leaf: Option<usize>, day: u32) -> Option<u32> {
+        for _ in 0..8 {
+            let item = match leaf {
+                Some(l) => self.by_leaf[l].get(self.leaf_pop[l].pick(rng)).copied()?,
+                None => self.pop.pick(rng) as u32,
+            };
+            if self.created_day[item as usize] <= day {
+                return Some(item);
+            }
+        }
+        None
     }
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    let u1 = rng.f64().max(1e-12);
+    let u2 = rng.f64();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 /// Generate a dataset under `out` (`events/`, `items/`, `users/`).
@@ -171,15 +240,29 @@ pub async fn generate(out: &Root, o: &GenOptions) -> Result<Vec<(String, usize)>
     }
     let mut rng = Rng::new(o.seed);
     let cats = leaves();
+    let first_day = o.end_date.minus_days(o.days - 1);
+    // The last items of the catalog appear during the window, 1% a day
+    // (at most half the catalog).
+    let per_day = ((o.items as f64 * NEW_PER_DAY).round() as usize).max(usize::from(o.items >= 100));
+    let new_items = (per_day * o.days as usize).min(o.items / 2);
+    let old_items = o.items - new_items;
     let mut catalog = String::new();
     let mut by_leaf: Vec<Vec<u32>> = vec![Vec::new(); cats.len()];
     let mut prices = Vec::with_capacity(o.items);
+    let mut leaf_of = Vec::with_capacity(o.items);
+    let mut created_day = Vec::with_capacity(o.items);
     for i in 0..o.items {
         let leaf = i % cats.len();
         let noun = cats[leaf].rsplit(" > ").next().unwrap_or("Thing").trim_end_matches('s');
         let adj = ADJ[rng.below(ADJ.len())];
         let brand = BRANDS[rng.below(BRANDS.len())];
         let price = 5.0 + (rng.f64() * 195.0 * 100.0).round() / 100.0;
+        let day = if i < old_items { 0 } else { (((i - old_items) / per_day.max(1)) as u32 + 1).min(o.days - 1) };
+        let created = if i < old_items {
+            "2026-01-01T00:00:00Z".to_string()
+        } else {
+            format!("{}T00:00:00Z", first_day.plus_days(day))
+        };
         let rec = serde_json::json!({
             "item_id": format!("I{:06}", i + 1),
             "title": format!("{adj} {noun} {}", 100 + i),
@@ -188,34 +271,43 @@ pub async fn generate(out: &Root, o: &GenOptions) -> Result<Vec<(String, usize)>
             "brand": brand,
             "price": price,
             "in_stock": rng.f64() > 0.05,
-            "created_at": "2026-01-01T00:00:00Z"
+            "created_at": created
         });
         let _ = writeln!(catalog, "{rec}");
-        // Items of each leaf, in catalog order: "neighbours" are adjacent here.
         by_leaf[leaf].push(i as u32);
         prices.push(price);
+        leaf_of.push(leaf);
+        created_day.push(day);
     }
+    // Zipf-like popularity: weight 1/rank^ZIPF over a random order of the items.
+    let mut order: Vec<usize> = (0..o.items).collect();
+    rng.shuffle(&mut order);
+    let mut weight = vec![0f64; o.items];
+    for (rank, i) in order.iter().enumerate() {
+        weight[*i] = (rank as f64 + 1.0).powf(-ZIPF);
+    }
+    let leaf_pop = by_leaf.iter().map(|items| Cumulative::new(items.iter().map(|i| weight[*i as usize]))).collect();
+    let pop = Cumulative::new(weight.iter().copied());
     let mut users_csv = String::from("user_id,signup_ts\n");
     let mut prefs = Vec::with_capacity(o.users);
-    let mut cum_weights = Vec::with_capacity(o.users);
-    let mut acc = 0.0;
+    let mut activity = Vec::with_capacity(o.users);
     for u in 0..o.users {
         let _ = writeln!(users_csv, "U{:06},2025-{:02}-{:02}T08:00:00Z", u + 1, 1 + u % 12, 1 + u % 28);
         prefs.push((0..1 + rng.below(3)).map(|_| rng.below(cats.len())).collect::<Vec<_>>());
-        // Skewed activity: some users are heavy, and every 17th never acts (cold users).
-        acc += if u % 17 == 16 { 0.0 } else { 1.0 / (1.0 + (u % 10) as f64) };
-        cum_weights.push(acc);
+        // Heavy-tailed activity; every 17th user never acts (cold users).
+        let w = (ACTIVITY_SIGMA * normal(&mut rng)).exp();
+        activity.push(if u % 17 == 16 { 0.0 } else { w });
     }
-    let world = World { cats, by_leaf, prefs, cum_weights, prices };
+    let world =
+        World { cats, by_leaf, leaf_pop, pop, leaf_of, created_day, prefs, users: Cumulative::new(activity), prices };
 
-    let first_day = o.end_date.minus_days(o.days - 1);
     let mut written = Vec::new();
     let mut next_id = 0u64;
     for d in 0..o.days {
         // Spread the event budget evenly; the first days take the remainder.
         let budget = o.events / o.days as usize + usize::from((d as usize) < o.events % o.days as usize);
         let day = first_day.plus_days(d);
-        let rows = day_events(&world, &mut rng, day.start_millis(), first_day.start_millis(), budget, &mut next_id);
+        let rows = day_events(&world, &mut rng, d, day.start_millis(), first_day.start_millis(), budget, &mut next_id);
         let folder = format!("events/{}", day.partition());
         let (path, data) = match d % 3 {
             0 => (format!("{folder}/part-00000.parquet"), events_parquet(&rows)?),
@@ -236,6 +328,7 @@ pub async fn generate(out: &Root, o: &GenOptions) -> Result<Vec<(String, usize)>
 fn day_events(
     w: &World,
     rng: &mut Rng,
+    day: u32,
     day_start: i64,
     window_start: i64,
     budget: usize,
@@ -243,14 +336,11 @@ fn day_events(
 ) -> Vec<Event> {
     let mut rows: Vec<Event> = Vec::with_capacity(budget + budget / 50);
     while rows.len() < budget {
-        let u = w.pick_user(rng);
-        let leaf = if rng.f64() < 0.85 { w.prefs[u][rng.below(w.prefs[u].len())] } else { rng.below(w.cats.len()) };
-        let pool = &w.by_leaf[leaf];
-        if pool.is_empty() {
-            continue;
-        }
+        let u = w.users.pick(rng);
+        let leaf =
+            if rng.f64() < P_FAVOURITE { w.prefs[u][rng.below(w.prefs[u].len())] } else { rng.below(w.cats.len()) };
+        let Some(mut item) = w.popular(rng, Some(leaf), day) else { continue };
         let mut ts = day_start + (rng.f64() * (DAY_MS as f64 - 3_600_000.0)) as i64;
-        let mut pos = rng.below(pool.len());
         let mut push = |rows: &mut Vec<Event>,
                         ts: i64,
                         item: Option<u32>,
@@ -260,26 +350,40 @@ fn day_events(
             *next_id += 1;
             rows.push(Event { id: *next_id, user: Some(u as u32), item, kind, ts, query, price, flaw: None });
         };
-        if rng.f64() < 0.3 {
+        if rng.f64() < 0.2 {
             let noun = w.cats[leaf].rsplit(" > ").next().unwrap_or("").to_lowercase();
             let q = format!("{} {noun}", ADJ[rng.below(ADJ.len())].to_lowercase());
             push(&mut rows, ts, None, "search", Some(q), None);
             ts += 5_000;
         }
         for _ in 0..2 + rng.below(6) {
-            let it = pool[pos];
-            push(&mut rows, ts, Some(it), "view", None, None);
+            push(&mut rows, ts, Some(item), "view", None, None);
             ts += 20_000 + rng.below(120_000) as i64;
-            if rng.f64() < 0.15 {
-                push(&mut rows, ts, Some(it), "add_to_cart", None, None);
+            if rng.f64() < 0.1 {
+                push(&mut rows, ts, Some(item), "add_to_cart", None, None);
                 ts += 10_000;
-                if rng.f64() < 0.5 {
-                    push(&mut rows, ts, Some(it), "purchase", None, Some(w.prices[it as usize]));
+                if rng.f64() < 0.4 {
+                    push(&mut rows, ts, Some(item), "purchase", None, Some(w.prices[item as usize]));
                     ts += 10_000;
                 }
             }
-            // Mostly walk to the next item of the category, sometimes jump.
-            pos = if rng.f64() < 0.75 { (pos + 1) % pool.len() } else { rng.below(pool.len()) };
+            let r = rng.f64();
+            let next = if r < P_NEIGHBOUR {
+                // A neighbour: one or two places on in the category's order.
+                // Item i is the (i / leaves)-th of its leaf (leaves are dealt in turn).
+                let l = w.leaf_of[item as usize];
+                let at = item as usize / w.cats.len();
+                let step = 1 + rng.below(2);
+                Some(w.by_leaf[l][(at + step) % w.by_leaf[l].len()]).filter(|i| w.created_day[*i as usize] <= day)
+            } else if r < P_NEIGHBOUR + P_JUMP {
+                w.popular(rng, None, day)
+            } else {
+                w.popular(rng, Some(leaf), day)
+            };
+            // No such item yet: the user looks at the same one again.
+            if let Some(n) = next {
+                item = n;
+            }
         }
     }
     let n_bad = (rows.len() / 100).max(FLAWS.len());

@@ -8,7 +8,12 @@
 //! item-kNN (cosine over `item_cooccurrence`, which counts training steps
 //! only; each item's `KNN_NEIGHBOURS` most similar items, scores summed
 //! over the user's history). NDCG@10, HR@10 and MRR@10 per model, for all
-//! users and by history length.
+//! users and by history length, each with its 95% confidence interval.
+//!
+//! At most `evaluate.sample_users` users are scored: those with the
+//! smallest keyed hash of their user id ([`sample`]), so the sample is the
+//! same every night and on every machine, and every user has the same
+//! chance to be in it.
 //!
 //! Safe to re-run: the output folder is replaced whole.
 
@@ -119,7 +124,11 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
 
     // (user, test item) cases: each test item is predicted from everything
     // before the user's first test step.
-    let cases: Vec<(usize, i64)> = (0..data.seqs.len())
+    let eligible: Vec<usize> = (0..data.seqs.len()).filter(|u| !data.split(*u).test.is_empty()).collect();
+    let chosen = sample(&eligible, &data.users, job.cfg.evaluate.sample_users, job.cfg.run.seed);
+    let cases: Vec<(usize, i64)> = chosen
+        .iter()
+        .copied()
         .flat_map(|u| {
             let s = data.split(u);
             let ok = !s.before_test.is_empty();
@@ -157,12 +166,13 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
             }
         }
     });
-    let mut rows: Vec<(&str, String, &str, f64, usize)> = Vec::new();
+    let mut rows: Vec<(&str, String, &str, f64, usize, f64)> = Vec::new();
     for (name, s) in &sums {
         for (segment, r) in &s.0 {
-            rows.push((name, segment.clone(), "ndcg", r.ndcg(), r.users));
-            rows.push((name, segment.clone(), "hr", r.hr(), r.users));
-            rows.push((name, segment.clone(), "mrr", r.mrr(), r.users));
+            let (ci_ndcg, ci_hr, ci_mrr) = r.ci95();
+            rows.push((name, segment.clone(), "ndcg", r.ndcg(), r.users, ci_ndcg));
+            rows.push((name, segment.clone(), "hr", r.hr(), r.users, ci_hr));
+            rows.push((name, segment.clone(), "mrr", r.mrr(), r.users, ci_mrr));
         }
     }
     let schema = Arc::new(Schema::new(vec![
@@ -172,6 +182,8 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         Field::new("k", DataType::Int32, false),
         Field::new("value", DataType::Float64, false),
         Field::new("users", DataType::Int32, false),
+        Field::new("ci_low", DataType::Float64, false),
+        Field::new("ci_high", DataType::Float64, false),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -182,6 +194,8 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|_| K as i32))),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.4 as i32))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| (r.3 - r.5).max(0.0)))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| (r.3 + r.5).min(1.0)))),
         ],
     )
     .ctx("building evaluation")?;
@@ -195,12 +209,37 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
             .join(" / ")
     };
     let facts = vec![
-        ("test cases".into(), all.get("nightrec").map(|r| r.users).unwrap_or(0).to_string()),
+        (
+            "test cases (users sampled / with a test step)".into(),
+            format!("{} ({} / {})", all.get("nightrec").map(|r| r.users).unwrap_or(0), chosen.len(), eligible.len()),
+        ),
         ("NDCG@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::ndcg)),
         ("HR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::hr)),
         ("MRR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::mrr)),
     ];
     Ok((vec![t], facts))
+}
+
+/// At most `n` of `users` (indices into `ids`; 0 = all): those whose id
+/// has the smallest keyed hash under `seed`, in their original order.
+pub fn sample(users: &[usize], ids: &[String], n: usize, seed: u64) -> Vec<usize> {
+    if n == 0 || users.len() <= n {
+        return users.to_vec();
+    }
+    use sha2::{Digest, Sha256};
+    let key = |u: usize| {
+        let mut h = Sha256::new();
+        h.update(seed.to_le_bytes());
+        h.update(ids[u].as_bytes());
+        let d = h.finalize();
+        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    };
+    let mut keyed: Vec<(u64, usize)> = users.iter().map(|u| (key(*u), *u)).collect();
+    keyed.select_nth_unstable(n - 1);
+    keyed.truncate(n);
+    let mut out: Vec<usize> = keyed.into_iter().map(|k| k.1).collect();
+    out.sort_unstable();
+    out
 }
 
 /// Users whose training steps contain each item (index = item_idx).
@@ -220,6 +259,21 @@ fn train_item_users(data: &SeqData) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sample_is_stable_as_users_come_and_go() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+        let all: Vec<usize> = (0..1000).collect();
+        let a = sample(&all, &ids, 100, 42);
+        assert_eq!(a.len(), 100);
+        assert_eq!(a, sample(&all, &ids, 100, 42), "not deterministic");
+        assert_ne!(a, sample(&all, &ids, 100, 43), "the seed is ignored");
+        assert_ne!(a, (0..100).collect::<Vec<_>>(), "the first users, not a sample");
+        // Removing users outside the sample changes nothing.
+        let fewer: Vec<usize> = all.iter().copied().filter(|u| a.contains(u) || u % 2 == 0).collect();
+        assert_eq!(sample(&fewer, &ids, 100, 42), a);
+        assert_eq!(sample(&all, &ids, 0, 42), all);
+    }
 
     #[test]
     fn knn_sums_cosine_over_history_and_keeps_top_neighbours() {

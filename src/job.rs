@@ -92,7 +92,7 @@ impl Stage {
             Stage::Train => &["model"],
             Stage::Embed => &[],
             Stage::Candidates => &["candidates"],
-            Stage::Evaluate => &[],
+            Stage::Evaluate => &["evaluate", "run"],
             Stage::Publish => &[],
         }
     }
@@ -109,6 +109,12 @@ pub struct StageMarker {
     pub run_id: String,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// CPU seconds (user + system, all threads).
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    /// Peak resident memory of the process during the stage, in MiB.
+    #[serde(default)]
+    pub peak_rss_mb: f64,
     /// Tables written.
     pub tables: Vec<WrittenTable>,
     /// Free-form facts for the run summary (metric values, sizes).
@@ -124,6 +130,10 @@ pub struct StageReport {
     pub ran: bool,
     /// Wall time in seconds (of the run that produced the outputs).
     pub seconds: f64,
+    /// CPU seconds, user + system (of the run that produced the outputs).
+    pub cpu_seconds: f64,
+    /// Peak resident memory during the stage in MiB (likewise).
+    pub peak_rss_mb: f64,
     /// Tables and their row counts.
     pub tables: Vec<(String, u64)>,
     /// Facts for the summary.
@@ -285,16 +295,33 @@ impl Job {
     }
 }
 
-/// Time a stage body and build its marker.
+impl StageReport {
+    /// The report of a stage from its marker.
+    pub fn from_marker(marker: StageMarker, ran: bool) -> StageReport {
+        StageReport {
+            stage: marker.stage,
+            ran,
+            seconds: marker.seconds,
+            cpu_seconds: marker.cpu_seconds,
+            peak_rss_mb: marker.peak_rss_mb,
+            tables: marker.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
+            facts: marker.facts,
+        }
+    }
+}
+
+/// Time a stage body (wall, CPU, peak memory) and build its marker.
 pub struct StageTimer {
     stage: Stage,
     start: Instant,
+    cpu: f64,
 }
 
 impl StageTimer {
     /// Start timing.
     pub fn start(stage: Stage) -> StageTimer {
-        StageTimer { stage, start: Instant::now() }
+        crate::resources::reset_peak_rss();
+        StageTimer { stage, start: Instant::now(), cpu: crate::resources::cpu_seconds() }
     }
 
     /// Finish with the tables written and summary facts.
@@ -310,6 +337,8 @@ impl StageTimer {
             fingerprint,
             run_id: job.run_id.clone(),
             seconds: self.start.elapsed().as_secs_f64(),
+            cpu_seconds: crate::resources::cpu_seconds() - self.cpu,
+            peak_rss_mb: crate::resources::peak_rss_mb(),
             tables,
             facts,
         }

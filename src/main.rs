@@ -45,15 +45,18 @@ fn load_config(cli: &Cli) -> Result<Config> {
 
 fn print_summary(s: &RunSummary) {
     println!("nightrec run {} for {} on {}", s.run_id, s.date, s.device);
-    println!("{:<12} {:>8} {:>9}  tables (rows) / facts", "stage", "status", "seconds");
+    println!("threads: {}", s.threads);
+    println!("{:<12} {:>8} {:>9} {:>9} {:>9}  tables (rows) / facts", "stage", "status", "seconds", "cpu_s", "rss_mb");
     for st in &s.stages {
         let status = if st.ran { "ran" } else { "skipped" };
         let tables: Vec<String> = st.tables.iter().map(|(n, r)| format!("{n} ({r})")).collect();
         println!(
-            "{:<12} {:>8} {:>9.2}  {}",
+            "{:<12} {:>8} {:>9.2} {:>9.2} {:>9.0}  {}",
             format!("{:?}", st.stage).to_lowercase(),
             status,
             st.seconds,
+            st.cpu_seconds,
+            st.peak_rss_mb,
             tables.join(", ")
         );
         for (k, v) in &st.facts {
@@ -63,8 +66,7 @@ fn print_summary(s: &RunSummary) {
     println!("outputs: {}", s.output);
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let mut cfg = load_config(&cli)?;
+async fn run(cli: Cli, mut cfg: Config) -> Result<()> {
     match cli.command {
         Command::Run(a) => {
             let shard = a.shard.as_deref().map(str::parse::<nightrec::candidates::Shard>).transpose()?;
@@ -135,7 +137,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Topk(a) => {
             let device = nightrec::device::choose(cfg.run.device)?;
-            nightrec::device::init(cfg.run.seed, cfg.run.threads);
+            nightrec::device::init(cfg.run.seed, nightrec::engine::threads(&cfg));
             let started = std::time::Instant::now();
             let (n, m) = nightrec::topk::npy_top_k(&a.queries, &a.items, a.k, a.memory_budget_mb, &a.out, device)?;
             let secs = started.elapsed().as_secs_f64();
@@ -168,7 +170,21 @@ fn main() -> std::process::ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let fail = |e: Error| {
+        eprintln!("error: {e:#}");
+        std::process::ExitCode::from(e.exit_code() as u8)
+    };
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    // One thread count for every pool of the process, set before any of
+    // them starts (see nightrec::resources).
+    let threads = nightrec::engine::threads(&cfg);
+    if let Err(e) = nightrec::resources::apply_threads(threads) {
+        return fail(e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -177,13 +193,10 @@ fn main() -> std::process::ExitCode {
     };
     // libtorch reports shape and device bugs by panicking inside tch: treat
     // them as internal errors (exit 1), like any other bug.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run(cli))));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run(cli, cfg))));
     match outcome {
         Ok(Ok(())) => std::process::ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(e.exit_code() as u8)
-        }
+        Ok(Err(e)) => fail(e),
         Err(_) => {
             eprintln!("error: internal error (a bug in nightrec): a panic ended the run; see the message above");
             std::process::ExitCode::from(ExitCode::Retry as u8)

@@ -41,6 +41,8 @@ pub struct RunSummary {
     pub output: String,
     /// Device used for tensors.
     pub device: String,
+    /// Threads of each pool of the process.
+    pub threads: crate::resources::Threads,
     /// Per stage.
     pub stages: Vec<StageReport>,
 }
@@ -70,13 +72,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         let timer = StageTimer::start(Stage::Candidates);
         let (tables, facts, ran) = crate::candidates::run_shard(&job, device, shard, &fingerprint).await?;
         let marker = timer.finish(&job, fingerprint, tables, facts);
-        reports.push(StageReport {
-            stage: Stage::Candidates,
-            ran,
-            seconds: marker.seconds,
-            tables: marker.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
-            facts: marker.facts,
-        });
+        reports.push(StageReport::from_marker(marker, ran));
         return Ok(summary(&job, device, reports));
     }
     for stage in Stage::ALL.into_iter().filter(|s| selected.contains(s)) {
@@ -99,13 +95,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         };
         if let Some(m) = unchanged {
             tracing::info!(stage = stage.name(), "unchanged since run {}; skipped (use --force to rerun)", m.run_id);
-            reports.push(StageReport {
-                stage,
-                ran: false,
-                seconds: m.seconds,
-                tables: m.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
-                facts: m.facts,
-            });
+            reports.push(StageReport::from_marker(m, false));
             continue;
         }
         job.clear_marker(stage).await?;
@@ -130,14 +120,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         };
         let marker = timer.finish(&job, fingerprint, tables, facts);
         job.write_marker(&marker).await?;
-        tracing::info!(stage = stage.name(), seconds = marker.seconds, "stage done");
-        reports.push(StageReport {
-            stage,
-            ran: true,
-            seconds: marker.seconds,
-            tables: marker.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
-            facts: marker.facts,
-        });
+        tracing::info!(
+            stage = stage.name(),
+            seconds = marker.seconds,
+            cpu_seconds = marker.cpu_seconds,
+            peak_rss_mb = marker.peak_rss_mb,
+            "stage done"
+        );
+        reports.push(StageReport::from_marker(marker, true));
     }
     Ok(summary(&job, device, reports))
 }
@@ -148,6 +138,7 @@ fn summary(job: &Job, device: tch::Device, stages: Vec<StageReport>) -> RunSumma
         run_id: job.run_id.clone(),
         output: job.output.folder_url(""),
         device: format!("{device:?}"),
+        threads: crate::resources::threads_now(crate::engine::threads(&job.cfg)),
         stages,
     }
 }

@@ -71,7 +71,7 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
     let window = Some((crate::clean::window_start(&job), job.date));
     let mapper = crate::clean::id_mapper(&job.cfg)?;
     for ds in DATASETS {
-        let files = ingest::list_files(&job.input, ds, window).await?;
+        let files = ingest::list_files(&job.input, ds, window).await?.files;
         if files.is_empty() {
             continue;
         }

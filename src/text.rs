@@ -269,7 +269,24 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     let texts = arrays::strings(&batches, "text")?;
     let texts: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
     let started = std::time::Instant::now();
-    let (flat, dim) = embed_texts(&job.cfg, &texts, device)?;
+    let (flat, dim, cache) = match job.cfg.text.encoder {
+        TextEncoderKind::Minilm => {
+            let dir = model_dir(&job.cfg);
+            let key = crate::text_cache::encoder_key("minilm", job.cfg.text.max_tokens, &dir).map_err(|e| {
+                Error::Config(format!("the text encoder's files under {} cannot be read: {e}", dir.display()))
+            })?;
+            let (flat, dim, used) = crate::text_cache::embed(job, &key, &texts, |missing| {
+                let enc = TextEncoder::load(&dir, job.cfg.text.max_tokens, device)?;
+                Ok((enc.embed(missing, job.cfg.text.batch_size)?, enc.dim()))
+            })
+            .await?;
+            (flat, dim, Some((key, used)))
+        }
+        TextEncoderKind::Hashing => {
+            let (flat, dim) = embed_texts(&job.cfg, &texts, device)?;
+            (flat, dim, None)
+        }
+    };
     let secs = started.elapsed().as_secs_f64();
     let empty = texts.iter().filter(|t| t.trim().is_empty()).count();
     let schema = Arc::new(Schema::new(vec![
@@ -294,6 +311,17 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         ("items without text (zero vector)".into(), empty.to_string()),
         ("texts per second".into(), format!("{:.0}", texts.len() as f64 / secs.max(1e-9))),
     ];
+    if let Some((key, used)) = cache {
+        facts.push(("texts encoded / from cache".into(), format!("{} / {}", used.encoded, used.hits)));
+        facts.push((
+            "text cache".into(),
+            format!(
+                "{}{}",
+                job.output.folder_url(&crate::text_cache::folder(&key)),
+                if used.compacted { " (compacted)" } else { "" }
+            ),
+        ));
+    }
     if with_image + rejected > 0 {
         facts.push(("image embeddings kept / rejected".into(), format!("{with_image} / {rejected}")));
     }

@@ -166,11 +166,7 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         .map_err(|e| Error::torch("creating the optimiser", e))?;
     let feats = data.features(device);
 
-    let full = match cfg.loss {
-        LossKind::Full => true,
-        LossKind::Sampled => false,
-        LossKind::Auto => (n_items as usize) <= cfg.full_softmax_max_items,
-    };
+    let full = full_softmax_chosen(cfg, n_items, opts.max_len);
     // Cap the batch so that the [batch, length, classes] logits stay within
     // the memory budget (forward + backward ≈ 3 copies of f32).
     let classes = if full { n_items as f64 } else { (cfg.sampled_negatives + 1) as f64 };
@@ -178,13 +174,14 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     let per_seq = (opts.max_len as f64) * classes * 4.0 * 3.0;
     let batch_size = cfg.batch_size.min((budget / per_seq).floor().max(1.0) as usize);
     let ctx = Ctx { model: &model, feats: &feats, device, max_len: opts.max_len, batch_size, n_items };
+    let loss = if full { Loss::Full } else { Loss::Sampled(cfg.sampled_negatives) };
     let samples = windows(data, &train_users, opts.max_len);
 
     let mut pretrain = Vec::new();
     if warm_stats.is_none() {
         for epoch in 1..=cfg.pretrain_epochs {
-            let stats =
-                ctx.epoch(&mut opt, &mut rng, &samples, cfg.grad_clip, Objective::Masked(cfg.mask_prob), "pretrain")?;
+            let objective = Objective::Masked(cfg.mask_prob, loss);
+            let stats = ctx.epoch(&mut opt, &mut rng, &samples, cfg.grad_clip, objective, "pretrain")?;
             tracing::info!(
                 epoch,
                 loss = stats.loss,
@@ -195,7 +192,7 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
             pretrain.push(stats);
         }
     }
-    let objective = if full { Objective::Full } else { Objective::Sampled(cfg.sampled_negatives) };
+    let objective = Objective::Next(loss);
     let max_epochs = if warm_stats.is_some() { cfg.warm_start_epochs } else { cfg.epochs };
     let mut best = (f64::NEG_INFINITY, 0usize);
     let mut best_weights: Vec<(String, Tensor)> = Vec::new();
@@ -243,15 +240,48 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     Ok(Trained { vs, model, report })
 }
 
+/// Multiply-adds per trained position of (the transformer, the full-softmax
+/// output layer, the sampled-softmax output layer); backward passes cost
+/// about twice the forward for each, so the ratios hold for a whole step.
+pub fn step_costs(cfg: &ModelConfig, n_items: i64, max_len: usize) -> (f64, f64, f64) {
+    let d = cfg.dim as f64;
+    // Per layer: q, k, v and output projections (4 d²), the 4x feed-forward
+    // (8 d²), attention scores and mixing over the window (2 L d).
+    let encoder = cfg.layers as f64 * (12.0 * d * d + 2.0 * max_len as f64 * d);
+    (encoder, n_items as f64 * d, (cfg.sampled_negatives + 1) as f64 * d)
+}
+
+/// Whether training uses the full softmax: as configured, or with
+/// `loss = "auto"` while the catalog-wide output layer costs at most
+/// `full_softmax_max_cost` times a whole sampled step. Deterministic: the
+/// same data and config always choose the same loss.
+pub fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usize) -> bool {
+    match cfg.loss {
+        LossKind::Full => true,
+        LossKind::Sampled => false,
+        LossKind::Auto => {
+            let (encoder, full, sampled) = step_costs(cfg, n_items, max_len);
+            full <= cfg.full_softmax_max_cost * (encoder + sampled)
+        }
+    }
+}
+
+/// The softmax a loss is computed over.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// Every item.
+    Full,
+    /// The target and this many negatives drawn uniformly, shared by the batch.
+    Sampled(usize),
+}
+
 /// What an epoch optimises.
 #[derive(Debug, Clone, Copy)]
 enum Objective {
     /// Masked-item prediction with this masking probability.
-    Masked(f64),
-    /// Next item, softmax over the catalog.
-    Full,
-    /// Next item, softmax over the target and this many shared negatives.
-    Sampled(usize),
+    Masked(f64, Loss),
+    /// Next item.
+    Next(Loss),
 }
 
 struct Ctx<'a> {
@@ -285,8 +315,8 @@ impl Ctx<'_> {
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         for chunk in batches_in {
             let loss = match objective {
-                Objective::Masked(p) => self.masked_loss(chunk, p),
-                Objective::Full | Objective::Sampled(_) => self.next_item_loss(chunk, objective),
+                Objective::Masked(p, loss) => self.masked_loss(chunk, p, loss),
+                Objective::Next(loss) => self.next_item_loss(chunk, loss),
             };
             let value = loss.double_value(&[]);
             if !value.is_finite() {
@@ -308,37 +338,17 @@ impl Ctx<'_> {
     }
 
     /// Every position predicts the item after it (causal attention).
-    fn next_item_loss(&self, parts: &[&[i64]], objective: Objective) -> Tensor {
+    fn next_item_loss(&self, parts: &[&[i64]], loss: Loss) -> Tensor {
         let inputs: Vec<&[i64]> = parts.iter().map(|p| &p[..p.len() - 1]).collect();
         let targets: Vec<&[i64]> = parts.iter().map(|p| &p[1..]).collect();
         let x = left_pad(&inputs, self.max_len, self.device);
         let y = left_pad(&targets, self.max_len, self.device);
-        let items = self.model.item_table(self.feats);
-        let h = self.model.encode(&x, &items, true, true);
-        match objective {
-            Objective::Sampled(negatives) => self.sampled_loss(&h, &y, &items, negatives),
-            _ => full_softmax_loss(&h, &y, &items),
-        }
-    }
-
-    /// Softmax over the target and `negatives` items drawn uniformly for the
-    /// whole batch; a negative that happens to be the target is ignored.
-    fn sampled_loss(&self, h: &Tensor, y: &Tensor, items: &Tensor, negatives: usize) -> Tensor {
-        let neg = Tensor::randint_low(1, self.n_items, [negatives as i64], (Kind::Int64, self.device));
-        let pos = (h * items.index_select(0, &y.flatten(0, 1)).view_as(h)).sum_dim_intlist(-1, true, Kind::Float);
-        let neg_logits = h
-            .matmul(&items.index_select(0, &neg).tr())
-            .masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.view([1, 1, -1])), f64::NEG_INFINITY);
-        let logits = Tensor::cat(&[pos, neg_logits], -1);
-        let classes = logits.size()[2];
-        // Class 0 is the target; padded positions (y = 0) are ignored.
-        let target = y.ne(0).to_kind(Kind::Int64) - 1;
-        logits.view([-1, classes]).cross_entropy_loss::<Tensor>(&target.view([-1]), None, tch::Reduction::Mean, -1, 0.0)
+        self.loss(&x, &y, true, loss)
     }
 
     /// A share of positions is replaced by `[MASK]` and predicted from both
     /// sides; every sequence has its last item masked at least.
-    fn masked_loss(&self, parts: &[&[i64]], p: f64) -> Tensor {
+    fn masked_loss(&self, parts: &[&[i64]], p: f64, loss: Loss) -> Tensor {
         let x = left_pad(parts, self.max_len, self.device);
         let real = x.ne(0);
         let last =
@@ -347,21 +357,77 @@ impl Ctx<'_> {
         let chosen = draws.lt(p).logical_and(&real).logical_or(&last.to_kind(Kind::Bool));
         let inputs = x.where_scalarother(&chosen.logical_not(), self.model.mask_index());
         let targets = x.where_scalarother(&chosen, 0);
-        let items = self.model.item_table(self.feats);
-        let h = self.model.encode(&inputs, &self.model.with_mask(&items), true, false);
-        full_softmax_loss(&h, &targets, &items)
+        self.loss(&inputs, &targets, false, loss)
+    }
+
+    /// Cross-entropy of encoding `x` [B, L] against targets `y` [B, L]
+    /// (0 = no target at that position).
+    fn loss(&self, x: &Tensor, y: &Tensor, causal: bool, loss: Loss) -> Tensor {
+        match loss {
+            Loss::Full => {
+                let items = self.model.item_table(self.feats);
+                let table = if causal { items.shallow_clone() } else { self.model.with_mask(&items) };
+                let h = self.model.encode(x, &table, true, causal);
+                let (h, y) = scored_positions(&h, y);
+                full_softmax_loss(&h, &y, &items)
+            }
+            Loss::Sampled(negatives) => {
+                let neg = Tensor::randint_low(1, self.n_items, [negatives as i64], (Kind::Int64, self.device));
+                // Only the items this batch touches are represented: the
+                // catalog-wide table would cost more than the step itself.
+                let (table, local) = local_table(self.model, self.feats, &[x, y, &neg]);
+                let h = self.model.encode(&local[0], &table, true, causal);
+                let (h, y) = scored_positions(&h, &local[1]);
+                sampled_softmax_loss(&h, &y, &table, &local[2])
+            }
+        }
     }
 }
 
-/// Mean cross-entropy of the states `h` [B, L, D] against every item, at
-/// the positions whose target `y` [B, L] is not 0. Only those positions are
-/// scored, so padding and unmasked positions cost no catalog-wide logits.
-fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor) -> Tensor {
+/// The rows of `ids` (any shapes) in a table of just the items they hold:
+/// the table and each tensor of ids renumbered into it. Id 0 (padding)
+/// stays 0, so padding is still recognised.
+fn local_table(model: &SeqRec, feats: &ItemFeatures, ids: &[&Tensor]) -> (Tensor, Vec<Tensor>) {
+    let device = ids[0].device();
+    let mut flat: Vec<Tensor> = vec![Tensor::zeros([1], (Kind::Int64, device))];
+    flat.extend(ids.iter().map(|t| t.flatten(0, -1)));
+    let all = Tensor::cat(&flat, 0);
+    let (uniq, inverse, _) = all.internal_unique2(true, true, false);
+    let mut out = Vec::with_capacity(ids.len());
+    let mut at = 1i64;
+    for t in ids {
+        let n = t.numel() as i64;
+        out.push(inverse.narrow(0, at, n).view(t.size().as_slice()));
+        at += n;
+    }
+    (model.item_rows(feats, &uniq), out)
+}
+
+/// The states [P, D] and targets [P] of the positions that have a target
+/// (y ≠ 0), so that padding and unmasked positions cost no output logits.
+fn scored_positions(h: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
     let d = h.size()[2];
     let y = y.view([-1]);
     let at = y.nonzero().squeeze_dim(1);
-    let logits = h.view([-1, d]).index_select(0, &at).matmul(&items.tr());
-    logits.cross_entropy_loss::<Tensor>(&y.index_select(0, &at), None, tch::Reduction::Mean, -100, 0.0)
+    (h.view([-1, d]).index_select(0, &at), y.index_select(0, &at))
+}
+
+/// Mean cross-entropy of states `h` [P, D] against every item of `items`.
+fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor) -> Tensor {
+    h.matmul(&items.tr()).cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0)
+}
+
+/// Mean cross-entropy of states `h` [P, D] over the target and the shared
+/// negatives `neg` (rows of `items`); a negative that is the target itself
+/// is left out of that position's softmax.
+fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor) -> Tensor {
+    let pos = (h * items.index_select(0, y)).sum_dim_intlist(-1, true, Kind::Float);
+    let neg_logits = h
+        .matmul(&items.index_select(0, neg).tr())
+        .masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.unsqueeze(0)), f64::NEG_INFINITY);
+    let logits = Tensor::cat(&[pos, neg_logits], -1);
+    let target = Tensor::zeros([logits.size()[0]], (Kind::Int64, h.device()));
+    logits.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, -100, 0.0)
 }
 
 /// Training windows: each user's training steps cut from the end into
@@ -507,6 +573,58 @@ mod tests {
             image: None,
             image_dim: 0,
         }
+    }
+
+    #[test]
+    fn sampled_loss_over_the_batch_items_equals_the_loss_over_the_whole_table() {
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let cfg = SeqRecConfig {
+            n_items: 30,
+            dim: 8,
+            heads: 2,
+            layers: 1,
+            max_len: 5,
+            dropout: 0.0,
+            text_dim: 4,
+            text_fusion: true,
+            image_dim: 0,
+            image_alpha: 0.0,
+        };
+        let m = SeqRec::new(&vs.root(), &cfg);
+        let f = ItemFeatures { text: Tensor::randn([30, 4], (Kind::Float, tch::Device::Cpu)), image: None };
+        // Padding, a [MASK] (30), and a negative equal to a target (8).
+        let x = Tensor::from_slice(&[0i64, 3, 7, 9, 2, 0, 0, 5, 30, 4]).view([2, 5]);
+        let y = Tensor::from_slice(&[0i64, 0, 8, 0, 0, 0, 0, 0, 6, 0]).view([2, 5]);
+        let neg = Tensor::from_slice(&[1i64, 8, 12, 29]);
+        let whole = m.with_mask(&m.item_table(&f));
+        let (h, t) = scored_positions(&m.encode(&x, &whole, false, false), &y);
+        let a = sampled_softmax_loss(&h, &t, &whole, &neg).double_value(&[]);
+        let (table, local) = local_table(&m, &f, &[&x, &y, &neg]);
+        assert!(table.size()[0] < 31, "the local table holds the whole catalog");
+        let (h, t) = scored_positions(&m.encode(&local[0], &table, false, false), &local[1]);
+        let b = sampled_softmax_loss(&h, &t, &table, &local[2]).double_value(&[]);
+        assert!(a.is_finite() && (a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+
+    #[test]
+    fn auto_loss_is_chosen_by_cost() {
+        let mut m = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "test", &[]).unwrap().model;
+        m.loss = LossKind::Auto;
+        // MovieLens-sized catalogs are cheap enough for the full softmax ...
+        assert!(full_softmax_chosen(&m, 1_683, 50));
+        assert!(full_softmax_chosen(&m, 10_001, 50));
+        // ... a shop's catalog is not, with these dimensions ...
+        assert!(!full_softmax_chosen(&m, 100_001, 50));
+        // ... unless the transformer is much more expensive per position.
+        m.dim = 512;
+        m.layers = 4;
+        assert!(full_softmax_chosen(&m, 100_001, 50));
+        m.loss = LossKind::Full;
+        assert!(full_softmax_chosen(&m, 10_000_000, 50));
+        m.loss = LossKind::Sampled;
+        assert!(!full_softmax_chosen(&m, 10, 50));
     }
 
     fn opts(pretrain: usize, epochs: usize) -> TrainOptions {

@@ -279,3 +279,172 @@ fn privacy_mode_pseudonymises_user_ids_in_every_table() {
     let work = fx.dir.path().join(format!("out/_work/dt={DATE}"));
     py(CHECK_PSEUDONYMS, &[work.to_str().unwrap()]);
 }
+
+/// A copy of the bundled sample under a temp folder, for tests that alter it.
+fn sample_copy(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+    let dst = dir.join("in");
+    let status = std::process::Command::new("cp").arg("-r").arg(&src).arg(&dst).status().unwrap();
+    assert!(status.success());
+    dst
+}
+
+fn run_clean(
+    input: &std::path::Path,
+    out: &std::path::Path,
+    date: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut args = vec!["--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "run", "--date", date];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--stage", "clean"]);
+    nightrec(&args, env, input.parent().unwrap())
+}
+
+const QUALITY: &str = r#"
+import sys, json
+import pyarrow.parquet as pq
+dq = pq.read_table(sys.argv[1] + "/data_quality").to_pylist()
+print(json.dumps({r["check"] + ("@" + r["source"].rsplit("/", 1)[-1] if r["source"] != "*" else ""): [r["value"], r["passed"]] for r in dq}))
+"#;
+
+fn quality(out: &std::path::Path, date: &str) -> serde_json::Value {
+    let work = out.join(format!("_work/dt={date}"));
+    serde_json::from_str(py(QUALITY, &[work.to_str().unwrap()]).trim()).unwrap()
+}
+
+/// Regression: the listing reads a day of partitions past each end of the
+/// window, and those rows (out_of_window) counted as bad rows, so a night
+/// with neighbouring days on both sides failed the gate (17% "bad").
+#[test]
+fn rows_outside_the_window_are_not_defects_for_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample_copy(dir.path());
+    let out = dir.path().join("out");
+    let o = run_clean(&input, &out, "2026-11-15", &["--lookback-days", "10"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let q = quality(&out, "2026-11-15");
+    let outside = q["events_out_of_window"][0].as_f64().unwrap();
+    let read = q["events_read"][0].as_f64().unwrap();
+    // Two neighbouring days of 12 read: about a sixth of the rows.
+    assert!(outside > 0.1 * read && outside < 0.25 * read, "{q}");
+    let bad = q["events_bad_row_fraction"][0].as_f64().unwrap();
+    assert!(bad < 0.03, "the sample's own defects are about 1%: {q}");
+}
+
+/// Regression: bot-filtered rows counted as defects, so a storefront with
+/// a third of its traffic from crawlers failed the gate every night.
+#[test]
+fn bot_traffic_has_its_own_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let ev = input.join("events");
+    std::fs::create_dir_all(&ev).unwrap();
+    std::fs::create_dir_all(input.join("items")).unwrap();
+    std::fs::write(input.join("items/items.csv"), "item_id,title\nI1,Pan\nI2,Kettle\nI3,Knife\n").unwrap();
+    let mut csv = String::from("user_id,item_id,event_type,ts\n");
+    // 200 human rows over 100 users, and one crawler with 100 rows in a minute.
+    for i in 0..200 {
+        csv.push_str(&format!("u{},I{},view,2026-11-21T{:02}:{:02}:00Z\n", i % 100, i % 3 + 1, i / 60, i % 60));
+    }
+    for i in 0..100 {
+        csv.push_str(&format!("crawler,I{},view,2026-11-21T05:00:{:02}.{:03}Z\n", i % 3 + 1, i % 60, i));
+    }
+    std::fs::write(ev.join("events.csv"), csv).unwrap();
+    let out = dir.path().join("out");
+    let o = run_clean(&input, &out, DATE, &[], &[]);
+    assert!(o.status.success(), "a third of the rows from a crawler is no defect: {}", text(&o));
+    let q = quality(&out, DATE);
+    assert!((q["events_bot_fraction"][0].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9, "{q}");
+    assert_eq!(q["events_bad_row_fraction"][0].as_f64().unwrap(), 0.0, "{q}");
+    let o = run_clean(&input, &out, DATE, &[], &[("NIGHTREC_CLEAN__MAX_BOT_FRACTION", "0.2")]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("clean.max_bot_fraction"), "{}", text(&o));
+}
+
+fn clean_rows(out: &std::path::Path, date: &str) -> f64 {
+    let work = out.join(format!("_work/dt={date}"));
+    let script = "import sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1] + '/clean_events').num_rows)";
+    py(script, &[work.to_str().unwrap()]).trim().parse().unwrap()
+}
+
+/// Regression: `.csv.gz`, `.jsonl.gz` and other extensions were skipped
+/// with no count and no log (a third of the sample's log was read).
+#[test]
+fn compressed_logs_are_read_and_unreadable_files_are_reported() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample_copy(dir.path());
+    let plain_out = dir.path().join("plain");
+    assert!(run_clean(&input, &plain_out, DATE, &[], &[]).status.success());
+    let want = clean_rows(&plain_out, DATE);
+    // Compress every CSV with gzip and every NDJSON file with zstd, in place.
+    let mut compressed = (0, 0);
+    for day in std::fs::read_dir(input.join("events")).unwrap() {
+        for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let bytes = std::fs::read(&p).unwrap();
+            if name.ends_with(".csv") {
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(&bytes).unwrap();
+                std::fs::write(p.with_file_name(format!("{name}.gz")), enc.finish().unwrap()).unwrap();
+                compressed.0 += 1;
+            } else if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+                std::fs::write(p.with_file_name(format!("{name}.zst")), zstd::encode_all(bytes.as_slice(), 3).unwrap())
+                    .unwrap();
+                compressed.1 += 1;
+            } else {
+                continue;
+            }
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    assert!(compressed.0 > 5 && compressed.1 > 5, "{compressed:?}");
+    std::fs::write(input.join("events/notes.xlsx"), b"not a log").unwrap();
+    let out = dir.path().join("out");
+    let o = run_clean(&input, &out, DATE, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(clean_rows(&out, DATE), want, "compressed files lost rows");
+    let q = quality(&out, DATE);
+    assert_eq!(q["file_not_read@notes.xlsx"], serde_json::json!([9.0, false]), "{q}");
+    assert!(text(&o).contains("notes.xlsx"), "the skipped file is not logged: {}", text(&o));
+}
+
+/// A gzip file cut short is one malformed row and an unreadable file (exit
+/// 3 by default), not a silent loss or a retryable crash.
+#[test]
+fn a_truncated_gzip_file_is_quarantined_and_stops_the_run() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(&dir.path().join("in"));
+    let csv = std::fs::read(dir.path().join("in/events/events.csv")).unwrap();
+    let header_end = csv.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&csv[..header_end]).unwrap();
+    for _ in 0..50 {
+        enc.write_all(&csv[header_end..]).unwrap();
+    }
+    let mut gz = enc.finish().unwrap();
+    gz.truncate(gz.len() * 2 / 3);
+    std::fs::write(dir.path().join("in/events/cut.csv.gz"), gz).unwrap();
+    let out = dir.path().join("out");
+    let env = [("NIGHTREC_CLEAN__MAX_BAD_ROW_FRACTION", "1.0")];
+    let o = run_clean(&dir.path().join("in"), &out, DATE, &[], &env);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("cut.csv.gz"), "{}", text(&o));
+}
+
+/// Regression: `run.threads` reached libtorch only inside `train`, never
+/// rayon or tokio. The summary reports each pool's real size.
+#[test]
+fn one_thread_count_caps_every_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample_copy(dir.path());
+    let out = dir.path().join("out");
+    let o = run_clean(&input, &out, DATE, &[], &[("NIGHTREC_RUN__THREADS", "1")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("threads: 1 (rayon 1, libtorch 1, tokio 1)"), "{stdout}");
+}

@@ -56,3 +56,54 @@ fn paraphrases_score_higher_than_unrelated_titles_and_empty_text_is_zero() {
     }
     assert!(v(5).iter().all(|x| *x == 0.0));
 }
+
+/// "texts encoded / from cache" of a run's summary.
+fn cache_use(stdout: &str) -> (u64, u64) {
+    let line = stdout.lines().find(|l| l.contains("texts encoded / from cache:")).expect("cache fact in the summary");
+    let v: Vec<u64> = line.rsplit(':').next().unwrap().split('/').map(|x| x.trim().parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+const EMBEDDINGS: &str = r#"
+import sys, json
+import pyarrow.parquet as pq
+rows = pq.read_table(sys.argv[1] + "/item_text_embeddings").to_pylist()
+print(json.dumps({r["item_id"]: r["embedding"] for r in rows}))
+"#;
+
+/// Night 2 encodes only new or changed item texts; unchanged items keep
+/// the very vectors of night 1.
+#[test]
+fn text_embeddings_are_cached_across_dates() {
+    use crate::common::*;
+    let fx = Fixture::new("60", "40", "3000");
+    let run = |date: &str| {
+        let args = ["--input", &fx.input(), "--output", &fx.output(), "run", "--date", date];
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend_from_slice(&["--stage", "clean", "--stage", "trainset", "--stage", "text"]);
+        let o = nightrec(&a, &[], fx.dir.path());
+        assert!(o.status.success(), "{}", text(&o));
+        let emb: serde_json::Value =
+            serde_json::from_str(py(EMBEDDINGS, &[&format!("{}/_work/dt={date}", fx.output())]).trim()).unwrap();
+        (cache_use(&String::from_utf8_lossy(&o.stdout)), emb)
+    };
+    let ((encoded, hits), night1) = run("2026-11-20");
+    assert!(encoded >= 40 && hits == 0, "{encoded} / {hits}");
+    let ((encoded2, hits2), night2) = run("2026-11-21");
+    assert_eq!((encoded2, hits2), (0, encoded), "night 2 encoded again");
+    assert_eq!(night1, night2);
+    // Change one title: exactly that item is encoded again.
+    let items = std::path::Path::new(&fx.input()).join("items/items.jsonl");
+    let body = std::fs::read_to_string(&items).unwrap();
+    let mut lines: Vec<String> = body.lines().map(str::to_string).collect();
+    let mut first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let changed = first["item_id"].as_str().unwrap().to_string();
+    first["title"] = serde_json::Value::from("Completely Different Garden Hose");
+    lines[0] = first.to_string();
+    std::fs::write(&items, lines.join("\n") + "\n").unwrap();
+    let ((encoded3, hits3), night3) = run("2026-11-22");
+    assert_eq!((encoded3, hits3), (1, encoded - 1));
+    assert_ne!(night3[&changed], night2[&changed]);
+    let same = night2.as_object().unwrap().iter().filter(|(k, v)| **k != changed && night3[k.as_str()] == **v).count();
+    assert_eq!(same, night2.as_object().unwrap().len() - 1);
+}

@@ -8,7 +8,9 @@
 //! whatever the format, can report where each row came from, and sees
 //! records that could not be parsed instead of failing on them.
 //! Hive folders `dt=YYYY-MM-DD` outside the run's window (with a day of slack
-//! either side) are not read at all.
+//! either side) are not read at all. CSV, TSV and NDJSON may be gzip- or
+//! zstd-compressed (`.csv.gz`, `.jsonl.zst`); files of any other extension
+//! are listed as not read, for `data_quality` to report.
 
 use std::sync::Arc;
 
@@ -89,48 +91,106 @@ pub enum Format {
     Parquet,
     /// CSV with a header row.
     Csv,
+    /// Tab-separated values with a header row.
+    Tsv,
     /// Newline-delimited JSON.
     Json,
 }
 
-impl Format {
-    /// The format of a file name, if it is a data file.
-    pub fn of(name: &str) -> Option<Format> {
+/// Whole-file compression of a text format (Parquet compresses inside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain text.
+    None,
+    /// gzip (`.gz`), concatenated members included.
+    Gzip,
+    /// Zstandard (`.zst`).
+    Zstd,
+}
+
+/// How a file is read: its format and compression, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKind {
+    /// The record format.
+    pub format: Format,
+    /// The compression around it.
+    pub compression: Compression,
+}
+
+impl FileKind {
+    /// The kind of a file name, if nightrec reads it.
+    pub fn of(name: &str) -> Option<FileKind> {
         let lower = name.to_ascii_lowercase();
-        [
+        let (stem, compression) = if let Some(s) = lower.strip_suffix(".gz") {
+            (s, Compression::Gzip)
+        } else if let Some(s) = lower.strip_suffix(".zst") {
+            (s, Compression::Zstd)
+        } else {
+            (lower.as_str(), Compression::None)
+        };
+        let format = [
             (".parquet", Format::Parquet),
             (".csv", Format::Csv),
+            (".tsv", Format::Tsv),
             (".jsonl", Format::Json),
             (".ndjson", Format::Json),
             (".json", Format::Json),
         ]
         .into_iter()
-        .find(|(ext, _)| lower.ends_with(ext))
-        .map(|(_, f)| f)
+        .find(|(ext, _)| stem.ends_with(ext))
+        .map(|(_, f)| f)?;
+        // Parquet compresses its pages itself; a compressed Parquet file is not a format.
+        if format == Format::Parquet && compression != Compression::None {
+            return None;
+        }
+        Some(FileKind { format, compression })
     }
 }
+
+/// The extensions nightrec reads, for messages.
+pub const READABLE: &str = ".parquet, .csv, .tsv, .jsonl, .ndjson, .json (text formats also as .gz or .zst)";
 
 /// The `dt=` partition date in a path, if any.
 fn partition_date(path: &str) -> Option<RunDate> {
     path.split('/').find_map(|seg| seg.strip_prefix("dt=")).and_then(|d| d.parse().ok())
 }
 
-/// Data files of a dataset, sorted by path; `window` limits Hive partitions.
-pub async fn list_files(root: &Root, ds: Dataset, window: Option<(RunDate, RunDate)>) -> Result<Vec<ObjectMeta>> {
+/// The files of a dataset: those that will be read, and those that will
+/// not because nightrec cannot read their format (reported, never silent).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Data files in the window, sorted by path.
+    pub files: Vec<ObjectMeta>,
+    /// Files with an extension nightrec does not read.
+    pub unreadable_format: Vec<ObjectMeta>,
+}
+
+/// Data files of a dataset, sorted by path; `window` limits Hive partitions
+/// (a day of slack either side: a day's partition may hold events stamped
+/// just past midnight in another time zone). Names starting with `_` or `.`
+/// (markers, hidden files) are not data.
+pub async fn list_files(root: &Root, ds: Dataset, window: Option<(RunDate, RunDate)>) -> Result<Listing> {
     let all = root.list(ds.name).await?;
-    Ok(all
-        .into_iter()
-        .filter(|m| {
-            let name = m.location.filename().unwrap_or("");
-            if name.starts_with('_') || name.starts_with('.') || Format::of(name).is_none() {
-                return false;
-            }
-            match (window, partition_date(m.location.as_ref())) {
-                (Some((start, end)), Some(d)) => d >= start.minus_days(1) && d <= end.plus_days(1),
-                _ => true,
-            }
-        })
-        .collect())
+    let mut out = Listing::default();
+    for m in all {
+        let name = m.location.filename().unwrap_or("");
+        if name.starts_with('_') || name.starts_with('.') {
+            continue;
+        }
+        let in_window = match (window, partition_date(m.location.as_ref())) {
+            (Some((start, end)), Some(d)) => d >= start.minus_days(1) && d <= end.plus_days(1),
+            _ => true,
+        };
+        if !in_window {
+            continue;
+        }
+        if FileKind::of(name).is_some() {
+            out.files.push(m);
+        } else {
+            out.unreadable_format.push(m);
+        }
+    }
+    Ok(out)
 }
 
 /// A stable fingerprint of the files a run reads: names, sizes, mtimes.
@@ -207,17 +267,13 @@ pub fn register(
     counts: &ReadCounts,
 ) -> Result<()> {
     if files.is_empty() && ds.required {
-        return Err(Error::Data(format!(
-            "no {} files (.parquet, .csv, .jsonl, .ndjson) under {}",
-            ds.name,
-            root.folder_url(ds.name)
-        )));
+        return Err(Error::Data(format!("no {} files ({READABLE}) under {}", ds.name, root.folder_url(ds.name))));
     }
     let schema = text_schema(ds);
     let mut parts: Vec<Arc<dyn PartitionStream>> = Vec::new();
     for f in files {
         let name = f.location.filename().unwrap_or("");
-        let Some(format) = Format::of(name) else { continue };
+        let Some(kind) = FileKind::of(name) else { continue };
         let url = root.object_url(&f.location);
         parts.push(Arc::new(FilePartition {
             store: root.store.clone(),
@@ -225,7 +281,7 @@ pub fn register(
             size: f.size,
             count: counts.track(&url, ds.name),
             url,
-            format,
+            kind,
             dataset: ds,
             schema: schema.clone(),
             mapper: mapper.clone(),
@@ -242,10 +298,18 @@ mod tests {
 
     #[test]
     fn formats_follow_extensions() {
-        assert_eq!(Format::of("a/part-0.PARQUET"), Some(Format::Parquet));
-        assert_eq!(Format::of("x.ndjson"), Some(Format::Json));
-        assert_eq!(Format::of("x.csv"), Some(Format::Csv));
-        assert!(Format::of("_SUCCESS").is_none());
+        let kind = |n: &str| FileKind::of(n).map(|k| (k.format, k.compression));
+        assert_eq!(kind("a/part-0.PARQUET"), Some((Format::Parquet, Compression::None)));
+        assert_eq!(kind("x.ndjson"), Some((Format::Json, Compression::None)));
+        assert_eq!(kind("x.csv"), Some((Format::Csv, Compression::None)));
+        assert_eq!(kind("x.tsv"), Some((Format::Tsv, Compression::None)));
+        assert_eq!(kind("x.csv.gz"), Some((Format::Csv, Compression::Gzip)));
+        assert_eq!(kind("x.JSONL.GZ"), Some((Format::Json, Compression::Gzip)));
+        assert_eq!(kind("x.ndjson.zst"), Some((Format::Json, Compression::Zstd)));
+        assert!(kind("x.parquet.gz").is_none());
+        assert!(kind("x.csv.bz2").is_none());
+        assert!(kind("x.xlsx").is_none());
+        assert!(kind("_SUCCESS").is_none());
     }
 
     #[test]

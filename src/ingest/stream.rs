@@ -31,7 +31,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::text::{IdMapper, RowSink, parse_csv, parse_ndjson};
-use super::{Dataset, Format};
+use super::{Compression, Dataset, FileKind, Format};
 use crate::error::Error;
 
 /// Rows per batch handed to the query engine.
@@ -73,8 +73,8 @@ pub struct FilePartition {
     pub size: u64,
     /// Its URL, as reported in `_source`.
     pub url: String,
-    /// Its format.
-    pub format: Format,
+    /// Its format and compression.
+    pub kind: FileKind,
     /// The dataset it belongs to.
     pub dataset: Dataset,
     /// The dataset's text schema.
@@ -87,7 +87,7 @@ pub struct FilePartition {
 
 impl fmt::Debug for FilePartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FilePartition").field("url", &self.url).field("format", &self.format).finish()
+        f.debug_struct("FilePartition").field("url", &self.url).field("kind", &self.kind).finish()
     }
 }
 
@@ -103,7 +103,7 @@ impl PartitionStream for FilePartition {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let mut builder = RecordBatchReceiverStream::builder(self.schema.clone(), 2);
         let tx = builder.tx();
-        match self.format {
+        match self.kind.format {
             Format::Parquet => {
                 let (store, path, size) = (self.store.clone(), self.path.clone(), self.size);
                 let (schema, url, ds, mapper, count) =
@@ -113,7 +113,7 @@ impl PartitionStream for FilePartition {
                     read_parquet(reader, schema, &url, ds, mapper.as_deref(), &count, &tx).await
                 });
             }
-            Format::Csv | Format::Json => {
+            Format::Csv | Format::Tsv | Format::Json => {
                 // Download task → bounded channel of chunks → parsing thread.
                 let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes, object_store::Error>>(4);
                 let (store, path, url) = (self.store.clone(), self.path.clone(), self.url.clone());
@@ -134,17 +134,31 @@ impl PartitionStream for FilePartition {
                     }
                     Ok(())
                 });
-                let (schema, url, ds, format, mapper, count) = (
+                let (schema, url, ds, kind, mapper, count) = (
                     self.schema.clone(),
                     self.url.clone(),
                     self.dataset,
-                    self.format,
+                    self.kind,
                     self.mapper.clone(),
                     self.count.clone(),
                 );
                 builder.spawn_blocking(move || {
-                    let input = ChunkReader { rx: chunk_rx, current: Bytes::new(), url: url.clone() };
-                    let mut sink = RowSink::new(schema, ds.columns, &url, mapper.as_deref(), BATCH_ROWS);
+                    let transport_failed = Arc::new(AtomicBool::new(false));
+                    let raw = ChunkReader {
+                        rx: chunk_rx,
+                        current: Bytes::new(),
+                        url: url.clone(),
+                        failed: transport_failed.clone(),
+                    };
+                    let input: Box<dyn std::io::Read> = match kind.compression {
+                        Compression::None => Box::new(raw),
+                        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+                        Compression::Zstd => match zstd::stream::read::Decoder::new(raw) {
+                            Ok(d) => Box::new(d),
+                            Err(e) => return Err(external(Error::io(&url, e))),
+                        },
+                    };
+                    let mut sink = RowSink::new(schema.clone(), ds.columns, &url, mapper.as_deref(), BATCH_ROWS);
                     let mut rows = 0u64;
                     let mut open = true;
                     let mut emit = |b: RecordBatch| {
@@ -152,11 +166,35 @@ impl PartitionStream for FilePartition {
                         open = tx.blocking_send(Ok(b)).is_ok();
                         open
                     };
-                    let parsed = match format {
-                        Format::Csv => parse_csv(input, &mut sink, &mut emit),
+                    let parsed = match kind.format {
+                        Format::Csv => parse_csv(input, b',', &mut sink, &mut emit),
+                        Format::Tsv => parse_csv(input, b'\t', &mut sink, &mut emit),
                         _ => parse_ndjson(input, &mut sink, &mut emit),
                     };
-                    parsed.map_err(external)?;
+                    match parsed {
+                        Ok(()) => {}
+                        // Compressed data that cannot be decoded past some point:
+                        // like undecodable Parquet, one quarantine row says where
+                        // and why, and the unreadable-file gate decides.
+                        Err(e)
+                            if kind.compression != Compression::None && !transport_failed.load(Ordering::Acquire) =>
+                        {
+                            if let Some(b) = sink.flush().map_err(external)? {
+                                emit(b);
+                            }
+                            let raw = format!("undecodable {:?} data after row {rows}: {e}", kind.compression);
+                            let mut last = RowSink::new(schema, ds.columns, &url, None, 1);
+                            last.push_malformed(rows + 1, raw.as_bytes());
+                            if let Some(b) = last.flush().map_err(external)? {
+                                open = open && tx.blocking_send(Ok(b)).is_ok();
+                            }
+                            if open {
+                                count.record(rows + 1, true);
+                            }
+                            return Ok(());
+                        }
+                        Err(e) => return Err(external(e)),
+                    }
                     if open {
                         count.record(rows, false);
                     }
@@ -173,6 +211,9 @@ struct ChunkReader {
     rx: tokio::sync::mpsc::Receiver<Result<Bytes, object_store::Error>>,
     current: Bytes,
     url: String,
+    /// Set when the download failed, so that a decoder's error can be told
+    /// apart from a transport error (retryable, exit 1).
+    failed: Arc<AtomicBool>,
 }
 
 impl std::io::Read for ChunkReader {
@@ -181,7 +222,10 @@ impl std::io::Read for ChunkReader {
             match self.rx.blocking_recv() {
                 None => return Ok(0),
                 Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(std::io::Error::other(format!("reading {}: {e}", self.url))),
+                Some(Err(e)) => {
+                    self.failed.store(true, Ordering::Release);
+                    return Err(std::io::Error::other(format!("reading {}: {e}", self.url)));
+                }
             }
         }
         let n = buf.len().min(self.current.len());

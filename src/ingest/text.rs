@@ -200,13 +200,18 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 /// Parse CSV with a header row. Header names are matched to the contract
 /// columns case-insensitively; other columns are ignored. An empty field is
 /// NULL.
-pub fn parse_csv(input: impl Read, sink: &mut RowSink<'_>, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
+pub fn parse_csv(
+    input: impl Read,
+    delimiter: u8,
+    sink: &mut RowSink<'_>,
+    emit: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<()> {
     // The csv crate's own line count skips blank lines: track lines here.
     let starts = Rc::new(RefCell::new(VecDeque::new()));
     let input =
         LineTracker { inner: input, offset: 0, line: 0, at_line_start: true, pending_cr: None, starts: starts.clone() };
     let mut lines = LineOf { starts, last: 0 };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).delimiter(delimiter).from_reader(input);
     let headers = reader
         .byte_headers()
         .map_err(|e| Error::Data(format!("{}: cannot read the CSV header: {e}", sink.source)))?
@@ -381,7 +386,7 @@ mod tests {
     }
 
     fn csv(i: &[u8], s: &mut RowSink<'_>, e: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
-        parse_csv(i, s, e)
+        parse_csv(i, b',', s, e)
     }
 
     fn some(s: &str) -> Option<String> {
@@ -435,7 +440,7 @@ mod tests {
         input.extend_from_slice(b"u\xff,I2,2\nu3,I3,3\n");
         let mut sink = RowSink::new(schema(), COLS, "f", None, 10);
         let mut out = Vec::new();
-        parse_csv(input.as_slice(), &mut sink, &mut |b| {
+        parse_csv(input.as_slice(), b',', &mut sink, &mut |b| {
             out.push(b);
             true
         })

@@ -157,6 +157,21 @@ impl SeqRec {
         text.into_iter().chain(image).fold(self.item_id.ws.shallow_clone(), |acc, t| acc + t)
     }
 
+    /// The representations of some items only, [ids, dim]; `ids` may hold
+    /// [`SeqRec::mask_index`]. Row `r` equals `with_mask(item_table(f))[ids[r]]`,
+    /// at the cost of the rows asked for instead of the whole catalog.
+    pub fn item_rows(&self, f: &ItemFeatures, ids: &Tensor) -> Tensor {
+        let is_item = ids.ne(self.cfg.n_items);
+        let safe = ids.where_scalarother(&is_item, 0);
+        let text = self.cfg.text_fusion.then(|| f.text.index_select(0, &safe).apply(&self.text_proj));
+        let image = match (&self.image_proj, &f.image) {
+            (Some(proj), Some(img)) => Some(img.index_select(0, &safe).apply(proj) * self.cfg.image_alpha),
+            _ => None,
+        };
+        let rows = text.into_iter().chain(image).fold(self.item_id.ws.index_select(0, &safe), |acc, t| acc + t);
+        rows.where_self(&is_item.unsqueeze(-1), &self.mask.expand_as(&rows))
+    }
+
     /// The item table with the `[MASK]` item appended (for masked inputs).
     pub fn with_mask(&self, items: &Tensor) -> Tensor {
         Tensor::cat(&[items, &self.mask], 0)
@@ -250,6 +265,16 @@ mod tests {
         };
         assert!(diff(true) < 1e-6, "position 1 saw position 2 under the causal mask");
         assert!(diff(false) > 1e-4, "the masked position cannot see its right context");
+    }
+
+    #[test]
+    fn item_rows_equal_the_rows_of_the_whole_table() {
+        let _rng = crate::device::rng_lock();
+        let (_vs, m, f) = tiny();
+        let table = m.with_mask(&m.item_table(&f));
+        let ids = Tensor::from_slice(&[0i64, 3, 11, 10, 3]);
+        let diff = (m.item_rows(&f, &ids) - table.index_select(0, &ids)).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "item_rows differs from the table by {diff}");
     }
 
     #[test]
