@@ -11,9 +11,10 @@
 //!   item's creation;
 //! - behaviour is only partly predictable: a session browses one category
 //!   (mostly one of the user's favourites), going on to a "neighbouring"
-//!   item of the category (the sequential signal) a quarter of the time,
-//!   and otherwise to a popular item of the category or of the whole shop,
+//!   item of the category (the sequential signal) 15% of the time, and
+//!   otherwise to a popular item of the category or of the whole shop,
 //!   with carts, purchases and searches.
+//!
 //! Events are Hive-partitioned by day and cycle through the three input
 //! formats: Parquet (RFC 3339 `ts`), NDJSON and CSV (epoch-millisecond
 //! `ts`); the catalog is NDJSON and users CSV. About 1% of event rows break
