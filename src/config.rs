@@ -283,6 +283,9 @@ pub struct ModelConfig {
     pub warm_start_max_age_days: u32,
     /// Stop when validation NDCG@10 has not improved for this many epochs.
     pub patience: usize,
+    /// The same when warm-starting: yesterday's weights are already near a
+    /// good model, so an epoch without improvement ends training sooner.
+    pub warm_start_patience: usize,
     /// Training loss (masked-item pretraining and next-item fine-tuning):
     /// softmax over the whole catalog, over sampled negatives, or chosen
     /// by cost (`auto`).

@@ -212,7 +212,7 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         if stats.valid_ndcg > best.0 {
             best = (stats.valid_ndcg, epoch);
             best_weights = vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
-        } else if epoch - best.1 >= cfg.patience {
+        } else if epoch - best.1 >= if warm_stats.is_some() { cfg.warm_start_patience } else { cfg.patience } {
             tracing::info!(epoch, best_epoch = best.1, "early stop: validation NDCG@10 stopped improving");
             break;
         }
@@ -707,5 +707,12 @@ mod tests {
         // Old row 2 (item i2) is new row 1; a learning rate of ~0 keeps it.
         let diff = (old.get(2) - new.get(1)).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "item i2's row moved by {diff}");
+        // Warm-started training stops at its own, shorter patience.
+        let mut o = opts(0, 10);
+        o.model.warm_start_epochs = 10;
+        o.model.warm_start_patience = 1;
+        o.model.learning_rate = 1e-9;
+        let w = train(&next, &o, tch::Device::Cpu, Some(&warm)).unwrap();
+        assert_eq!(w.report.finetune.len(), w.report.best_epoch + 1, "{:?}", w.report.finetune);
     }
 }

@@ -17,6 +17,7 @@
 //!
 //! Safe to re-run: every output folder is replaced whole.
 
+pub mod inputs;
 pub mod kmeans;
 pub mod users;
 
@@ -39,6 +40,7 @@ use crate::parquet_io::{FileInfo, PartWriter, WrittenTable};
 use crate::sql::ts_param;
 use crate::topk::{self, Masks};
 
+pub use inputs::Inputs;
 pub use users::schema;
 
 /// Per-user tables, the ones shards compute.
@@ -76,137 +78,6 @@ pub fn shard_of(user_id: &str, count: u32) -> u32 {
     (u64::from_be_bytes(b) % u64::from(count.max(1))) as u32
 }
 
-/// What the per-user tables are computed from.
-pub struct Inputs {
-    /// Item ids; item index i is `item_ids[i - 1]` (0 is padding).
-    pub item_ids: Vec<String>,
-    /// In stock, by item index − 1.
-    pub in_stock: Vec<bool>,
-    /// Category path, by item index − 1.
-    pub categories: Vec<Option<String>>,
-    /// Item embeddings `[N + 1, D]` on the device, row 0 zero.
-    pub items: Tensor,
-    /// The same on the host, row-major.
-    pub item_host: Vec<f32>,
-    /// The same, L2-normalised.
-    pub unit: Tensor,
-    /// Items nobody may get `[N + 1]`: padding and out of stock.
-    pub blocked: Tensor,
-    /// Embedding width.
-    pub dim: usize,
-    /// Users with an embedding, sorted.
-    pub user_ids: Vec<String>,
-    /// Their embeddings, row-major.
-    pub user_vals: Vec<f32>,
-    /// Each user's training sequence (item indices, oldest first).
-    pub history: HashMap<String, Vec<i64>>,
-    /// Items each user must not get again.
-    pub excluded: HashMap<String, Vec<i64>>,
-    /// Each user's items with their event-weighted interaction counts.
-    pub weighted: HashMap<String, Vec<(i64, f64)>>,
-    /// Each user's purchased items with a buy-again weight in (0, 1].
-    pub buy_again: HashMap<String, Vec<(i64, f32)>>,
-    /// Every known user (from users/ and events), sorted.
-    pub all_users: Vec<String>,
-}
-
-async fn load(job: &Job, ctx: &SessionContext, device: tch::Device) -> Result<Inputs> {
-    let items_b = job
-        .read_work(ctx, "item_embeddings", "SELECT item_idx, item_id, embedding FROM item_embeddings ORDER BY item_idx")
-        .await?;
-    let index_b = job
-        .read_work(ctx, "item_index", "SELECT item_idx, in_stock, category FROM item_index ORDER BY item_idx")
-        .await?;
-    let users_b = job
-        .read_work(ctx, "user_embeddings", "SELECT user_id, embedding FROM user_embeddings ORDER BY user_id")
-        .await?;
-    let seq_b = job.read_work(ctx, "sequences", "SELECT user_id, item_idxs FROM sequences").await?;
-    let inter_b = job
-        .read_work(
-            ctx,
-            "interactions",
-            "SELECT user_id, item_idx, event_type, events, to_unixtime(last_ts) AS last_s FROM interactions",
-        )
-        .await?;
-    let all_b = job.read_work(ctx, "users", "SELECT DISTINCT user_id FROM users ORDER BY user_id").await?;
-
-    let item_ids = arrays::strings_required(&items_b, "item_id")?;
-    let (item_vals, dim) = arrays::vectors(&items_b, "embedding")?;
-    let in_stock = arrays::bools(&index_b, "in_stock", true)?;
-    let categories = arrays::strings(&index_b, "category")?;
-    if in_stock.len() != item_ids.len() {
-        return Err(Error::Internal("item_index and item_embeddings disagree on the catalog".into()));
-    }
-    let n1 = item_ids.len() as i64 + 1;
-    let mut padded = vec![0f32; dim];
-    padded.extend(item_vals);
-    let items = Tensor::from_slice(&padded).view([n1, dim as i64]).to_device(device);
-    let unit = &items / items.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-    let item_host = padded;
-    let mut blocked = vec![true];
-    blocked.extend(in_stock.iter().map(|s| !s));
-    let blocked = Tensor::from_slice(&blocked).to_device(device);
-
-    let c = &job.cfg.candidates;
-    let excluded_types: Vec<&str> = c.excluded_types().iter().map(|e| e.as_str()).collect();
-    let weights: HashMap<&str, f64> =
-        job.cfg.trainset.event_weights.pairs().iter().map(|(e, w)| (e.as_str(), *w)).collect();
-    let end = (job.date.plus_days(1).start_millis() / 1000) as f64;
-    let mut excluded: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut weighted: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
-    let mut buy_again: HashMap<String, Vec<(i64, f32)>> = HashMap::new();
-    let (iu, ii, it) = (
-        arrays::strings_required(&inter_b, "user_id")?,
-        arrays::ints(&inter_b, "item_idx")?,
-        arrays::strings_required(&inter_b, "event_type")?,
-    );
-    let (ie, last) = (arrays::ints(&inter_b, "events")?, arrays::ints(&inter_b, "last_s")?);
-    for p in 0..iu.len() {
-        let (u, i, t) = (&iu[p], ii[p], it[p].as_str());
-        if excluded_types.contains(&t) {
-            excluded.entry(u.clone()).or_default().push(i);
-        }
-        weighted.entry(u.clone()).or_default().push((i, ie[p] as f64 * weights.get(t).copied().unwrap_or(0.0)));
-        if c.repeat_purchases && t == "purchase" {
-            let age_days = (end - last[p] as f64).max(0.0) / 86_400.0;
-            let w = ie[p] as f64 * 0.5f64.powf(age_days / c.buy_again_half_life_days);
-            buy_again.entry(u.clone()).or_default().push((i, w as f32));
-        }
-    }
-    for v in buy_again.values_mut() {
-        let top = v.iter().map(|x| x.1).fold(0f32, f32::max).max(f32::MIN_POSITIVE);
-        v.iter_mut().for_each(|x| x.1 /= top);
-    }
-    let history: HashMap<String, Vec<i64>> =
-        arrays::strings_required(&seq_b, "user_id")?.into_iter().zip(arrays::int_lists(&seq_b, "item_idxs")?).collect();
-    let user_ids = arrays::strings_required(&users_b, "user_id")?;
-    let (user_vals, udim) = arrays::vectors(&users_b, "embedding")?;
-    if !user_ids.is_empty() && udim != dim {
-        return Err(Error::Internal(format!("user embeddings have {udim} dims, item embeddings {dim}")));
-    }
-    let mut all_users = arrays::strings_required(&all_b, "user_id")?;
-    all_users.extend(history.keys().cloned());
-    all_users.sort();
-    all_users.dedup();
-    Ok(Inputs {
-        item_ids,
-        in_stock,
-        categories,
-        items,
-        item_host,
-        unit,
-        blocked,
-        dim,
-        user_ids,
-        user_vals,
-        history,
-        excluded,
-        weighted,
-        buy_again,
-        all_users,
-    })
-}
-
 fn segments(job: &Job, inp: &Inputs, device: tch::Device) -> Result<kmeans::Clusters> {
     let c = &job.cfg.candidates;
     let n = inp.user_ids.len() as i64;
@@ -240,7 +111,7 @@ fn segment_facts(inp: &Inputs, cl: &kmeans::Clusters) -> Vec<(String, String)> {
     let mut per: Vec<HashMap<i64, f64>> = vec![HashMap::new(); cl.sizes.len()];
     for (u, uid) in inp.user_ids.iter().enumerate() {
         let s = cl.assignment[u] as usize;
-        for (i, w) in inp.weighted.get(uid).map(Vec::as_slice).unwrap_or(&[]) {
+        for (i, w) in inp.served_index(uid).map(|r| inp.weighted.get(r)).unwrap_or(&[]) {
             *per[s].entry(item_cat[*i as usize]).or_default() += w;
         }
     }
@@ -534,9 +405,10 @@ pub async fn run(
     fingerprint: &str,
 ) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
-    let inp = load(job, &ctx, device).await?;
+    let inp = inputs::load(job, &ctx, device, &|_| true).await?;
     let (pop_table, popular_all) = popular(job, &ctx, true).await?;
     let clusters = segments(job, &inp, device)?;
+    let shares = inputs::segment_shares(job, &ctx, &inp, &clusters.assignment, &clusters.sizes).await?;
     let mut tables = Vec::new();
     let mut facts = Vec::new();
     match complete_shards(job, fingerprint).await? {
@@ -551,7 +423,7 @@ pub async fn run(
                 cross_folder: job.work(USER_TABLES[1]),
                 select: &all,
             };
-            let (t, counts) = users::write(job, &inp, &clusters, &popular_all, &target, device).await?;
+            let (t, counts) = users::write(job, &inp, &clusters, &shares, &popular_all, &target, device).await?;
             tables.extend(t);
             facts.extend(user_facts(&counts));
         }
@@ -588,16 +460,17 @@ pub async fn run_shard(
     let folder = shard_folder(job, shard.count, shard.index);
     job.output.delete(&job.output.path(&format!("{folder}/_done.json"))).await?;
     let ctx = job.session()?;
-    let inp = load(job, &ctx, device).await?;
+    let select = |u: &str| shard_of(u, shard.count) == shard.index;
+    let inp = inputs::load(job, &ctx, device, &select).await?;
     let (_, popular_all) = popular(job, &ctx, false).await?;
     let clusters = segments(job, &inp, device)?;
-    let select = |u: &str| shard_of(u, shard.count) == shard.index;
+    let shares = inputs::segment_shares(job, &ctx, &inp, &clusters.assignment, &clusters.sizes).await?;
     let target = users::Target {
         candidates_folder: format!("{folder}/{}", USER_TABLES[0]),
         cross_folder: format!("{folder}/{}", USER_TABLES[1]),
         select: &select,
     };
-    let (tables, counts) = users::write(job, &inp, &clusters, &popular_all, &target, device).await?;
+    let (tables, counts) = users::write(job, &inp, &clusters, &shares, &popular_all, &target, device).await?;
     let marker = ShardMarker {
         index: shard.index,
         count: shard.count,

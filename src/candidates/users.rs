@@ -152,11 +152,13 @@ pub fn category_ids(categories: &[Option<String>], level: usize) -> (Vec<i64>, V
     (out, names)
 }
 
-/// Write both tables for the selected users.
+/// Write both tables for the selected users. `share_host` is
+/// [`super::inputs::segment_shares`] of `clusters`.
 pub async fn write(
     job: &Job,
     inp: &Inputs,
     clusters: &Clusters,
+    share_host: &[f32],
     popular: &[(i64, f32)],
     target: &Target<'_>,
     device: tch::Device,
@@ -167,9 +169,10 @@ pub async fn write(
     let (item_cat, cat_names) = category_ids(&inp.categories, c.category_level);
     let item_cat_t = Tensor::from_slice(&item_cat).to_device(device);
     let n_cats = cat_names.len() as i64;
-    let seg_of: HashMap<&str, usize> =
-        inp.user_ids.iter().zip(&clusters.assignment).map(|(u, s)| (u.as_str(), *s as usize)).collect();
-    let (share_host, seg_share) = segment_shares(inp, clusters, device);
+    // A user's segment: `clusters.assignment` by embedding row.
+    let seg_of = |u: usize| clusters.assignment.get(u).copied().unwrap_or(0) as usize;
+    let k = clusters.sizes.len().max(1) as i64;
+    let seg_share = Tensor::from_slice(share_host).view([k, n1]).to_device(device);
     let w_model = c.cold_start_model_weight;
     let ba_weight = c.buy_again_weight;
     let budget = c.memory_budget_mb.saturating_mul(1024 * 1024);
@@ -203,17 +206,20 @@ pub async fn write(
         let vals: Vec<f32> =
             chunk.iter().flat_map(|u| inp.user_vals[u * inp.dim..(u + 1) * inp.dim].iter().copied()).collect();
         let u = Tensor::from_slice(&vals).view([b, dim]).to_device(device);
-        let hist: Vec<&[i64]> = ids.iter().map(|u| inp.history.get(*u).map(Vec::as_slice).unwrap_or(&[])).collect();
+        // Served users are a superset of the selected users with an embedding.
+        let rows: Vec<Option<usize>> = ids.iter().map(|u| inp.served_index(u)).collect();
+        let hist: Vec<&[i64]> = rows.iter().map(|r| r.map(|r| inp.history.get(r)).unwrap_or(&[])).collect();
         let cold: Vec<i64> =
             (0..ids.len()).filter(|r| distinct(hist[*r]) <= c.cold_start_max_history).map(|r| r as i64).collect();
         let mut pairs: Vec<(i64, i64)> = Vec::new();
         let mut ba_pairs: Vec<(i64, i64, f32)> = Vec::new();
-        for (r, uid) in ids.iter().enumerate() {
-            for i in inp.excluded.get(*uid).map(Vec::as_slice).unwrap_or(&[]) {
+        for (r, row) in rows.iter().enumerate() {
+            let Some(row) = *row else { continue };
+            for i in inp.excluded.get(row) {
                 pairs.push((r as i64, *i));
             }
             if c.repeat_purchases {
-                for (i, v) in inp.buy_again.get(*uid).map(Vec::as_slice).unwrap_or(&[]) {
+                for (i, v) in inp.buy_again.get(row) {
                     ba_pairs.push((r as i64, *i, *v));
                 }
             }
@@ -224,8 +230,7 @@ pub async fn write(
             let mut scores = if c.repeat_purchases { sig.copy() } else { raw };
             if !cold.is_empty() {
                 let rows = Tensor::from_slice(&cold).to_device(device);
-                let segs: Vec<i64> =
-                    cold.iter().map(|r| seg_of.get(ids[*r as usize]).copied().unwrap_or(0) as i64).collect();
+                let segs: Vec<i64> = cold.iter().map(|r| seg_of(chunk[*r as usize]) as i64).collect();
                 let share = seg_share.index_select(0, &Tensor::from_slice(&segs).to_device(device)) * (1.0 - w_model);
                 let _ = scores.index_copy_(0, &rows, &(&share + sig.index_select(0, &rows) * w_model));
             }
@@ -248,8 +253,8 @@ pub async fn write(
             dim: inp.dim,
             n1: n1 as usize,
             repeat: c.repeat_purchases,
-            cold: cold.iter().map(|r| (*r as usize, seg_of.get(ids[*r as usize]).copied().unwrap_or(0))).collect(),
-            share: &share_host,
+            cold: cold.iter().map(|r| (*r as usize, seg_of(chunk[*r as usize]))).collect(),
+            share: share_host,
             w_model,
             ba: ba_pairs.iter().map(|(r, i, v)| ((*r as usize, *i), f64::from(*v) * ba_weight)).collect(),
         };
@@ -257,15 +262,11 @@ pub async fn write(
 
         // cross_category: the same scores, outside the dominant categories.
         let mut dom = vec![false; (b * n_cats) as usize];
-        for (r, uid) in ids.iter().enumerate() {
+        for (r, row) in rows.iter().enumerate() {
             // Items without a category are never "another category".
             dom[r * n_cats as usize] = true;
-            for id in dominant(
-                inp.weighted.get(*uid).map(Vec::as_slice).unwrap_or(&[]),
-                &item_cat,
-                &cat_names,
-                c.dominant_categories,
-            ) {
+            let weighted = row.map(|row| inp.weighted.get(row)).unwrap_or(&[]);
+            for id in dominant(weighted, &item_cat, &cat_names, c.dominant_categories) {
                 dom[r * n_cats as usize + id as usize] = true;
             }
         }
@@ -315,10 +316,10 @@ pub async fn write(
 
     // Users known from users/ but without an embedding: trending items.
     let mut rows = Rows::default();
-    let warm: std::collections::HashSet<&str> = inp.user_ids.iter().map(String::as_str).collect();
-    for uid in inp.all_users.iter().filter(|u| !warm.contains(u.as_str()) && (target.select)(u)) {
+    let warm = |u: &str| inp.user_ids.binary_search_by(|x| x.as_str().cmp(u)).is_ok();
+    for (row, uid) in inp.served.iter().enumerate().filter(|(_, u)| !warm(u) && (target.select)(u)) {
         counts.popular += 1;
-        let excluded = inp.excluded.get(uid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let excluded = inp.excluded.get(row);
         for (r, (i, s)) in popular.iter().filter(|(i, _)| !excluded.contains(i)).take(c.k).enumerate() {
             rows.user.push(uid.clone());
             rows.rank.push(r as i32 + 1);
@@ -353,29 +354,6 @@ fn distinct(h: &[i64]) -> usize {
     v.sort_unstable();
     v.dedup();
     v.len()
-}
-
-/// Per segment, the share of its users who had each item `[segments, n1]`,
-/// on the host and on the device.
-fn segment_shares(inp: &Inputs, clusters: &Clusters, device: tch::Device) -> (Vec<f32>, Tensor) {
-    let n1 = inp.item_ids.len() + 1;
-    let k = clusters.sizes.len().max(1);
-    let mut share = vec![0f32; k * n1];
-    for (u, uid) in inp.user_ids.iter().enumerate() {
-        let s = clusters.assignment.get(u).copied().unwrap_or(0) as usize;
-        let mut items = inp.history.get(uid).cloned().unwrap_or_default();
-        items.sort_unstable();
-        items.dedup();
-        for i in items {
-            share[s * n1 + i as usize] += 1.0;
-        }
-    }
-    for (s, size) in clusters.sizes.iter().enumerate() {
-        let size = (*size).max(1) as f32;
-        share[s * n1..(s + 1) * n1].iter_mut().for_each(|x| *x /= size);
-    }
-    let t = Tensor::from_slice(&share).view([k as i64, n1 as i64]).to_device(device);
-    (share, t)
 }
 
 /// Exact scores of chosen candidates, computed on the host (see

@@ -1,0 +1,311 @@
+//! What the candidate tables are computed from, held compactly: item
+//! vectors and user embeddings in flat arrays, and each served user's
+//! history, excluded items, weighted interactions and buy-again weights as
+//! flat per-user lists ([`PerUser`]) indexed by the user's place in the
+//! sorted list of served users — no map keyed by user id.
+//!
+//! A `--shard` process serves only its own users: it keeps every user's
+//! embedding (k-means needs them all; 4 × dim bytes each) but reads the
+//! others' sequences and interactions without holding them.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use tch::Tensor;
+
+use crate::arrays;
+use crate::error::{DfContext, Error, Result};
+use crate::job::Job;
+
+/// Lists per user held flat: user `u`'s values are
+/// `values[offsets[u]..offsets[u + 1]]`.
+#[derive(Debug, Clone, Default)]
+pub struct PerUser<T> {
+    offsets: Vec<usize>,
+    values: Vec<T>,
+}
+
+impl<T: Copy> PerUser<T> {
+    /// From (user, value) pairs in any order, for users `0..n`; each user's
+    /// values keep the order they came in.
+    pub fn from_pairs(n: usize, pairs: &[(u32, T)]) -> PerUser<T> {
+        let mut offsets = vec![0usize; n + 1];
+        for (u, _) in pairs {
+            offsets[*u as usize + 1] += 1;
+        }
+        for u in 0..n {
+            offsets[u + 1] += offsets[u];
+        }
+        let mut next = offsets.clone();
+        let mut values: Vec<Option<T>> = vec![None; pairs.len()];
+        for (u, v) in pairs {
+            values[next[*u as usize]] = Some(*v);
+            next[*u as usize] += 1;
+        }
+        PerUser { offsets, values: values.into_iter().flatten().collect() }
+    }
+
+    /// User `u`'s values (empty past the end).
+    pub fn get(&self, u: usize) -> &[T] {
+        match (self.offsets.get(u), self.offsets.get(u + 1)) {
+            (Some(a), Some(b)) => &self.values[*a..*b],
+            _ => &[],
+        }
+    }
+
+    /// Change each user's values in place.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut [T])) {
+        for u in 0..self.offsets.len().saturating_sub(1) {
+            let (a, b) = (self.offsets[u], self.offsets[u + 1]);
+            f(&mut self.values[a..b]);
+        }
+    }
+}
+
+/// What the per-user and item tables are computed from.
+pub struct Inputs {
+    /// Item ids; item index i is `item_ids[i - 1]` (0 is padding).
+    pub item_ids: Vec<String>,
+    /// In stock, by item index − 1.
+    pub in_stock: Vec<bool>,
+    /// Category path, by item index − 1.
+    pub categories: Vec<Option<String>>,
+    /// Item embeddings `[N + 1, D]` on the device, row 0 zero.
+    pub items: Tensor,
+    /// The same on the host, row-major.
+    pub item_host: Vec<f32>,
+    /// The same, L2-normalised.
+    pub unit: Tensor,
+    /// Items nobody may get `[N + 1]`: padding and out of stock.
+    pub blocked: Tensor,
+    /// Embedding width.
+    pub dim: usize,
+    /// Every user with an embedding, sorted (served or not: k-means sees all).
+    pub user_ids: Vec<String>,
+    /// Their embeddings, row-major.
+    pub user_vals: Vec<f32>,
+    /// The known users this process serves (from users/ and events), sorted.
+    pub served: Vec<String>,
+    /// Each served user's training sequence (item indices, oldest first).
+    pub history: PerUser<i64>,
+    /// Items each served user must not get again.
+    pub excluded: PerUser<i64>,
+    /// Each served user's items with their event-weighted interaction counts.
+    pub weighted: PerUser<(i64, f64)>,
+    /// Each served user's purchased items with a buy-again weight in (0, 1].
+    pub buy_again: PerUser<(i64, f32)>,
+}
+
+impl Inputs {
+    /// A served user's place in [`Inputs::served`].
+    pub fn served_index(&self, user_id: &str) -> Option<usize> {
+        self.served.binary_search_by(|u| u.as_str().cmp(user_id)).ok()
+    }
+}
+
+/// Rows of a query, one batch at a time (never the whole table in memory).
+async fn stream(
+    ctx: &SessionContext,
+    job: &Job,
+    table: &str,
+    sql: &str,
+    mut each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    job.register_work(ctx, &[table]).await?;
+    let mut s =
+        ctx.sql(sql).await.ctx(format!("reading {table}"))?.execute_stream().await.ctx(format!("reading {table}"))?;
+    while let Some(b) = s.next().await {
+        each(&b.ctx(format!("reading {table}"))?)?;
+    }
+    Ok(())
+}
+
+fn text_column(b: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
+    let c = b.column_by_name(name).ok_or_else(|| Error::Internal(format!("column {name} missing")))?;
+    datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(|e| Error::Internal(format!("column {name}: {e}")))
+}
+
+fn int_column(b: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
+    let c = b.column_by_name(name).ok_or_else(|| Error::Internal(format!("column {name} missing")))?;
+    datafusion::arrow::compute::cast(c, &DataType::Int64).map_err(|e| Error::Internal(format!("column {name}: {e}")))
+}
+
+/// Load the inputs for the users `select` accepts.
+pub async fn load(
+    job: &Job,
+    ctx: &SessionContext,
+    device: tch::Device,
+    select: &dyn Fn(&str) -> bool,
+) -> Result<Inputs> {
+    let items_b = job
+        .read_work(ctx, "item_embeddings", "SELECT item_idx, item_id, embedding FROM item_embeddings ORDER BY item_idx")
+        .await?;
+    let index_b = job
+        .read_work(ctx, "item_index", "SELECT item_idx, in_stock, category FROM item_index ORDER BY item_idx")
+        .await?;
+    let users_b = job
+        .read_work(ctx, "user_embeddings", "SELECT user_id, embedding FROM user_embeddings ORDER BY user_id")
+        .await?;
+    let item_ids = arrays::strings_required(&items_b, "item_id")?;
+    let (item_vals, dim) = arrays::vectors(&items_b, "embedding")?;
+    let in_stock = arrays::bools(&index_b, "in_stock", true)?;
+    let categories = arrays::strings(&index_b, "category")?;
+    if in_stock.len() != item_ids.len() {
+        return Err(Error::Internal("item_index and item_embeddings disagree on the catalog".into()));
+    }
+    let n1 = item_ids.len() as i64 + 1;
+    let mut padded = vec![0f32; dim];
+    padded.extend(item_vals);
+    let items = Tensor::from_slice(&padded).view([n1, dim as i64]).to_device(device);
+    let unit = &items / items.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+    let item_host = padded;
+    let mut blocked = vec![true];
+    blocked.extend(in_stock.iter().map(|s| !s));
+    let blocked = Tensor::from_slice(&blocked).to_device(device);
+    let user_ids = arrays::strings_required(&users_b, "user_id")?;
+    let (user_vals, udim) = arrays::vectors(&users_b, "embedding")?;
+    drop(users_b);
+    if !user_ids.is_empty() && udim != dim {
+        return Err(Error::Internal(format!("user embeddings have {udim} dims, item embeddings {dim}")));
+    }
+
+    // The served users: every known user (users/ and events) that `select` takes.
+    let mut served: Vec<String> = Vec::new();
+    stream(ctx, job, "users", "SELECT DISTINCT user_id FROM users", |b| {
+        let ids = text_column(b, "user_id")?;
+        let ids = ids.as_string::<i32>();
+        served.extend(
+            (0..ids.len()).filter(|r| ids.is_valid(*r) && select(ids.value(*r))).map(|r| ids.value(r).to_string()),
+        );
+        Ok(())
+    })
+    .await?;
+    served.extend(user_ids.iter().filter(|u| select(u)).cloned());
+    served.sort_unstable();
+    served.dedup();
+    let find = |u: &str| served.binary_search_by(|s| s.as_str().cmp(u)).ok().map(|i| i as u32);
+
+    let mut hist_pairs: Vec<(u32, i64)> = Vec::new();
+    stream(ctx, job, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
+        let ids = text_column(b, "user_id")?;
+        let ids = ids.as_string::<i32>();
+        let lists = arrays::int_lists(std::slice::from_ref(b), "item_idxs")?;
+        for (r, list) in lists.into_iter().enumerate() {
+            if let Some(u) = find(ids.value(r)) {
+                hist_pairs.extend(list.into_iter().map(|i| (u, i)));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let history = PerUser::from_pairs(served.len(), &hist_pairs);
+    drop(hist_pairs);
+
+    let c = &job.cfg.candidates;
+    let excluded_types: Vec<&str> = c.excluded_types().iter().map(|e| e.as_str()).collect();
+    let weights: HashMap<&str, f64> =
+        job.cfg.trainset.event_weights.pairs().iter().map(|(e, w)| (e.as_str(), *w)).collect();
+    let end = (job.date.plus_days(1).start_millis() / 1000) as f64;
+    let (mut excl, mut weighted, mut buy) = (Vec::new(), Vec::new(), Vec::new());
+    let sql = "SELECT user_id, item_idx, event_type, events, to_unixtime(last_ts) AS last_s FROM interactions";
+    stream(ctx, job, "interactions", sql, |b| {
+        let (ids, types) = (text_column(b, "user_id")?, text_column(b, "event_type")?);
+        let (ids, types) = (ids.as_string::<i32>(), types.as_string::<i32>());
+        let (items, events, last) = (int_column(b, "item_idx")?, int_column(b, "events")?, int_column(b, "last_s")?);
+        let (items, events, last) =
+            (items.as_primitive::<Int64Type>(), events.as_primitive::<Int64Type>(), last.as_primitive::<Int64Type>());
+        for r in 0..b.num_rows() {
+            let Some(u) = find(ids.value(r)) else { continue };
+            let (i, t, n) = (items.value(r), types.value(r), events.value(r) as f64);
+            if excluded_types.contains(&t) {
+                excl.push((u, i));
+            }
+            weighted.push((u, (i, n * weights.get(t).copied().unwrap_or(0.0))));
+            if c.repeat_purchases && t == "purchase" {
+                let age_days = (end - last.value(r) as f64).max(0.0) / 86_400.0;
+                buy.push((u, (i, (n * 0.5f64.powf(age_days / c.buy_again_half_life_days)) as f32)));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let mut buy_again = PerUser::from_pairs(served.len(), &buy);
+    buy_again.for_each_mut(|v| {
+        let top = v.iter().map(|x| x.1).fold(0f32, f32::max).max(f32::MIN_POSITIVE);
+        v.iter_mut().for_each(|x| x.1 /= top);
+    });
+    Ok(Inputs {
+        item_ids,
+        in_stock,
+        categories,
+        items,
+        item_host,
+        unit,
+        blocked,
+        dim,
+        user_ids,
+        user_vals,
+        history,
+        excluded: PerUser::from_pairs(served.len(), &excl),
+        weighted: PerUser::from_pairs(served.len(), &weighted),
+        buy_again,
+        served,
+    })
+}
+
+/// Per segment, the share of its users who had each item, row-major
+/// `[segments, N + 1]`: every user with an embedding counts (a shard too),
+/// read from `sequences` one batch at a time.
+pub async fn segment_shares(
+    job: &Job,
+    ctx: &SessionContext,
+    inp: &Inputs,
+    assignment: &[i64],
+    sizes: &[usize],
+) -> Result<Vec<f32>> {
+    let n1 = inp.item_ids.len() + 1;
+    let k = sizes.len().max(1);
+    let mut share = vec![0f32; k * n1];
+    stream(ctx, job, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
+        let ids = text_column(b, "user_id")?;
+        let ids = ids.as_string::<i32>();
+        for (r, mut items) in arrays::int_lists(std::slice::from_ref(b), "item_idxs")?.into_iter().enumerate() {
+            let Ok(u) = inp.user_ids.binary_search_by(|s| s.as_str().cmp(ids.value(r))) else { continue };
+            let s = assignment.get(u).copied().unwrap_or(0) as usize;
+            items.sort_unstable();
+            items.dedup();
+            for i in items {
+                if (i as usize) < n1 {
+                    share[s * n1 + i as usize] += 1.0;
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    for (s, size) in sizes.iter().enumerate() {
+        let size = (*size).max(1) as f32;
+        share[s * n1..(s + 1) * n1].iter_mut().for_each(|x| *x /= size);
+    }
+    Ok(share)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_user_lists_keep_order_and_empty_users() {
+        let p = PerUser::from_pairs(4, &[(2, 'a'), (0, 'b'), (2, 'c'), (0, 'd')]);
+        assert_eq!(p.get(0), &['b', 'd']);
+        assert!(p.get(1).is_empty());
+        assert_eq!(p.get(2), &['a', 'c']);
+        assert!(p.get(3).is_empty() && p.get(99).is_empty());
+        let mut q = p.clone();
+        q.for_each_mut(|v| v.reverse());
+        assert_eq!(q.get(2), &['c', 'a']);
+    }
+}
