@@ -248,9 +248,71 @@ pub fn refine(sel: &TopK, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) ->
     out
 }
 
-/// Exact top-k of every query row against every item row, in blocks sized
-/// from `budget_bytes`, selected on `device` and re-ranked on the host —
-/// the path the candidates stage takes, without masks.
+/// The exact top-k of a block given its device scores `[B, N]` (masked
+/// already) and the exact score of any (row, item): the `k + MARGIN` best
+/// by device score, re-ranked by `exact` on the host.
+pub fn exact_top_k(scores: &Tensor, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) -> Result<TopK> {
+    Ok(refine(&top_k_of_scores(scores, k + MARGIN)?, k, exact))
+}
+
+/// One blocked exact search of query rows against item rows, behind every
+/// top-K nightrec writes (user_candidates and cross_category, item_similar,
+/// query_candidates, `nightrec topk`): queries go to the device a block at
+/// a time (the block sized from a memory budget, so the queries × items
+/// matrix never exists), are scored against every item with one product,
+/// masked, reduced to their `k + MARGIN` best, and re-ranked by the exact
+/// inner product of the host vectors ([`refine`]), so results do not depend
+/// on blocking, sharding or device.
+pub struct Search<'a> {
+    queries: &'a [f32],
+    items_host: &'a [f32],
+    items: &'a Tensor,
+    dim: usize,
+    block: usize,
+}
+
+impl<'a> Search<'a> {
+    /// Queries and items row-major on the host (`dim` wide), the same items
+    /// `[N, dim]` on the device, and the memory budget of one block of scores.
+    pub fn new(queries: &'a [f32], items_host: &'a [f32], items: &'a Tensor, dim: usize, budget_bytes: usize) -> Self {
+        let n_items = items_host.len() / dim.max(1);
+        Search { queries, items_host, items, dim, block: block_rows(budget_bytes, n_items) }
+    }
+
+    /// Queries per block.
+    pub fn block(&self) -> usize {
+        self.block
+    }
+
+    /// The blocks of query rows, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+        let (n, b) = (self.queries.len() / self.dim.max(1), self.block.max(1));
+        (0..n).step_by(b).map(move |s| s..(s + b).min(n))
+    }
+
+    /// Inner products `[B, N]` of a block of queries with every item, on the items' device.
+    pub fn scores(&self, rows: std::ops::Range<usize>) -> Tensor {
+        let d = self.dim;
+        let q = Tensor::from_slice(&self.queries[rows.start * d..rows.end * d])
+            .view([rows.len() as i64, d as i64])
+            .to_device(self.items.device());
+        tch::no_grad(|| q.matmul(&self.items.tr()))
+    }
+
+    /// The exact top-k of a block of queries by inner product, masked.
+    pub fn top_k(&self, rows: std::ops::Range<usize>, masks: &Masks, k: usize) -> Result<TopK> {
+        let mut scores = self.scores(rows.clone());
+        mask_scores(&mut scores, masks);
+        // The slices only: the search itself holds a tensor, which is not Sync.
+        let (q, it, d, start) = (self.queries, self.items_host, self.dim, rows.start);
+        exact_top_k(&scores, k, move |r, i| {
+            let a = start + r;
+            dot(&q[a * d..(a + 1) * d], &it[i as usize * d..(i as usize + 1) * d])
+        })
+    }
+}
+
+/// Exact top-k of every query row against every item row, without masks.
 pub fn all_top_k(
     queries: &[f32],
     items: &[f32],
@@ -261,20 +323,12 @@ pub fn all_top_k(
 ) -> Result<TopK> {
     let (n, m) = (queries.len() / dim.max(1), items.len() / dim.max(1));
     let items_t = Tensor::from_slice(items).view([m as i64, dim as i64]).to_device(device);
-    let block = block_rows(budget_bytes, m);
+    let search = Search::new(queries, items, &items_t, dim, budget_bytes);
     let k = k.min(m);
     let mut out = TopK { rows: n, k, scores: Vec::with_capacity(n * k), items: Vec::with_capacity(n * k) };
     let none = Masks { all: None, pairs: &[], per_row: None };
-    for start in (0..n).step_by(block.max(1)) {
-        let end = (start + block).min(n);
-        let q = Tensor::from_slice(&queries[start * dim..end * dim])
-            .view([(end - start) as i64, dim as i64])
-            .to_device(device);
-        let sel = block_top_k(&q, &items_t, &none, k + MARGIN)?;
-        let top = refine(&sel, k, |r, i| {
-            let a = start + r;
-            dot(&queries[a * dim..(a + 1) * dim], &items[i as usize * dim..(i as usize + 1) * dim])
-        });
+    for rows in search.blocks() {
+        let top = search.top_k(rows, &none, k)?;
         out.scores.extend(top.scores);
         out.items.extend(top.items);
     }

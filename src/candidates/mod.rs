@@ -230,21 +230,16 @@ impl<'a> Ranked<'a> {
 async fn item_similar(job: &Job, inp: &Inputs) -> Result<WrittenTable> {
     let c = &job.cfg.candidates;
     let mut w = Ranked::create(job, "item_similar", "item_id", "similar_item_id").await?;
-    let n = inp.item_ids.len();
     let unit_host = normalised(&inp.item_host, inp.dim);
+    // Queries: the items themselves (row 0, padding, gives no row).
     let d = inp.dim;
-    let block = topk::block_rows(c.memory_budget_mb.saturating_mul(1024 * 1024), n + 1);
-    for start in (1..=n).step_by(block) {
-        let end = (start + block).min(n + 1);
-        let q = inp.unit.narrow(0, start as i64, (end - start) as i64);
-        let pairs: Vec<(i64, i64)> = (start..end).map(|i| ((i - start) as i64, i as i64)).collect();
+    let search = topk::Search::new(&unit_host[d..], &unit_host, &inp.unit, d, budget(job));
+    for rows in search.blocks() {
+        // Query row r is item r + 1: never its own neighbour.
+        let pairs: Vec<(i64, i64)> = rows.clone().map(|r| ((r - rows.start) as i64, r as i64 + 1)).collect();
         let masks = Masks { all: Some(&inp.blocked), pairs: &pairs, per_row: None };
-        let sel = topk::block_top_k(&q, &inp.unit, &masks, c.similar_k + topk::MARGIN)?;
-        let top = topk::refine(&sel, c.similar_k, |r, i| {
-            let a = start + r;
-            topk::dot(&unit_host[a * d..(a + 1) * d], &unit_host[i as usize * d..(i as usize + 1) * d])
-        });
-        let keys: Vec<&str> = (start..end).map(|i| inp.item_ids[i - 1].as_str()).collect();
+        let top = search.top_k(rows.clone(), &masks, c.similar_k)?;
+        let keys: Vec<&str> = rows.map(|r| inp.item_ids[r].as_str()).collect();
         w.write(&keys, &top, &inp.item_ids).await?;
     }
     w.finish().await
@@ -290,24 +285,20 @@ async fn query_candidates(
             return Err(Error::Internal(format!("query embeddings have {qdim} dims, item text embeddings {tdim}")));
         }
         let q_host = normalised(&qv, qdim);
-        let block = topk::block_rows(c.memory_budget_mb.saturating_mul(1024 * 1024), n1 as usize);
-        for start in (0..queries.len()).step_by(block) {
-            let end = (start + block).min(queries.len());
-            let q = Tensor::from_slice(&qv[start * qdim..end * qdim])
-                .view([(end - start) as i64, qdim as i64])
-                .to_device(device);
-            let q = &q / q.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-            let masks = Masks { all: Some(&blocked), pairs: &[], per_row: None };
-            let sel = topk::block_top_k(&q, &items, &masks, c.query_k + topk::MARGIN)?;
-            let top = topk::refine(&sel, c.query_k, |r, i| {
-                let a = start + r;
-                topk::dot(&q_host[a * qdim..(a + 1) * qdim], &items_host[i as usize * qdim..(i as usize + 1) * qdim])
-            });
-            let keys: Vec<&str> = queries[start..end].iter().map(String::as_str).collect();
+        let search = topk::Search::new(&q_host, &items_host, &items, qdim, budget(job));
+        let masks = Masks { all: Some(&blocked), pairs: &[], per_row: None };
+        for rows in search.blocks() {
+            let top = search.top_k(rows.clone(), &masks, c.query_k)?;
+            let keys: Vec<&str> = queries[rows].iter().map(String::as_str).collect();
             w.write(&keys, &top, &inp.item_ids).await?;
         }
     }
     Ok((w.finish().await?, queries.len()))
+}
+
+/// The memory budget of one block of scores.
+fn budget(job: &Job) -> usize {
+    job.cfg.candidates.memory_budget_mb.saturating_mul(1024 * 1024)
 }
 
 /// Rows of a row-major matrix scaled to unit length (zero rows stay zero).

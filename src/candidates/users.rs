@@ -165,7 +165,6 @@ pub async fn write(
 ) -> Result<(Vec<WrittenTable>, Counts)> {
     let c = &job.cfg.candidates;
     let n1 = inp.item_ids.len() as i64 + 1;
-    let dim = inp.dim as i64;
     let (item_cat, cat_names) = category_ids(&inp.categories, c.category_level);
     let item_cat_t = Tensor::from_slice(&item_cat).to_device(device);
     let n_cats = cat_names.len() as i64;
@@ -176,8 +175,6 @@ pub async fn write(
     let w_model = c.cold_start_model_weight;
     let ba_weight = c.buy_again_weight;
     let budget = c.memory_budget_mb.saturating_mul(1024 * 1024);
-    // Scores, sigmoid, two masks and topk's scratch per user of a block.
-    let block = topk::block_rows(budget / 2, n1 as usize);
     let reason_len = c.reason_history.max(1);
 
     let mut w = PartWriter::create(
@@ -198,14 +195,24 @@ pub async fn write(
         job.cfg.runtime.max_rows_per_file,
     )
     .await?;
-    let mut counts = Counts { block, ..Counts::default() };
     let selected: Vec<usize> = (0..inp.user_ids.len()).filter(|u| (target.select)(&inp.user_ids[*u])).collect();
-    for chunk in selected.chunks(block) {
+    // The selected users' embeddings as one host matrix (all users: no copy).
+    let d = inp.dim;
+    let gathered: Vec<f32>;
+    let queries: &[f32] = if selected.len() == inp.user_ids.len() {
+        &inp.user_vals
+    } else {
+        gathered = selected.iter().flat_map(|u| inp.user_vals[u * d..(u + 1) * d].iter().copied()).collect();
+        &gathered
+    };
+    // Half the budget: scores, sigmoid, two masks and topk's scratch per user.
+    let search = topk::Search::new(queries, &inp.item_host, &inp.items, d, budget / 2);
+    let mut counts = Counts { block: search.block(), ..Counts::default() };
+    for block in search.blocks() {
+        let chunk = &selected[block.clone()];
         let b = chunk.len() as i64;
         let ids: Vec<&str> = chunk.iter().map(|u| inp.user_ids[*u].as_str()).collect();
-        let vals: Vec<f32> =
-            chunk.iter().flat_map(|u| inp.user_vals[u * inp.dim..(u + 1) * inp.dim].iter().copied()).collect();
-        let u = Tensor::from_slice(&vals).view([b, dim]).to_device(device);
+        let vals = &queries[block.start * d..block.end * d];
         // Served users are a superset of the selected users with an embedding.
         let rows: Vec<Option<usize>> = ids.iter().map(|u| inp.served_index(u)).collect();
         let hist: Vec<&[i64]> = rows.iter().map(|r| r.map(|r| inp.history.get(r)).unwrap_or(&[])).collect();
@@ -225,7 +232,7 @@ pub async fn write(
             }
         }
         let mut scores = tch::no_grad(|| {
-            let raw = u.matmul(&inp.items.tr());
+            let raw = search.scores(block.clone());
             let sig = raw.sigmoid();
             let mut scores = if c.repeat_purchases { sig.copy() } else { raw };
             if !cold.is_empty() {
@@ -248,7 +255,7 @@ pub async fn write(
         let masks = Masks { all: Some(&inp.blocked), pairs: &pairs, per_row: None };
         topk::mask_scores(&mut scores, &masks);
         let scorer = Scorer {
-            users: &vals,
+            users: vals,
             items: &inp.item_host,
             dim: inp.dim,
             n1: n1 as usize,
@@ -258,7 +265,7 @@ pub async fn write(
             w_model,
             ba: ba_pairs.iter().map(|(r, i, v)| ((*r as usize, *i), f64::from(*v) * ba_weight)).collect(),
         };
-        let top = topk::refine(&topk::top_k_of_scores(&scores, c.k + topk::MARGIN)?, c.k, |r, i| scorer.score(r, i));
+        let top = topk::exact_top_k(&scores, c.k, |r, i| scorer.score(r, i))?;
 
         // cross_category: the same scores, outside the dominant categories.
         let mut dom = vec![false; (b * n_cats) as usize];
@@ -273,11 +280,7 @@ pub async fn write(
         let dom = Tensor::from_slice(&dom).view([b, n_cats]).to_device(device);
         let cross_mask = dom.index_select(1, &item_cat_t);
         let _ = scores.masked_fill_(&cross_mask, f64::NEG_INFINITY);
-        let cross = topk::refine(
-            &topk::top_k_of_scores(&scores, c.cross_category_k + topk::MARGIN)?,
-            c.cross_category_k,
-            |r, i| scorer.score(r, i),
-        );
+        let cross = topk::exact_top_k(&scores, c.cross_category_k, |r, i| scorer.score(r, i))?;
 
         let sources: Vec<&'static str> = (0..top.rows)
             .flat_map(|r| (0..top.k).map(move |j| (r, j)))
