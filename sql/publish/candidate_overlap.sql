@@ -1,16 +1,28 @@
 -- Day-over-day stability of user_candidates against previous_candidates
 -- (the latest earlier published date), one row: users in both, and the
 -- mean share of a user's items today that were in their list before.
-WITH cur AS (SELECT DISTINCT user_id, item_id FROM user_candidates),
-prev AS (SELECT DISTINCT user_id, item_id FROM previous_candidates),
-both_users AS (SELECT DISTINCT user_id FROM prev),
+--
+-- Aggregates only (no join of the two lists, which would hold one of them
+-- in a hash table): each (user, item) pair is tagged with the days it
+-- appears on, so the query spills instead of failing at any size.
+WITH tagged AS (
+    SELECT user_id, item_id, 1 AS cur, 0 AS prev FROM user_candidates
+    UNION ALL
+    SELECT user_id, item_id, 0 AS cur, 1 AS prev FROM previous_candidates
+),
+pairs AS (
+    SELECT user_id, MAX(cur) AS cur, MAX(prev) AS prev
+    FROM tagged
+    GROUP BY user_id, item_id
+),
 per_user AS (
-    SELECT c.user_id,
-           CAST(COUNT(p.item_id) AS DOUBLE) / COUNT(*) AS kept
-    FROM cur c
-    JOIN both_users b ON c.user_id = b.user_id
-    LEFT JOIN prev p ON c.user_id = p.user_id AND c.item_id = p.item_id
-    GROUP BY c.user_id
+    SELECT user_id,
+           SUM(cur) AS items,
+           SUM(cur * prev) AS kept,
+           MAX(prev) AS listed_before
+    FROM pairs
+    GROUP BY user_id
 )
-SELECT COUNT(*) AS users, COALESCE(AVG(kept), 1.0) AS overlap
+SELECT COUNT(*) AS users, COALESCE(AVG(CAST(kept AS DOUBLE) / items), 1.0) AS overlap
 FROM per_user
+WHERE items > 0 AND listed_before = 1
