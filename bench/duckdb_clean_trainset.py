@@ -1,16 +1,25 @@
-"""The reference for `make bench-sql`: nightrec's clean and trainset SQL
-logic, written for DuckDB, over the same input files, writing the same
-tables as Parquet.
+"""The reference for `make bench-sql`: nightrec's own clean and trainset SQL
+files (sql/clean/*.sql, sql/trainset/*.sql), run by DuckDB over the same
+input files, writing the same tables as Parquet.
 
-It keeps what nightrec does that costs work: every row of every format
-read as text with its file and line, malformed JSON lines and CSV rows
-kept (not skipped), the same rule order and reason codes, dedupe, bot
-limits, session derivation, the collapsed and capped step sequences with
-their time split, interactions, popularity, co-occurrence and item text.
+Same work as nightrec, table by table:
+- every row of every format is read as text with its file and position,
+  malformed JSON lines and CSV rows kept (not skipped), straight from the
+  files (no table is materialised first);
+- the same statements, in the same order, with the same parameters (read
+  from the job file nightrec runs with); a handful of DataFusion function
+  names are translated to DuckDB's (`translate` below), nothing else;
+- each table is written once as Parquet and read back from Parquet by the
+  statements after it, like nightrec's work tables (an in-memory database:
+  nothing else is persisted);
+- items and users go through their quarantine too, and data_quality's
+  per-file counts (file_counts.sql, quarantine_counts.sql) are computed.
 
-Its parameters (lookback, session gap, bot limits, sequence cap, holdouts,
-popularity window, co-occurrence window, event weights) are read from the
-same job file that nightrec runs with.
+What remains different: DuckDB's CSV reader reports rows with the wrong
+number of fields in a rejects table, which is appended to events_ruled
+as a second file (nightrec's reader emits them in place), and CSV row
+positions count rows, not lines. nightrec's reader also counts each
+file's rows as it reads them; here that count is taken from events_ruled.
 
 usage: duckdb_clean_trainset.py JOB_TOML INPUT_DIR OUTPUT_DIR YYYY-MM-DD [threads] [memory_limit]
 """
@@ -18,6 +27,7 @@ usage: duckdb_clean_trainset.py JOB_TOML INPUT_DIR OUTPUT_DIR YYYY-MM-DD [thread
 import datetime as dt
 import glob
 import os
+import re
 import shutil
 import sys
 import time
@@ -28,35 +38,47 @@ import duckdb
 job_file, inp, out, date = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 threads = int(sys.argv[5]) if len(sys.argv) > 5 else os.cpu_count()
 memory = sys.argv[6] if len(sys.argv) > 6 else "2GB"
+sql_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sql")
 with open(job_file, "rb") as f:
     job = tomllib.load(f)
-LOOKBACK = job["run"]["lookback_days"]
-GAP_S = job["clean"]["session_gap_minutes"] * 60
-BOT_MIN = job["clean"]["bot_max_events_per_minute"]
-BOT_DAY = job["clean"]["bot_max_events_per_day"]
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "jobs", "nightly.toml"), "rb") as f:
+    defaults = tomllib.load(f)
+for section, values in job.items():
+    if isinstance(values, dict):
+        defaults.setdefault(section, {}).update(values)
+job = defaults
 ts_cfg = job["trainset"]
-TEST, VALID = ts_cfg["test_steps"], ts_cfg["valid_steps"]
-MAX_LEN = ts_cfg["max_sequence_length"] + TEST + VALID
-POP_DAYS, WINDOW = ts_cfg["popularity_days"], ts_cfg["cooccurrence_window"]
-WEIGHTS = ", ".join(f"('{k}', {float(v)})" for k, v in ts_cfg["event_weights"].items())
-
 run_day = dt.date.fromisoformat(date)
-win_start = run_day - dt.timedelta(days=LOOKBACK - 1)
+win_start = run_day - dt.timedelta(days=job["run"]["lookback_days"] - 1)
 win_end = run_day + dt.timedelta(days=1)
-pop_start = run_day - dt.timedelta(days=POP_DAYS - 1)
+at = lambda d: dt.datetime(d.year, d.month, d.day)  # noqa: E731
 
 shutil.rmtree(out, ignore_errors=True)
 os.makedirs(out)
-# A database file, like nightrec's Parquet work tables on disk: with an
-# in-memory database every intermediate table counts against memory_limit.
-con = duckdb.connect(f"{out}/work.duckdb")
+con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
 con.execute(f"SET memory_limit = '{memory}'")
-# DuckDB's own advice for large jobs under a memory limit.
 con.execute("SET preserve_insertion_order = false")
 con.execute(f"SET temp_directory = '{out}/_spill'")
+con.execute("SET TimeZone = 'UTC'")
 
-COLS = ["event_id", "user_id", "item_id", "event_type", "ts", "session_id", "query", "rating", "quantity", "price"]
+
+def translate(sql):
+    """DataFusion function names and forms → DuckDB's."""
+    sql = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
+    sql = sql.replace("to_unixtime(", "epoch(").replace("make_array(", "list_value(")
+    sql = sql.replace("first_value(", "first(")
+    sql = sql.replace(
+        "CAST(to_timestamp_millis(TRY_CAST(TRIM(ts) AS BIGINT)) AS TIMESTAMP)", "epoch_ms(TRY_CAST(TRIM(ts) AS BIGINT))"
+    )
+    # RFC 3339 with an offset: DuckDB parses it as TIMESTAMPTZ (UTC session).
+    sql = sql.replace("TRY_CAST(TRIM(ts) AS TIMESTAMP)", "TRY_CAST(TRY_CAST(TRIM(ts) AS TIMESTAMPTZ) AS TIMESTAMP)")
+
+    def struct(m):
+        pairs = re.findall(r"'(\w+)',\s*([\w.]+)", m.group(1))
+        return "struct_pack(" + ", ".join(f"{k} := {v}" for k, v in pairs) + ")"
+
+    return re.sub(r"named_struct\(([^()]*)\)", struct, sql, flags=re.S)
 
 
 def in_window(path):
@@ -67,180 +89,116 @@ def in_window(path):
     return True
 
 
-def text_select(src_sql, present, source_expr, position_expr, malformed_expr="NULL"):
-    cols = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" if c in present else f"NULL::VARCHAR AS {c}" for c in COLS)
-    return f"SELECT {cols}, {source_expr} AS _source, {position_expr} AS _position, {malformed_expr} AS _malformed FROM {src_sql}"
+def text_select(src, present, columns, source, position, malformed="NULL"):
+    cols = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" if c in present else f"NULL::VARCHAR AS {c}" for c in columns)
+    return f"SELECT {cols}, {source} AS _source, {position} AS _position, {malformed} AS _malformed FROM {src}"
 
 
-parts = []
-for f in sorted(glob.glob(f"{inp}/events/**/*", recursive=True)):
-    if not os.path.isfile(f) or not in_window(f):
-        continue
-    url = "file://" + os.path.abspath(f)
-    if f.endswith(".parquet"):
-        present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{f}')").fetchall()}
-        parts.append(text_select(f"read_parquet('{f}', file_row_number=true)", present, f"'{url}'", "file_row_number + 1"))
-    elif f.endswith((".jsonl", ".ndjson", ".json")):
-        # Each line as text, so that a broken line is kept, not skipped.
-        lines = (
-            f"(SELECT line, n, COALESCE(json_valid(line) AND json_type(CASE WHEN json_valid(line) THEN line END) = 'OBJECT', false) AS ok "
-            f"FROM (SELECT line, ROW_NUMBER() OVER () AS n FROM read_csv('{f}', columns={{'line': 'VARCHAR'}}, "
-            f"header=false, delim='\\x1f', quote='', escape='', auto_detect=false)) WHERE TRIM(line) <> '')"
-        )
-        cols = ", ".join(
-            f"json_extract_string(CASE WHEN ok THEN line ELSE '{{}}' END, '$.{c}') AS {c}" for c in COLS
-        )
-        parts.append(
-            f"SELECT {cols}, '{url}' AS _source, n AS _position, CASE WHEN ok THEN NULL ELSE line END AS _malformed FROM {lines}"
-        )
-    elif f.endswith(".csv"):
-        header = open(f).readline().strip().split(",")
-        present = set(header)
-        # Rows with the wrong field count land in a rejects table: kept, like nightrec's malformed rows.
-        i = len(parts)
-        con.execute(
-            f"CREATE TEMP TABLE csv_{i} AS SELECT * FROM read_csv('{f}', all_varchar=true, header=true, "
-            f"store_rejects=true, rejects_table='rej_{i}', rejects_scan='scan_{i}')"
-        )
-        parts.append(text_select(f"csv_{i}", present, f"'{url}'", "ROW_NUMBER() OVER () + 1"))
-        parts.append(
-            f"SELECT {', '.join(f'NULL::VARCHAR AS {c}' for c in COLS)}, '{url}' AS _source, line AS _position, "
-            f"csv_line AS _malformed FROM (SELECT DISTINCT line, csv_line FROM rej_{i})"
-        )
+def raw_view(dataset, columns):
+    """raw_<dataset>: every file of the dataset as text rows; CSV rejects go to rej_<n> tables."""
+    parts, rejects = [], []
+    for f in sorted(glob.glob(f"{inp}/{dataset}/**/*", recursive=True)):
+        if not os.path.isfile(f) or not in_window(f) or os.path.basename(f).startswith(("_", ".")):
+            continue
+        url = "file://" + os.path.abspath(f)
+        if f.endswith(".parquet"):
+            present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{f}')").fetchall()}
+            parts.append(text_select(f"read_parquet('{f}', file_row_number=true)", present, columns, f"'{url}'", "file_row_number + 1"))
+        elif f.endswith((".jsonl", ".ndjson", ".json")):
+            # Each line as text, so that a broken line is kept, not skipped.
+            lines = (
+                f"(SELECT line, n, COALESCE(json_valid(line) AND json_type(CASE WHEN json_valid(line) THEN line END) = 'OBJECT', false) AS ok "
+                f"FROM (SELECT line, ROW_NUMBER() OVER () AS n FROM read_csv('{f}', columns={{'line': 'VARCHAR'}}, "
+                f"header=false, delim='\\x1f', quote='', escape='', auto_detect=false)) WHERE TRIM(line) <> '')"
+            )
+            cols = ", ".join(f"json_extract_string(CASE WHEN ok THEN line ELSE '{{}}' END, '$.{c}') AS {c}" for c in columns)
+            parts.append(f"SELECT {cols}, '{url}' AS _source, n AS _position, CASE WHEN ok THEN NULL ELSE line END AS _malformed FROM {lines}")
+        elif f.endswith(".csv"):
+            present = set(open(f).readline().strip().split(","))
+            n = len(rejects)
+            name = f"rej_{dataset}_{n}"
+            src = f"read_csv('{f}', all_varchar=true, header=true, store_rejects=true, rejects_table='{name}', rejects_scan='scan_{dataset}_{n}')"
+            parts.append(text_select(src, present, columns, f"'{url}'", "ROW_NUMBER() OVER () + 1"))
+            rejects.append((name, url))
+    if not parts:
+        parts.append(text_select("(SELECT 1 WHERE false)", set(), columns, "''", "0"))
+    con.execute(f"CREATE OR REPLACE VIEW raw_{dataset} AS " + "\nUNION ALL\n".join(parts))
+    return rejects
+
 
 timings = {}
-start_all = time.time()
 
 
-def run(name, sql):
+def write(table, sql, params=None):
+    """Run one statement into <out>/<table>/part-0.parquet and read it back from there."""
     t = time.time()
-    con.execute(f"CREATE OR REPLACE TABLE {name} AS {sql}")
-    timings[name] = time.time() - t
+    os.makedirs(f"{out}/{table}", exist_ok=True)
+    con.execute(f"COPY ({sql}) TO '{out}/{table}/part-0.parquet' (FORMAT parquet, COMPRESSION zstd)", params or {})
+    con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{out}/{table}/*.parquet')")
+    timings[table] = time.time() - t
 
 
-con.execute("CREATE OR REPLACE VIEW raw_events AS " + "\nUNION ALL\n".join(parts))
-con.execute(
-    f"CREATE OR REPLACE VIEW raw_items AS SELECT *, filename AS _source FROM read_json('{inp}/items/*', format='newline_delimited', filename=true, columns={{'item_id':'VARCHAR','title':'VARCHAR','description':'VARCHAR','category':'VARCHAR','brand':'VARCHAR','price':'VARCHAR','in_stock':'VARCHAR','created_at':'VARCHAR'}})"
-)
+def run(stage, table, params=None):
+    with open(f"{sql_dir}/{stage}/{table}.sql") as f:
+        write(table, translate(f.read()), params)
 
-run("items", """
-SELECT item_id, title, description, category, brand, TRY_CAST(price AS DOUBLE) AS price,
-       COALESCE(TRY_CAST(in_stock AS BOOLEAN), TRUE) AS in_stock, TRY_CAST(created_at AS TIMESTAMP) AS created_at
-FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY item_id ORDER BY _source DESC) AS k FROM raw_items WHERE item_id IS NOT NULL)
-WHERE k = 1""")
 
-run("events_checked", f"""
-WITH norm AS (
-    SELECT _source AS source, _position AS position,
-        _malformed IS NOT NULL AS malformed,
-        COALESCE(_malformed, concat_ws('|', COALESCE(event_id, ''), COALESCE(user_id, ''), COALESCE(item_id, ''),
-            COALESCE(event_type, ''), COALESCE(ts, ''), COALESCE(session_id, ''), COALESCE(query, ''),
-            COALESCE(rating, ''), COALESCE(quantity, ''), COALESCE(price, ''))) AS raw,
-        NULLIF(TRIM(event_id), '') AS event_id, NULLIF(TRIM(user_id), '') AS user_id,
-        NULLIF(TRIM(item_id), '') AS item_id, LOWER(TRIM(event_type)) AS event_type,
-        CASE WHEN regexp_full_match(TRIM(ts), '-?[0-9]{{1,15}}') THEN epoch_ms(TRY_CAST(TRIM(ts) AS BIGINT))
-             ELSE TRY_CAST(TRY_CAST(TRIM(ts) AS TIMESTAMPTZ) AS TIMESTAMP) END AS ts,
-        NULLIF(TRIM(session_id), '') AS session_id, NULLIF(TRIM(query), '') AS query,
-        TRY_CAST(NULLIF(TRIM(rating), '') AS DOUBLE) AS rating,
-        TRY_CAST(NULLIF(TRIM(quantity), '') AS DOUBLE) AS quantity,
-        TRY_CAST(NULLIF(TRIM(price), '') AS DOUBLE) AS price,
-        (NULLIF(TRIM(rating), '') IS NOT NULL AND TRY_CAST(TRIM(rating) AS DOUBLE) IS NULL)
-          OR (NULLIF(TRIM(quantity), '') IS NOT NULL AND TRY_CAST(TRIM(quantity) AS DOUBLE) IS NULL)
-          OR (NULLIF(TRIM(price), '') IS NOT NULL AND TRY_CAST(TRIM(price) AS DOUBLE) IS NULL) AS bad_number
-    FROM raw_events
-),
-ruled AS (
-    SELECT n.*, CASE
-        WHEN n.malformed OR n.bad_number THEN 'malformed'
-        WHEN n.user_id IS NULL THEN 'missing_id'
-        WHEN n.item_id IS NULL AND n.event_type IS DISTINCT FROM 'search' THEN 'missing_id'
-        WHEN n.event_type IS NULL OR n.event_type NOT IN ('view','click','add_to_cart','purchase','search','rating','review') THEN 'unknown_event_type'
-        WHEN n.ts IS NULL THEN 'bad_timestamp'
-        WHEN n.ts < TIMESTAMP '{win_start}' OR n.ts >= TIMESTAMP '{win_end}' THEN 'out_of_window'
-        WHEN n.item_id IS NOT NULL AND c.item_id IS NULL THEN 'unknown_item'
-    END AS reason
-    FROM norm n LEFT JOIN (SELECT DISTINCT item_id FROM items) c ON n.item_id = c.item_id
-),
-ranked AS (
-    SELECT r.*, ROW_NUMBER() OVER (PARTITION BY r.reason IS NULL,
-        COALESCE(r.event_id, concat_ws('|', r.user_id, COALESCE(r.item_id, ''), r.event_type, CAST(r.ts AS VARCHAR), COALESCE(r.query, '')))
-        ORDER BY r.source, r.position) AS copy_no
-    FROM ruled r
-),
-deduped AS (
-    SELECT source, position, raw, event_id, user_id, item_id, event_type, ts, session_id, query, rating, quantity, price,
-        COALESCE(reason, CASE WHEN copy_no > 1 THEN 'duplicate' END) AS reason
-    FROM ranked
-),
-bots AS (
-    SELECT user_id FROM (SELECT user_id, date_trunc('minute', ts) m, COUNT(*) c FROM deduped WHERE reason IS NULL GROUP BY ALL) GROUP BY user_id HAVING MAX(c) > {BOT_MIN}
-    UNION
-    SELECT user_id FROM (SELECT user_id, date_trunc('day', ts) d, COUNT(*) c FROM deduped WHERE reason IS NULL GROUP BY ALL) GROUP BY user_id HAVING MAX(c) > {BOT_DAY}
-)
-SELECT d.* EXCLUDE (reason), CASE WHEN d.reason IS NULL AND b.user_id IS NOT NULL THEN 'bot' ELSE d.reason END AS reason
-FROM deduped d LEFT JOIN bots b ON d.user_id = b.user_id""")
+def append_rejects(table, rejects, columns, rule):
+    """CSV rows DuckDB rejected: appended to the table as malformed rows."""
+    parts = [
+        f"SELECT '{url}' AS source, line AS position, csv_line AS raw FROM (SELECT DISTINCT line, csv_line FROM {name})"
+        for name, url in rejects
+        if con.execute(f"SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = '{name}'").fetchone()[0]
+    ]
+    if not parts:
+        return
+    have = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    cols = ", ".join(
+        c if c in ("source", "position", "raw") else ("'malformed' AS reason" if c == "reason" else f"NULL AS {c}") for c in have
+    )
+    con.execute(
+        f"COPY (SELECT {cols} FROM ({' UNION ALL '.join(parts)})) TO '{out}/{table}/part-1.parquet' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{out}/{table}/*.parquet')")
 
-run("clean_events", f"""
-WITH gaps AS (
-    SELECT *, CASE WHEN LAG(ts) OVER w IS NULL OR epoch(ts) - epoch(LAG(ts) OVER w) > {GAP_S} THEN 1 ELSE 0 END AS starts
-    FROM events_checked WHERE reason IS NULL
-    WINDOW w AS (PARTITION BY user_id ORDER BY ts, source, position)
-)
-SELECT event_id, user_id, item_id, event_type, ts,
-    COALESCE(session_id, user_id || '#' || CAST(SUM(starts) OVER (PARTITION BY user_id ORDER BY ts, source, position
-        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS VARCHAR)) AS session_id,
-    query, rating, quantity, price
-FROM gaps""")
 
-run("quarantine", "SELECT 'events' AS dataset, source, position, reason, raw FROM events_checked WHERE reason IS NOT NULL")
-run("item_index", "SELECT CAST(ROW_NUMBER() OVER (ORDER BY item_id) AS INT) AS item_idx, * FROM items")
-run("event_weights", f"SELECT * FROM (VALUES {WEIGHTS}) t(event_type, weight)")
-run("steps", f"""
-WITH ev AS (
-    SELECT e.user_id, i.item_idx, e.event_type, e.ts, w.weight,
-        CASE WHEN LAG(i.item_idx) OVER (PARTITION BY e.user_id ORDER BY e.ts, i.item_idx, e.event_type) IS DISTINCT FROM i.item_idx THEN 1 ELSE 0 END AS new_run
-    FROM clean_events e JOIN item_index i ON e.item_id = i.item_id JOIN event_weights w ON e.event_type = w.event_type
-    WHERE e.event_type <> 'search'
-),
-runs AS (SELECT *, SUM(new_run) OVER (PARTITION BY user_id ORDER BY ts, item_idx, event_type ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run FROM ev),
-collapsed AS (
-    SELECT user_id, run, MIN(item_idx) AS item_idx, MIN(ts) AS ts, MAX(weight) AS weight,
-        arg_max(event_type, weight) AS event_type
-    FROM runs GROUP BY user_id, run
-),
-numbered AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY run DESC) AS from_end FROM collapsed),
-kept AS (SELECT *, COUNT(*) OVER (PARTITION BY user_id) AS n FROM numbered WHERE from_end <= {MAX_LEN})
-SELECT user_id, CAST(n - from_end + 1 AS INT) AS step, item_idx, event_type, weight, ts,
-    CASE WHEN from_end <= LEAST({TEST}, n - 1) THEN 'test' WHEN from_end <= LEAST({TEST + VALID}, n - 1) THEN 'valid' ELSE 'train' END AS split
-FROM kept""")
-run("sequences", """
-SELECT user_id, list(item_idx ORDER BY step) AS item_idxs, list(event_type ORDER BY step) AS event_types,
-    list(weight ORDER BY step) AS weights, CAST(COUNT(*) AS INT) AS length,
-    CAST(COUNT(*) FILTER (WHERE split = 'valid') AS INT) AS valid_steps,
-    CAST(COUNT(*) FILTER (WHERE split = 'test') AS INT) AS test_steps, MAX(ts) AS last_ts
-FROM steps GROUP BY user_id""")
-run("interactions", """
-SELECT e.user_id, i.item_idx, e.event_type, COUNT(*) AS events, MAX(e.ts) AS last_ts
-FROM clean_events e JOIN item_index i ON e.item_id = i.item_id GROUP BY ALL""")
-run("item_popularity", f"""
-SELECT i.item_idx, i.item_id, i.category, COUNT(DISTINCT e.user_id) AS users, COUNT(*) AS events
-FROM clean_events e JOIN item_index i ON e.item_id = i.item_id
-WHERE e.ts >= TIMESTAMP '{pop_start}' AND e.event_type <> 'search' GROUP BY ALL""")
-run("item_cooccurrence", f"""
-WITH train AS (SELECT user_id, step, item_idx FROM steps WHERE split = 'train'),
-ahead AS (SELECT t.user_id, t.item_idx, t.step + o.d AS next_step FROM train t CROSS JOIN range(1, {WINDOW} + 1) o(d)),
-pairs AS (
-    SELECT DISTINCT a.user_id, a.item_idx AS item_a, b.item_idx AS item_b
-    FROM ahead a JOIN train b ON b.user_id = a.user_id AND b.step = a.next_step
-    WHERE a.item_idx <> b.item_idx
-),
-both_ways AS (SELECT user_id, item_a, item_b FROM pairs UNION SELECT user_id, item_b, item_a FROM pairs)
-SELECT item_a, item_b, COUNT(*) AS users FROM both_ways GROUP BY ALL""")
-run("item_text", "SELECT item_idx, item_id, concat_ws(' . ', title, category, brand, description) AS text FROM item_index")
+EVENTS = ["event_id", "user_id", "item_id", "event_type", "ts", "session_id", "query", "rating", "quantity", "price"]
+ITEMS = ["item_id", "title", "description", "category", "brand", "price", "in_stock", "created_at", "image_embedding"]
+USERS = ["user_id", "signup_ts"]
+start_all = time.time()
+rejected = {ds: raw_view(ds, cols) for ds, cols in (("events", EVENTS), ("items", ITEMS), ("users", USERS))}
+c = job["clean"]
+run("clean", "items_checked")
+append_rejects("items_checked", rejected["items"], ITEMS, None)
+run("clean", "items")
+run("clean", "events_ruled", {"window_start": at(win_start), "window_end": at(win_end)})
+append_rejects("events_ruled", rejected["events"], EVENTS, None)
+run("clean", "events_checked", {"bot_per_minute": c["bot_max_events_per_minute"], "bot_per_day": c["bot_max_events_per_day"]})
+run("clean", "users_checked")
+append_rejects("users_checked", rejected["users"], USERS, None)
+run("clean", "users")
+run("clean", "clean_events", {"session_gap_seconds": c["session_gap_minutes"] * 60})
+run("clean", "quarantine")
+# files_read: the rows of each file (nightrec's reader counts them as it reads).
+con.execute("""CREATE OR REPLACE VIEW files_read AS
+    SELECT source, 'events' AS dataset, COUNT(*) AS rows_read, false AS unreadable FROM events_checked GROUP BY source
+    UNION ALL SELECT source, 'items', COUNT(*), false FROM items_checked GROUP BY source
+    UNION ALL SELECT source, 'users', COUNT(*), false FROM users_checked GROUP BY source""")
+run("clean", "file_counts")
+run("clean", "quarantine_counts")
 
-for t in ["clean_events", "quarantine", "steps", "sequences", "interactions", "item_popularity", "item_cooccurrence", "item_text"]:
-    s = time.time()
-    con.execute(f"COPY {t} TO '{out}/{t}.parquet' (FORMAT parquet, COMPRESSION zstd)")
-    timings[f"write {t}"] = time.time() - s
-rows = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ["events_checked", "clean_events", "quarantine", "steps", "sequences", "item_cooccurrence"]}
-print({"seconds": round(time.time() - start_all, 2), "rows": rows})
+weights = ", ".join(f"('{k}', {float(v)})" for k, v in ts_cfg["event_weights"].items())
+con.execute(f"CREATE OR REPLACE VIEW event_weights AS SELECT * FROM (VALUES {weights}) t(event_type, weight)")
+run("trainset", "item_index")
+test, valid = ts_cfg["test_steps"], ts_cfg["valid_steps"]
+run("trainset", "steps", {"max_length": ts_cfg["max_sequence_length"] + test + valid, "test_steps": test, "valid_steps": valid})
+run("trainset", "sequences")
+run("trainset", "interactions")
+pop_start = run_day - dt.timedelta(days=ts_cfg["popularity_days"] - 1)
+run("trainset", "item_popularity", {"popularity_start": at(pop_start)})
+run("trainset", "item_cooccurrence", {"window": ts_cfg["cooccurrence_window"]})
+run("trainset", "item_text")
+
+tables = ["events_checked", "clean_events", "quarantine", "steps", "sequences", "interactions", "item_popularity", "item_cooccurrence"]
+rows = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+print({"seconds": round(time.time() - start_all, 2), "rows": rows, "timings": {k: round(v, 2) for k, v in timings.items()}})

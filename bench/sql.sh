@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The clean and trainset stages on a generated log of EVENTS (default 10M)
-# events, with nightrec and with the same logic in DuckDB
+# events, with nightrec and with nightrec's own SQL files run by DuckDB
 # (bench/duckdb_clean_trainset.py) on the same files, in the same run, with
 # the same threads and memory limit (where DuckDB runs out of memory, its
 # limit is doubled until it finishes, and that is reported). Prints wall
