@@ -1,42 +1,62 @@
 #!/usr/bin/env bash
 # MovieLens-100k, the whole nightly job (clean → publish) three ways:
 # masked-item pretraining + fine-tuning with text fusion (the default), fine-
-# tuning alone, and without text fusion. Prints test NDCG@10 / HR@10 / MRR@10
-# (chronological leave-one-out, full ranking, history masked) beside the
-# popularity and item-kNN baselines of the same run, and wall and CPU time.
+# tuning alone, and without text fusion, each with every seed of SEEDS
+# (default 42 43 44). Prints test NDCG@10 / HR@10 / MRR@10 (chronological
+# leave-one-out, full ranking, history masked) as mean ± standard deviation
+# over the seeds, beside the popularity and item-kNN baselines of the same
+# runs, and wall and CPU time.
 # usage: bench/ml100k.sh   (make bench-ml100k builds and sets up first)
+#        SEEDS="42" VARIANTS="pretrain+finetune" bench/ml100k.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 INPUT="$(scripts/setup-ml100k.sh)"
 PY="$(scripts/setup-python.sh)"
 OUT="${OUT:-bench-out/ml100k}"
+SEEDS="${SEEDS:-42 43 44}"
+VARIANTS="${VARIANTS:-pretrain+finetune finetune-only no-text-fusion}"
 rm -rf "$OUT" && mkdir -p "$OUT"
-run() {
-  local name=$1; shift
-  echo "ml100k: $name ..." >&2
-  env "$@" /usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/$name.time.json" \
-    bin/nightrec --config jobs/ml100k.toml --input "$INPUT" --output "$OUT/$name" --log-format json \
-    run --date 1998-04-22 --full-retrain > "$OUT/$name.log" 2>&1
-}
-run pretrain+finetune
-run finetune-only NIGHTREC_MODEL__PRETRAIN_EPOCHS=0
-run no-text-fusion NIGHTREC_MODEL__TEXT_FUSION=false
-"$PY" - "$OUT" <<'PYEOF'
-import json, sys, glob
+for variant in $VARIANTS; do
+  case "$variant" in
+    pretrain+finetune) extra=() ;;
+    finetune-only) extra=(NIGHTREC_MODEL__PRETRAIN_EPOCHS=0) ;;
+    no-text-fusion) extra=(NIGHTREC_MODEL__TEXT_FUSION=false) ;;
+    *) echo "unknown variant $variant" >&2; exit 2 ;;
+  esac
+  for seed in $SEEDS; do
+    name="$variant-seed$seed"
+    echo "ml100k: $name ..." >&2
+    env "${extra[@]}" NIGHTREC_RUN__SEED="$seed" \
+      /usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/$name.time.json" \
+      bin/nightrec --config jobs/ml100k.toml --input "$INPUT" --output "$OUT/$name" --log-format json \
+      run --date 1998-04-22 --full-retrain > "$OUT/$name.log" 2>&1
+  done
+done
+"$PY" - "$OUT" "$VARIANTS" "$SEEDS" <<'PYEOF'
+import json, statistics, sys
 import pyarrow.parquet as pq
-out = sys.argv[1]
+out, variants, seeds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+def spread(v):
+    return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+print(f"MovieLens-100k, seeds {', '.join(seeds)}: mean ± standard deviation over the seeds")
 print("| variant | NDCG@10 | HR@10 | MRR@10 | popularity NDCG@10 | item-kNN NDCG@10 | epochs (pre+fine) | s/epoch | wall s | CPU s |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for name in ("pretrain+finetune", "finetune-only", "no-text-fusion"):
-    ev = pq.read_table(f"{out}/{name}/evaluation/dt=1998-04-22").to_pylist()
-    m = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == "all"}
-    t = json.load(open(f"{out}/{name}.time.json"))
-    epochs = [json.loads(l) for l in open(f"{out}/{name}.log") if l.startswith("{")]
-    epochs = [e["fields"] for e in epochs if "epoch" in e.get("fields", {}).get("message", "")]
-    pre = [e for e in epochs if "pretraining" in e["message"]]
-    fine = [e for e in epochs if "fine-tuning" in e["message"]]
-    spe = sum(e["seconds"] for e in fine) / max(len(fine), 1)
-    print(f"| {name} | {m[('nightrec','ndcg')]:.4f} | {m[('nightrec','hr')]:.4f} | {m[('nightrec','mrr')]:.4f} | "
-          f"{m[('popularity','ndcg')]:.4f} | {m[('item_knn','ndcg')]:.4f} | {len(pre)}+{len(fine)} | {spe:.2f} | "
-          f"{t['wall']:.0f} | {t['user'] + t['sys']:.0f} |")
+for variant in variants:
+    rows = []
+    for seed in seeds:
+        name = f"{variant}-seed{seed}"
+        ev = pq.read_table(f"{out}/{name}/evaluation/dt=1998-04-22").to_pylist()
+        m = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == "all"}
+        t = json.load(open(f"{out}/{name}.time.json"))
+        epochs = [json.loads(l) for l in open(f"{out}/{name}.log") if l.startswith("{")]
+        epochs = [e["fields"] for e in epochs if "epoch" in e.get("fields", {}).get("message", "")]
+        pre = [e for e in epochs if "pretraining" in e["message"]]
+        fine = [e for e in epochs if "fine-tuning" in e["message"]]
+        rows.append((m, t, len(pre), len(fine), sum(e["seconds"] for e in fine) / max(len(fine), 1)))
+    col = lambda f: spread([f(r) for r in rows])  # noqa: E731
+    print(f"| {variant} | {col(lambda r: r[0][('nightrec', 'ndcg')])} | {col(lambda r: r[0][('nightrec', 'hr')])} | "
+          f"{col(lambda r: r[0][('nightrec', 'mrr')])} | {col(lambda r: r[0][('popularity', 'ndcg')])} | "
+          f"{col(lambda r: r[0][('item_knn', 'ndcg')])} | {'/'.join(f'{r[2]}+{r[3]}' for r in rows)} | "
+          f"{statistics.mean(r[4] for r in rows):.2f} | {statistics.mean(r[1]['wall'] for r in rows):.0f} | "
+          f"{statistics.mean(r[1]['user'] + r[1]['sys'] for r in rows):.0f} |")
 PYEOF

@@ -50,19 +50,9 @@ pub struct ItemKnn {
 impl ItemKnn {
     /// Build from co-occurrence counts (users per item pair) and users per item.
     pub fn new(n_items: usize, pairs: &[(i64, i64, f64)], item_users: &[f64], keep: usize) -> ItemKnn {
-        let mut neighbours: Vec<Vec<(i64, f32)>> = vec![Vec::new(); n_items];
-        for (a, b, users) in pairs {
-            let (a, b) = (*a as usize, *b as usize);
-            if a < n_items && b < n_items && item_users[a] > 0.0 && item_users[b] > 0.0 {
-                let sim = users / (item_users[a] * item_users[b]).sqrt();
-                neighbours[a].push((b as i64, sim as f32));
-            }
-        }
-        for n in &mut neighbours {
-            n.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-            n.truncate(keep);
-        }
-        ItemKnn { neighbours }
+        let mut b = KnnBuilder::new(n_items, keep);
+        b.add(pairs.iter().copied(), item_users);
+        b.finish()
     }
 
     /// Scores [histories, n_items]: summed similarity to each history item.
@@ -78,6 +68,50 @@ impl ItemKnn {
             }
         }
         Tensor::from_slice(&out).view([histories.len() as i64, n as i64])
+    }
+}
+
+/// Item-kNN built from pairs arriving in batches: each item keeps at most
+/// twice `keep` neighbours between batches, so memory stays bounded by the
+/// catalog, not by the number of co-occurring pairs.
+pub struct KnnBuilder {
+    neighbours: Vec<Vec<(i64, f32)>>,
+    keep: usize,
+}
+
+impl KnnBuilder {
+    /// An empty builder for `n_items` item rows.
+    pub fn new(n_items: usize, keep: usize) -> KnnBuilder {
+        KnnBuilder { neighbours: vec![Vec::new(); n_items], keep: keep.max(1) }
+    }
+
+    /// Add (item a, item b, users) pairs; `item_users` is users per item.
+    pub fn add(&mut self, pairs: impl IntoIterator<Item = (i64, i64, f64)>, item_users: &[f64]) {
+        let n_items = self.neighbours.len();
+        for (a, b, users) in pairs {
+            let (a, b) = (a as usize, b as usize);
+            if a < n_items && b < n_items && item_users[a] > 0.0 && item_users[b] > 0.0 {
+                let sim = users / (item_users[a] * item_users[b]).sqrt();
+                let n = &mut self.neighbours[a];
+                n.push((b as i64, sim as f32));
+                if n.len() >= 2 * self.keep {
+                    Self::best(n, self.keep);
+                }
+            }
+        }
+    }
+
+    fn best(n: &mut Vec<(i64, f32)>, keep: usize) {
+        n.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        n.truncate(keep);
+    }
+
+    /// Each item's `keep` most similar items.
+    pub fn finish(mut self) -> ItemKnn {
+        for n in &mut self.neighbours {
+            Self::best(n, self.keep);
+        }
+        ItemKnn { neighbours: self.neighbours }
     }
 }
 
@@ -111,15 +145,20 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     let data = seqdata::load(job).await?;
     let (_vs, model, _meta) = checkpoint::load(job, device).await?;
     let ctx = job.session()?;
-    let co = job.read_work(&ctx, "item_cooccurrence", "SELECT item_a, item_b, users FROM item_cooccurrence").await?;
-    let pairs: Vec<(i64, i64, f64)> = arrays::ints(&co, "item_a")?
-        .into_iter()
-        .zip(arrays::ints(&co, "item_b")?)
-        .zip(arrays::ints(&co, "users")?)
-        .map(|((a, b), u)| (a, b, u as f64))
-        .collect();
     let n_items = data.n_items() as usize;
-    let knn = ItemKnn::new(n_items, &pairs, &train_item_users(&data), KNN_NEIGHBOURS);
+    // The co-occurrence table can hold far more pairs than the catalog has
+    // items: it is read a batch at a time into bounded neighbour lists.
+    let item_users = train_item_users(&data);
+    let mut knn = KnnBuilder::new(n_items, KNN_NEIGHBOURS);
+    let sql = "SELECT item_a, item_b, users FROM item_cooccurrence";
+    job.stream_work(&ctx, "item_cooccurrence", sql, |b| {
+        let b = std::slice::from_ref(b);
+        let (a, i, u) = (arrays::ints(b, "item_a")?, arrays::ints(b, "item_b")?, arrays::ints(b, "users")?);
+        knn.add(a.into_iter().zip(i).zip(u).map(|((a, b), u)| (a, b, u as f64)), &item_users);
+        Ok(())
+    })
+    .await?;
+    let knn = knn.finish();
     let max_len = model.config().max_len as usize;
 
     // (user, test item) cases: each test item is predicted from everything
@@ -287,5 +326,12 @@ mod tests {
         // Item 1 keeps only its top neighbour (2); items 2 and 3 both point at 1.
         assert_eq!(&s[..4], &[0.0, 0.0, c12, 0.0]);
         assert_eq!(&s[4..], &[0.0, c12 + c31, 0.0, 0.0]);
+        // Batches of pairs give the same neighbours as all pairs at once.
+        let mut b = KnnBuilder::new(4, 1);
+        for p in pairs.chunks(1) {
+            b.add(p.iter().copied(), &users);
+        }
+        let batched: Vec<f32> = Vec::try_from(b.finish().scores(&[&[1], &[2, 3]]).view([-1])).unwrap();
+        assert_eq!(batched, s);
     }
 }

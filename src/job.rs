@@ -283,6 +283,25 @@ impl Job {
         Ok(t)
     }
 
+    /// Run a query over a work table and hand its result to `each` a batch
+    /// at a time: the whole result is never in memory.
+    pub async fn stream_work(
+        &self,
+        ctx: &SessionContext,
+        table: &str,
+        sql: &str,
+        mut each: impl FnMut(&datafusion::arrow::array::RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        self.register_work(ctx, &[table]).await?;
+        let df = ctx.sql(sql).await.ctx(format!("reading {table}"))?;
+        let mut stream = df.execute_stream().await.ctx(format!("reading {table}"))?;
+        while let Some(b) = stream.next().await {
+            each(&b.ctx(format!("reading {table}"))?)?;
+        }
+        Ok(())
+    }
+
     /// Read a whole work table into memory.
     pub async fn read_work(
         &self,

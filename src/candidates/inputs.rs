@@ -13,11 +13,10 @@ use std::collections::HashMap;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use tch::Tensor;
 
 use crate::arrays;
-use crate::error::{DfContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::job::Job;
 
 /// Lists per user held flat: user `u`'s values are
@@ -106,23 +105,6 @@ impl Inputs {
     }
 }
 
-/// Rows of a query, one batch at a time (never the whole table in memory).
-async fn stream(
-    ctx: &SessionContext,
-    job: &Job,
-    table: &str,
-    sql: &str,
-    mut each: impl FnMut(&RecordBatch) -> Result<()>,
-) -> Result<()> {
-    job.register_work(ctx, &[table]).await?;
-    let mut s =
-        ctx.sql(sql).await.ctx(format!("reading {table}"))?.execute_stream().await.ctx(format!("reading {table}"))?;
-    while let Some(b) = s.next().await {
-        each(&b.ctx(format!("reading {table}"))?)?;
-    }
-    Ok(())
-}
-
 fn text_column(b: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
     let c = b.column_by_name(name).ok_or_else(|| Error::Internal(format!("column {name} missing")))?;
     datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(|e| Error::Internal(format!("column {name}: {e}")))
@@ -174,7 +156,7 @@ pub async fn load(
 
     // The served users: every known user (users/ and events) that `select` takes.
     let mut served: Vec<String> = Vec::new();
-    stream(ctx, job, "users", "SELECT DISTINCT user_id FROM users", |b| {
+    job.stream_work(ctx, "users", "SELECT DISTINCT user_id FROM users", |b| {
         let ids = text_column(b, "user_id")?;
         let ids = ids.as_string::<i32>();
         served.extend(
@@ -189,7 +171,7 @@ pub async fn load(
     let find = |u: &str| served.binary_search_by(|s| s.as_str().cmp(u)).ok().map(|i| i as u32);
 
     let mut hist_pairs: Vec<(u32, i64)> = Vec::new();
-    stream(ctx, job, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
+    job.stream_work(ctx, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
         let ids = text_column(b, "user_id")?;
         let ids = ids.as_string::<i32>();
         let lists = arrays::int_lists(std::slice::from_ref(b), "item_idxs")?;
@@ -211,7 +193,7 @@ pub async fn load(
     let end = (job.date.plus_days(1).start_millis() / 1000) as f64;
     let (mut excl, mut weighted, mut buy) = (Vec::new(), Vec::new(), Vec::new());
     let sql = "SELECT user_id, item_idx, event_type, events, to_unixtime(last_ts) AS last_s FROM interactions";
-    stream(ctx, job, "interactions", sql, |b| {
+    job.stream_work(ctx, "interactions", sql, |b| {
         let (ids, types) = (text_column(b, "user_id")?, text_column(b, "event_type")?);
         let (ids, types) = (ids.as_string::<i32>(), types.as_string::<i32>());
         let (items, events, last) = (int_column(b, "item_idx")?, int_column(b, "events")?, int_column(b, "last_s")?);
@@ -269,7 +251,7 @@ pub async fn segment_shares(
     let n1 = inp.item_ids.len() + 1;
     let k = sizes.len().max(1);
     let mut share = vec![0f32; k * n1];
-    stream(ctx, job, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
+    job.stream_work(ctx, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
         let ids = text_column(b, "user_id")?;
         let ids = ids.as_string::<i32>();
         for (r, mut items) in arrays::int_lists(std::slice::from_ref(b), "item_idxs")?.into_iter().enumerate() {
