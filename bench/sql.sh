@@ -49,15 +49,21 @@ while true; do
   echo "$DUCK_MB $step" >> "$OUT/duckdb.failed"
   DUCK_MB=$(( DUCK_MB * 2 ))
 done
-"$PY" - "$OUT" "$DATE" "$EVENTS" "$MEM_MB" "$DUCK_MB" <<'PYEOF'
-import ast, glob, json, sys
+mkdir -p bench/results
+"$PY" - "$OUT" "$DATE" "$EVENTS" "$MEM_MB" "$DUCK_MB" "$THREADS" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" <<'PYEOF' | tee bench/results/sql.md
+import ast, datetime, glob, json, os, sys
+import duckdb
 import pyarrow.parquet as pq
 out, date, events = sys.argv[1], sys.argv[2], int(sys.argv[3])
-mem_mb, duck_mb = int(sys.argv[4]), int(sys.argv[5])
+mem_mb, duck_mb, threads, commit = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 n = json.load(open(f"{out}/nightrec.time.json"))
 d = json.load(open(f"{out}/duckdb.time.json"))
 duck_rows = ast.literal_eval(open(f"{out}/duckdb.log").read().strip().splitlines()[-1])["rows"]
-print(f"clean + trainset on {events:,} generated events (30 daily files: Parquet, NDJSON, CSV)")
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print("# bench-sql: clean + trainset, nightrec against DuckDB running the same SQL files\n")
+print(f"- date: {datetime.date.today()}, commit {commit}; command: `make bench-sql` (bench/sql.sh)")
+print(f"- machine: {os.cpu_count()} cores ({cpu}); {threads} threads for each engine; DuckDB {duckdb.__version__}\n")
+print(f"clean + trainset on {events:,} generated events (30 daily files: Parquet, NDJSON, CSV)\n")
 for line in open(f"{out}/duckdb.failed").read().splitlines():
     limit, step = line.split()
     print(f"DuckDB ran out of memory with memory_limit {limit} MB (in {step}); retried with twice the limit")
