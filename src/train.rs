@@ -579,21 +579,7 @@ mod tests {
     fn sampled_loss_over_the_batch_items_equals_the_loss_over_the_whole_table() {
         let _rng = crate::device::rng_lock();
         tch::manual_seed(1);
-        let vs = nn::VarStore::new(tch::Device::Cpu);
-        let cfg = SeqRecConfig {
-            n_items: 30,
-            dim: 8,
-            heads: 2,
-            layers: 1,
-            max_len: 5,
-            dropout: 0.0,
-            text_dim: 4,
-            text_fusion: true,
-            image_dim: 0,
-            image_alpha: 0.0,
-        };
-        let m = SeqRec::new(&vs.root(), &cfg);
-        let f = ItemFeatures { text: Tensor::randn([30, 4], (Kind::Float, tch::Device::Cpu)), image: None };
+        let (_vs, m, f) = crate::model::seqrec::tiny_model(30, 5);
         // Padding, a [MASK] (30), and a negative equal to a target (8).
         let x = Tensor::from_slice(&[0i64, 3, 7, 9, 2, 0, 0, 5, 30, 4]).view([2, 5]);
         let y = Tensor::from_slice(&[0i64, 0, 8, 0, 0, 0, 0, 0, 6, 0]).view([2, 5]);

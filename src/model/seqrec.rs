@@ -213,6 +213,28 @@ impl SeqRec {
     }
 }
 
+/// A one-layer, 8-wide model with text fusion over `n_items` item rows and
+/// random 4-wide text features, for tests (seed libtorch first).
+#[cfg(test)]
+pub(crate) fn tiny_model(n_items: i64, max_len: i64) -> (nn::VarStore, SeqRec, ItemFeatures) {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let cfg = SeqRecConfig {
+        n_items,
+        dim: 8,
+        heads: 2,
+        layers: 1,
+        max_len,
+        dropout: 0.0,
+        text_dim: 4,
+        text_fusion: true,
+        image_dim: 0,
+        image_alpha: 0.0,
+    };
+    let m = SeqRec::new(&vs.root(), &cfg);
+    let f = ItemFeatures { text: Tensor::randn([n_items, 4], (Kind::Float, tch::Device::Cpu)), image: None };
+    (vs, m, f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,22 +242,7 @@ mod tests {
 
     fn tiny() -> (nn::VarStore, SeqRec, ItemFeatures) {
         tch::manual_seed(0);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = SeqRecConfig {
-            n_items: 11,
-            dim: 8,
-            heads: 2,
-            layers: 1,
-            max_len: 6,
-            dropout: 0.0,
-            text_dim: 4,
-            text_fusion: true,
-            image_dim: 0,
-            image_alpha: 0.0,
-        };
-        let m = SeqRec::new(&vs.root(), &cfg);
-        let f = ItemFeatures { text: Tensor::randn([11, 4], (Kind::Float, Device::Cpu)), image: None };
-        (vs, m, f)
+        tiny_model(11, 6)
     }
 
     #[test]
