@@ -33,8 +33,10 @@ pairs AS (
         a.u,
         LEAST(a.item_idx, b.item_idx) AS lo,
         GREATEST(a.item_idx, b.item_idx) AS hi
-    FROM ahead a
-    JOIN train b ON b.u = a.u AND b.step = a.next_step
+    -- The training steps are the hash join's build side: the window's
+    -- look-ahead rows (window times as many) stream through.
+    FROM train b
+    JOIN ahead a ON b.u = a.u AND b.step = a.next_step
     WHERE a.item_idx <> b.item_idx
 ),
 counted AS (
