@@ -61,6 +61,8 @@ print(f"- machine: {machine()}; no GPU")
 print(f"- command: `{command}` (bench/scale.sh; data from `nightrec gen --seed 1`, 31 days)")
 print(f"- threads: {runs[(sizes[0], 1)][0]['threads']} (`run.threads`, every pool)\n")
 print("Night 1: `run --date D` from scratch. Night 2: `run --date D+1` with one more day of data, warm-started.\n")
+print("A stage's peak RSS is the process's resident high-water mark during that stage (reset when it starts),")
+print("so it includes what earlier stages of the same process still hold; the whole process's peak is given per night.\n")
 stages = ["clean", "trainset", "text", "train", "embed", "candidates", "evaluate", "publish"]
 for (s, night), (info, st, facts, t) in runs.items():
     print(f"## {s} night {night}: {info['events']:,} events, {info['users']:,} users, {info['items']:,} items\n")
