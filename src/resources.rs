@@ -72,7 +72,9 @@ pub fn cpu_seconds() -> f64 {
 
 /// Start a new peak-memory measurement: the kernel's high-water mark of
 /// resident memory is reset to the current RSS (Linux; elsewhere the
-/// measurement stays the whole process's peak).
+/// measurement stays the whole process's peak). `getrusage` and
+/// `/usr/bin/time` read the same mark, so after a reset they report the
+/// peak since the reset, not the whole process's.
 pub fn reset_peak_rss() {
     // Writing 5 to clear_refs resets VmHWM (Linux 4.0+). Best effort.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
