@@ -48,13 +48,6 @@ pub struct ItemKnn {
 }
 
 impl ItemKnn {
-    /// Build from co-occurrence counts (users per item pair) and users per item.
-    pub fn new(n_items: usize, pairs: &[(i64, i64, f64)], item_users: &[f64], keep: usize) -> ItemKnn {
-        let mut b = KnnBuilder::new(n_items, keep);
-        b.add(pairs.iter().copied(), item_users);
-        b.finish()
-    }
-
     /// Scores [histories, n_items]: summed similarity to each history item.
     pub fn scores(&self, histories: &[&[i64]]) -> Tensor {
         let n = self.neighbours.len();
@@ -319,7 +312,9 @@ mod tests {
         // Items 1..=3; 1 and 2 co-occur for 2 users, 1 and 3 for 1.
         let pairs = [(1, 2, 2.0), (2, 1, 2.0), (1, 3, 1.0), (3, 1, 1.0)];
         let users = [0.0, 4.0, 2.0, 1.0];
-        let knn = ItemKnn::new(4, &pairs, &users, 1);
+        let mut all = KnnBuilder::new(4, 1);
+        all.add(pairs.iter().copied(), &users);
+        let knn = all.finish();
         let s: Vec<f32> = Vec::try_from(knn.scores(&[&[1], &[2, 3]]).view([-1])).unwrap();
         let c12 = (2.0 / (4.0f64 * 2.0).sqrt()) as f32;
         let c31 = (1.0 / (1.0f64 * 4.0).sqrt()) as f32;

@@ -19,7 +19,7 @@
 //! key, read once). Deleting the folder only costs one full encoding.
 //! The hashing encoder needs no cache (it is cheaper than reading one).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -176,9 +176,9 @@ pub async fn embed(
     let keys: Vec<String> = texts.iter().map(|t| text_key(t)).collect();
     // Distinct non-empty texts the cache lacks, in first-seen order.
     let mut missing: Vec<usize> = Vec::new();
-    let mut seen: HashMap<&str, ()> = HashMap::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for (i, t) in texts.iter().enumerate() {
-        if !t.trim().is_empty() && cached.get(&keys[i]).is_none() && seen.insert(keys[i].as_str(), ()).is_none() {
+        if !t.trim().is_empty() && cached.get(&keys[i]).is_none() && seen.insert(keys[i].as_str()) {
             missing.push(i);
         }
     }
@@ -191,7 +191,7 @@ pub async fn embed(
     };
     let fresh_rows: HashMap<&str, usize> = missing.iter().enumerate().map(|(r, i)| (keys[*i].as_str(), r)).collect();
     let mut out = vec![0f32; texts.len() * dim];
-    let mut used: HashMap<&str, ()> = HashMap::new();
+    let mut used: HashSet<&str> = HashSet::new();
     let mut hits = 0;
     for (i, t) in texts.iter().enumerate() {
         if t.trim().is_empty() {
@@ -209,18 +209,18 @@ pub async fn embed(
             }
         };
         out[i * dim..(i + 1) * dim].copy_from_slice(v);
-        if used.insert(k, ()).is_none() && cached.rows.contains_key(k) {
+        if used.insert(k) && cached.rows.contains_key(k) {
             hits += 1;
         }
     }
-    let stale = cached.rows.keys().filter(|k| !used.contains_key(k.as_str())).count();
+    let stale = cached.rows.keys().filter(|k| !used.contains(k.as_str())).count();
     let compact = stale > used.len() || cached.generations.len() + usize::from(!missing.is_empty()) > MAX_GENERATIONS;
     if compact {
         // One generation with exactly this night's entries, then the rest goes.
         let mut ks: Vec<&str> = Vec::with_capacity(used.len());
         let mut vals = Vec::with_capacity(used.len() * dim);
         for (i, k) in keys.iter().enumerate() {
-            if used.remove(k.as_str()).is_some() {
+            if used.remove(k.as_str()) {
                 ks.push(k);
                 vals.extend_from_slice(&out[i * dim..(i + 1) * dim]);
             }

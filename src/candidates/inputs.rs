@@ -29,22 +29,17 @@ pub struct PerUser<T> {
 
 impl<T: Copy> PerUser<T> {
     /// From (user, value) pairs in any order, for users `0..n`; each user's
-    /// values keep the order they came in.
-    pub fn from_pairs(n: usize, pairs: &[(u32, T)]) -> PerUser<T> {
+    /// values keep the order they came in (the sort is stable).
+    pub fn from_pairs(n: usize, mut pairs: Vec<(u32, T)>) -> PerUser<T> {
+        pairs.sort_by_key(|p| p.0);
         let mut offsets = vec![0usize; n + 1];
-        for (u, _) in pairs {
+        for (u, _) in &pairs {
             offsets[*u as usize + 1] += 1;
         }
         for u in 0..n {
             offsets[u + 1] += offsets[u];
         }
-        let mut next = offsets.clone();
-        let mut values: Vec<Option<T>> = vec![None; pairs.len()];
-        for (u, v) in pairs {
-            values[next[*u as usize]] = Some(*v);
-            next[*u as usize] += 1;
-        }
-        PerUser { offsets, values: values.into_iter().flatten().collect() }
+        PerUser { offsets, values: pairs.into_iter().map(|p| p.1).collect() }
     }
 
     /// User `u`'s values (empty past the end).
@@ -183,8 +178,7 @@ pub async fn load(
         Ok(())
     })
     .await?;
-    let history = PerUser::from_pairs(served.len(), &hist_pairs);
-    drop(hist_pairs);
+    let history = PerUser::from_pairs(served.len(), hist_pairs);
 
     let c = &job.cfg.candidates;
     let excluded_types: Vec<&str> = c.excluded_types().iter().map(|e| e.as_str()).collect();
@@ -214,7 +208,7 @@ pub async fn load(
         Ok(())
     })
     .await?;
-    let mut buy_again = PerUser::from_pairs(served.len(), &buy);
+    let mut buy_again = PerUser::from_pairs(served.len(), buy);
     buy_again.for_each_mut(|v| {
         let top = v.iter().map(|x| x.1).fold(0f32, f32::max).max(f32::MIN_POSITIVE);
         v.iter_mut().for_each(|x| x.1 /= top);
@@ -231,8 +225,8 @@ pub async fn load(
         user_ids,
         user_vals,
         history,
-        excluded: PerUser::from_pairs(served.len(), &excl),
-        weighted: PerUser::from_pairs(served.len(), &weighted),
+        excluded: PerUser::from_pairs(served.len(), excl),
+        weighted: PerUser::from_pairs(served.len(), weighted),
         buy_again,
         served,
     })
@@ -281,7 +275,7 @@ mod tests {
 
     #[test]
     fn per_user_lists_keep_order_and_empty_users() {
-        let p = PerUser::from_pairs(4, &[(2, 'a'), (0, 'b'), (2, 'c'), (0, 'd')]);
+        let p = PerUser::from_pairs(4, vec![(2, 'a'), (0, 'b'), (2, 'c'), (0, 'd')]);
         assert_eq!(p.get(0), &['b', 'd']);
         assert!(p.get(1).is_empty());
         assert_eq!(p.get(2), &['a', 'c']);
