@@ -12,7 +12,9 @@ other).
 usage: topk.py NIGHTREC_BIN OUT_DIR      (make bench-topk; USERS, ITEMS,
        DIM, K, THREADS, BUDGET_MB, REPEATS from the environment)
 REPEATS (default 3) alternating runs of each; the median ratio is reported
-with all of them, and the median run's figures.
+with all of them, and the median run's figures. Once more: nightrec's f32
+path (NIGHTREC_TOPK_FIRST_PASS=fp32, no bf16 first pass; its ids must equal
+the default's), and this machine's f32 GEMM rate (numpy, same threads).
 """
 
 import json
@@ -21,6 +23,23 @@ import subprocess
 import sys
 
 import numpy as np
+
+if len(sys.argv) > 1 and sys.argv[1] == "--sgemm":
+    # This machine's single-precision GEMM rate with the same threads
+    # (numpy's BLAS, threads fixed by the environment before import): the
+    # best of 5 products of 4096 x 4096 matrices.
+    import time
+
+    a = np.random.default_rng(1).standard_normal((4096, 4096), dtype=np.float32)
+    b = np.random.default_rng(2).standard_normal((4096, 4096), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    print(2.0 * 4096**3 / best / 1e9)
+    sys.exit(0)
 
 if len(sys.argv) > 1 and sys.argv[1] == "--faiss":
     import faiss
@@ -72,6 +91,13 @@ for r in range(REPEATS):
     f = timed(f"faiss-{r}", [sys.executable, __file__, "--faiss", users_p, items_p, str(K), str(THREADS),
                              f"{out}/faiss-ids.npy"], dict(os.environ, OMP_NUM_THREADS=str(THREADS)))
     runs.append((n, f))
+# nightrec's f32 path once (no bf16 first pass): what the first pass gains.
+f32 = timed("nightrec-f32", [nightrec, "topk", "--queries", users_p, "--items", items_p, "--k", str(K),
+                             "--memory-budget-mb", str(BUDGET_MB), "--out", f"{out}/nightrec-f32-ids.npy"],
+            dict(env, NIGHTREC_TOPK_FIRST_PASS="fp32"))
+threads_env = {v: str(THREADS) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+sgemm = float(subprocess.run([sys.executable, __file__, "--sgemm"], check=True, capture_output=True, text=True,
+                             env=dict(os.environ, **threads_env)).stdout)
 ratios = sorted(f["wall"] / n["wall"] for n, f in runs)
 n, f = sorted(runs, key=lambda nf: nf[1]["wall"] / nf[0]["wall"])[len(runs) // 2]
 
@@ -101,6 +127,13 @@ result = {
     "ratio_median_of_runs": ratios[len(ratios) // 2],
     "ratios_all_runs": [round(x, 3) for x in ratios],
     "gflops_nightrec": 2.0 * USERS * ITEMS * DIM / n["wall"] / 1e9,
+    "gflops_faiss": 2.0 * USERS * ITEMS * DIM / f["wall"] / 1e9,
+    "sgemm_peak_gflops": sgemm,
+    "nightrec_f32_path": {"wall_s": f32["wall"], "cpu_s": f32["user"] + f32["sys"],
+                          "peak_rss_mb": f32["max_rss_kb"] / 1024,
+                          "gflops": 2.0 * USERS * ITEMS * DIM / f32["wall"] / 1e9,
+                          "identical_to_bf16_path": bool(np.array_equal(np.load(f"{out}/nightrec-f32-ids.npy"),
+                                                                        np.load(f"{out}/nightrec-ids.npy")))},
     "mean_overlap": overlap,
     "users_with_identical_set": float(np.mean(same_set == K)),
     "users_with_identical_order": exact_rank,

@@ -233,7 +233,7 @@ async fn item_similar(job: &Job, inp: &Inputs) -> Result<WrittenTable> {
     let unit_host = normalised(&inp.item_host, inp.dim);
     // Queries: the items themselves (row 0, padding, gives no row).
     let d = inp.dim;
-    let search = topk::Search::new(&unit_host[d..], &unit_host, &inp.unit, d, budget(job));
+    let search = topk::Search::new(&unit_host[d..], &unit_host, &inp.unit, d, budget(job)).reduced_precision();
     for rows in search.blocks() {
         // Query row r is item r + 1: never its own neighbour.
         let pairs: Vec<(i64, i64)> = rows.clone().map(|r| ((r - rows.start) as i64, r as i64 + 1)).collect();
@@ -285,7 +285,7 @@ async fn query_candidates(
             return Err(Error::Internal(format!("query embeddings have {qdim} dims, item text embeddings {tdim}")));
         }
         let q_host = normalised(&qv, qdim);
-        let search = topk::Search::new(&q_host, &items_host, &items, qdim, budget(job));
+        let search = topk::Search::new(&q_host, &items_host, &items, qdim, budget(job)).reduced_precision();
         let masks = Masks { all: Some(&blocked), pairs: &[], per_row: None };
         for rows in search.blocks() {
             let top = search.top_k(rows.clone(), &masks, c.query_k)?;

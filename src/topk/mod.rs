@@ -11,6 +11,8 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 
+pub mod bf16;
+
 /// Queries per block so that one block's scores and masks fit `budget_bytes`
 /// for `n_items` items: f32 scores, a bool mask, and `topk`'s scratch.
 pub fn block_rows(budget_bytes: usize, n_items: usize) -> usize {
@@ -231,14 +233,21 @@ pub fn refine(sel: &TopK, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) ->
     let k = k.min(sel.k);
     let rows: Vec<Vec<(f32, i64)>> = (0..sel.rows)
         .into_par_iter()
-        .map(|r| {
-            let mut v: Vec<(f64, i64)> = sel.row(r).map(|(_, i)| (exact(r, i), i)).collect();
-            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            v.into_iter().take(k).map(|(s, i)| (s as f32, i)).collect()
-        })
+        .map(|r| rank_exactly(sel.row(r).map(|(_, i)| (exact(r, i), i)).collect(), k))
         .collect();
-    let mut out =
-        TopK { rows: sel.rows, k, scores: vec![f32::NEG_INFINITY; sel.rows * k], items: vec![0; sel.rows * k] };
+    place(rows, k)
+}
+
+/// The k best of (exact score, item), best first, ties by item index.
+fn rank_exactly(mut v: Vec<(f64, i64)>, k: usize) -> Vec<(f32, i64)> {
+    v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    v.into_iter().take(k).map(|(s, i)| (s as f32, i)).collect()
+}
+
+/// Ranked rows (at most k each, already in order) into k slots per row.
+fn place(rows: Vec<Vec<(f32, i64)>>, k: usize) -> TopK {
+    let n = rows.len();
+    let mut out = TopK { rows: n, k, scores: vec![f32::NEG_INFINITY; n * k], items: vec![0; n * k] };
     for (r, row) in rows.into_iter().enumerate() {
         for (j, (s, i)) in row.into_iter().enumerate() {
             out.scores[r * k + j] = s;
@@ -269,6 +278,7 @@ pub struct Search<'a> {
     items: &'a Tensor,
     dim: usize,
     block: usize,
+    packed: Option<bf16::Packed>,
 }
 
 impl<'a> Search<'a> {
@@ -276,7 +286,27 @@ impl<'a> Search<'a> {
     /// `[N, dim]` on the device, and the memory budget of one block of scores.
     pub fn new(queries: &'a [f32], items_host: &'a [f32], items: &'a Tensor, dim: usize, budget_bytes: usize) -> Self {
         let n_items = items_host.len() / dim.max(1);
-        Search { queries, items_host, items, dim, block: block_rows(budget_bytes, n_items) }
+        Search { queries, items_host, items, dim, block: block_rows(budget_bytes, n_items), packed: None }
+    }
+
+    /// Take the bf16 first pass in [`Search::top_k`] where it applies (items
+    /// on the CPU, which has AVX-512 BF16; finite vectors): candidates from
+    /// bf16 products with a proven error bound, ranked by the same exact
+    /// scores, so results are identical to the f32 path's. No score matrix
+    /// is held, so blocks of queries grow to [`FIRST_PASS_BLOCK`].
+    pub fn reduced_precision(mut self) -> Self {
+        if self.items.device() == tch::Device::Cpu {
+            self.packed = bf16::Packed::new(self.items_host, self.dim);
+            if self.packed.is_some() {
+                self.block = self.block.max(FIRST_PASS_BLOCK);
+            }
+        }
+        self
+    }
+
+    /// Whether [`Search::top_k`] takes the bf16 first pass.
+    pub fn first_pass_bf16(&self) -> bool {
+        self.packed.is_some()
     }
 
     /// Queries per block.
@@ -301,6 +331,11 @@ impl<'a> Search<'a> {
 
     /// The exact top-k of a block of queries by inner product, masked.
     pub fn top_k(&self, rows: std::ops::Range<usize>, masks: &Masks, k: usize) -> Result<TopK> {
+        if let (Some(packed), None) = (&self.packed, masks.per_row)
+            && let Some(top) = self.top_k_bf16(packed, rows.clone(), masks, k)?
+        {
+            return Ok(top);
+        }
         let mut scores = self.scores(rows.clone());
         mask_scores(&mut scores, masks);
         // The slices only: the search itself holds a tensor, which is not Sync.
@@ -310,7 +345,54 @@ impl<'a> Search<'a> {
             dot(&q[a * d..(a + 1) * d], &it[i as usize * d..(i as usize + 1) * d])
         })
     }
+
+    /// [`Search::top_k`] by the bf16 first pass; None when a query cannot
+    /// be bounded (not finite), for the f32 path to take.
+    fn top_k_bf16(
+        &self,
+        packed: &bf16::Packed,
+        rows: std::ops::Range<usize>,
+        masks: &Masks,
+        k: usize,
+    ) -> Result<Option<TopK>> {
+        use rayon::prelude::*;
+        let blocked = match masks.all {
+            Some(t) => Some(
+                Vec::<bool>::try_from(t.to_device(tch::Device::Cpu).contiguous().view([-1]))
+                    .map_err(|e| Error::torch("copying the item mask to the host", e))?,
+            ),
+            None => None,
+        };
+        let allowed = packed.allowed(blocked.as_deref());
+        let mut excl: Vec<Vec<u32>> = vec![Vec::new(); rows.len()];
+        for (r, i) in masks.pairs {
+            if let (Some(e), Ok(i)) = (excl.get_mut(*r as usize), u32::try_from(*i)) {
+                e.push(i);
+            }
+        }
+        excl.iter_mut().for_each(|e| e.sort_unstable());
+        let excluded = |r: usize, i: u32| excl[r].binary_search(&i).is_ok();
+        let (q, it, d, start) = (self.queries, self.items_host, self.dim, rows.start);
+        let Some(cands) = packed.candidates(&q[rows.start * d..rows.end * d], k, &allowed, &excluded) else {
+            return Ok(None);
+        };
+        let k = k.min(packed.len());
+        let ranked: Vec<Vec<(f32, i64)>> = cands
+            .par_iter()
+            .enumerate()
+            .map(|(r, c)| {
+                let a = &q[(start + r) * d..(start + r + 1) * d];
+                let v =
+                    c.iter().map(|i| (dot(a, &it[*i as usize * d..(*i as usize + 1) * d]), i64::from(*i))).collect();
+                rank_exactly(v, k)
+            })
+            .collect();
+        Ok(Some(place(ranked, k)))
+    }
 }
+
+/// Queries per block on the bf16 first pass, which holds no score matrix.
+pub const FIRST_PASS_BLOCK: usize = 4096;
 
 /// Exact top-k of every query row against every item row, without masks.
 pub fn all_top_k(
@@ -323,7 +405,7 @@ pub fn all_top_k(
 ) -> Result<TopK> {
     let (n, m) = (queries.len() / dim.max(1), items.len() / dim.max(1));
     let items_t = Tensor::from_slice(items).view([m as i64, dim as i64]).to_device(device);
-    let search = Search::new(queries, items, &items_t, dim, budget_bytes);
+    let search = Search::new(queries, items, &items_t, dim, budget_bytes).reduced_precision();
     let k = k.min(m);
     let mut out = TopK { rows: n, k, scores: Vec::with_capacity(n * k), items: Vec::with_capacity(n * k) };
     let none = Masks { all: None, pairs: &[], per_row: None };
@@ -474,6 +556,38 @@ mod tests {
             assert_eq!(host, device, "k = {k}");
             assert_eq!(host.row(3).count(), 0);
             assert!(host.row(5).all(|(_, i)| i < 64 * 3));
+        }
+    }
+
+    #[test]
+    fn the_bf16_first_pass_gives_the_f32_paths_results() {
+        // Same blocks, masks and exclusions through both paths: identical
+        // items and scores (both rank by the exact f64 inner product).
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(8);
+        let (nq, n, d) = (700usize, 3000usize, 48usize);
+        let users = Tensor::randn([nq as i64, d as i64], (Kind::Float, tch::Device::Cpu));
+        let items = Tensor::randn([n as i64, d as i64], (Kind::Float, tch::Device::Cpu))
+            * Tensor::arange(n as i64, (Kind::Float, tch::Device::Cpu)).remainder(4).unsqueeze(1).g_add_scalar(0.5);
+        let (u, it) = (host_f32(&users).unwrap(), host_f32(&items).unwrap());
+        let blocked: Vec<bool> = (0..n).map(|j| j % 13 == 0).collect();
+        let blocked_t = Tensor::from_slice(&blocked);
+        let plain = Search::new(&u, &it, &items, d, 1 << 20);
+        let fast = Search::new(&u, &it, &items, d, 1 << 20).reduced_precision();
+        assert_eq!(fast.first_pass_bf16(), bf16::available());
+        assert!(plain.blocks().count() > 3, "several blocks");
+        for rows in plain.blocks() {
+            let pairs: Vec<(i64, i64)> = rows
+                .clone()
+                .flat_map(|r| [((r - rows.start) as i64, (r * 5 % n) as i64), ((r - rows.start) as i64, 1)])
+                .collect();
+            let masks = Masks { all: Some(&blocked_t), pairs: &pairs, per_row: None };
+            for k in [1, 10, 100] {
+                let (a, b) =
+                    (plain.top_k(rows.clone(), &masks, k).unwrap(), fast.top_k(rows.clone(), &masks, k).unwrap());
+                assert_eq!(a, b, "rows {rows:?}, k = {k}");
+                assert!(b.items.iter().all(|i| !blocked[*i as usize] && *i != 1));
+            }
         }
     }
 
