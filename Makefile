@@ -19,7 +19,7 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-topk bench-scale test lint fmt sample clean
+.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-topk bench-train bench-scale test lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench-cold-items: build ## MovieLens-100k movies with no training ratings: do th
 
 bench-topk: build ## 1M users x 100k items x 64 dims exact top-100: nightrec vs FAISS IndexFlatIP (time, memory, overlap).
 	"$$(scripts/setup-python.sh)" bench/topk.py bin/nightrec bench-out/topk
+
+bench-train: build ## Training vs the same model in PyTorch eager (bench/torch_twin.py) at ml100k and M: loss, s/epoch -> bench/results/train.md.
+	SIZES="$(or $(SIZES),ml100k M)" bench/train.sh
 
 bench-scale: build ## Two nights (scratch, then warm) at S, M and L (1M/3M/10M events): per-stage wall, CPU, RSS -> bench/results/scale.md.
 	SIZES="$(or $(SIZES),S M L)" bench/scale.sh

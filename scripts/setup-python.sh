@@ -5,17 +5,5 @@
 # cached outside the repository.
 # Prints the venv's python on stdout. Idempotent.
 set -euo pipefail
-CACHE="${NIGHTREC_CACHE:-$HOME/.cache/nightrec}"
-VENV="$CACHE/venv-readers-1"
-REQS="pyarrow==26.0.1 duckdb==1.5.6 moto[server]==5.2.5 numpy==2.4.6 faiss-cpu==1.15.1"
-if [[ -f "$VENV/.complete" ]] && [[ "$(cat "$VENV/.complete")" == "$REQS" ]]; then
-  echo "$VENV/bin/python"
-  exit 0
-fi
-rm -rf "$VENV"
-"${PYTHON:-python3}" -m venv "$VENV" >&2
-# --only-binary: wheels only (no compiling); pip checks each wheel's hash
-# against the index's record of it.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: $REQS >&2
-echo "$REQS" > "$VENV/.complete"
-echo "$VENV/bin/python"
+source "$(dirname "$0")/venv.sh"
+pinned_venv venv-readers-1 "pyarrow==26.0.1 duckdb==1.5.6 moto[server]==5.2.5 numpy==2.4.6 faiss-cpu==1.15.1"

@@ -536,6 +536,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(CheckpointMeta, Vec<
         ("pretraining epochs".into(), r.pretrain.len().to_string()),
         ("fine-tuning epochs (best)".into(), format!("{} ({})", r.finetune.len(), r.best_epoch)),
         ("loss".into(), if r.full_softmax { "full softmax".into() } else { "sampled softmax".into() }),
+        ("batch size".into(), r.batch_size.to_string()),
         ("valid NDCG@10".into(), format!("{:.4}", r.best_valid_ndcg)),
         (
             "sequences/s, s/epoch".into(),
