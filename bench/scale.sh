@@ -47,8 +47,9 @@ for size in $SIZES; do
       bin/nightrec --config jobs/nightly.toml --input "$in" --output "$OUT/$size/out" run --date "$date" \
       > "$OUT/$size/night$night.summary" 2> "$OUT/$size/night$night.log"
   done
-  printf '{"size": "%s", "events": %d, "users": %d, "items": %d, "threads": %d}\n' \
-    "$size" "$events" "$users" "$items" "$THREADS" > "$OUT/$size/size.json"
+  rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src sql jobs Cargo.toml || echo +changes)"
+  printf '{"size": "%s", "events": %d, "users": %d, "items": %d, "threads": %d, "commit": "%s"}\n' \
+    "$size" "$events" "$users" "$items" "$THREADS" "$rev" > "$OUT/$size/size.json"
 done
 "$PY" bench/scale_report.py "$OUT" "$SIZES" "make bench-scale SIZES=\"$SIZES\" THREADS=$THREADS" > bench/results/scale.md
 cat bench/results/scale.md

@@ -51,15 +51,25 @@ runs = {}
 for s in sizes:
     info = json.load(open(f"{out}/{s}/size.json"))
     for night in (1, 2):
+        if not os.path.exists(f"{out}/{s}/night{night}.time.json"):
+            continue  # not run (or stopped before it finished): reported as missing
         st, facts = summary(f"{out}/{s}/night{night}.summary")
         t = json.load(open(f"{out}/{s}/night{night}.time.json"))
         runs[(s, night)] = (info, st, facts, t)
+missing = [f"{s} night {n}" for s in sizes for n in (1, 2) if (s, n) not in runs]
 
 print("# Scale benchmark: two nights per size\n")
-print(f"- date: {datetime.date.today()}, commit {commit()}")
+commits = {s: runs[(s, 1)][0].get("commit", commit()) for s in sizes}
+if len(set(commits.values())) == 1:
+    print(f"- date: {datetime.date.today()}, commit {next(iter(commits.values()))}")
+else:
+    print(f"- date: {datetime.date.today()}; commits: " + ", ".join(f"{s} at {c}" for s, c in commits.items())
+          + " (sizes run in different sessions; see the notes below for what changed between them)")
 print(f"- machine: {machine()}; no GPU")
 print(f"- command: `{command}` (bench/scale.sh; data from `nightrec gen --seed 1`, 31 days)")
 print(f"- threads: {runs[(sizes[0], 1)][0]['threads']} (`run.threads`, every pool)\n")
+if missing:
+    print(f"**Not measured: {', '.join(missing)}.**\n")
 print("Night 1: `run --date D` from scratch. Night 2: `run --date D+1` with one more day of data, warm-started.\n")
 print("A stage's peak RSS is the process's resident high-water mark during that stage (reset when it starts),")
 print("so it includes what earlier stages of the same process still hold; the whole process's peak is given per night.\n")
@@ -85,16 +95,38 @@ for (s, night), (info, st, facts, t) in runs.items():
     print()
 
 if len(sizes) > 1:
-    lo, hi = sizes[0], sizes[-1]
-    ratio = runs[(hi, 1)][0]["events"] / runs[(lo, 1)][0]["events"]
-    print(f"## Growth from {lo} to {hi} ({ratio:.0f}x events)\n")
-    print("Exponent e in time ~ events^e (1 = linear). Exact top-K grows with users x items (expected e = 2 here).\n")
-    print("| stage | night | wall exponent | RSS exponent |")
-    print("|---|---|---|---|")
+    pairs = list(zip(sizes, sizes[1:])) + ([(sizes[0], sizes[-1])] if len(sizes) > 2 else [])
+    print(f"## Growth between sizes\n")
+    print("Exponent e in time ~ events^e (1 = linear), between each pair of sizes, wall time (RSS in brackets).")
+    print("Exact top-K (in candidates) grows with users x items: e = 2 expected for that part. `train, s/epoch`")
+    print("is the mean fine-tuning epoch (the number of epochs is set by early stopping, not by the data size).\n")
+
+    def epoch_s(st_facts):
+        v = st_facts.get("train", {}).get("sequences/s, s/epoch")
+        return float(v.split(",")[1]) if v else None
+
     for night in (1, 2):
-        a, b = runs[(lo, night)][1], runs[(hi, night)][1]
-        for name in stages:
-            if name in a and name in b and a[name]["ran"] and b[name]["ran"] and a[name]["wall"] > 0:
-                e = math.log(max(b[name]["wall"], 1e-3) / max(a[name]["wall"], 1e-3)) / math.log(ratio)
-                r = math.log(max(b[name]["rss"], 1) / max(a[name]["rss"], 1)) / math.log(ratio)
-                print(f"| {name} | {night} | {e:.2f} | {r:.2f} |")
+        have = [(a, b) for a, b in pairs if (a, night) in runs and (b, night) in runs]
+        if not have:
+            continue
+        print(f"Night {night}:\n")
+        print("| stage | " + " | ".join(f"{a}→{b}" for a, b in have) + " |")
+        print("|---|" + "---|" * len(have))
+        for name in stages + ["train, s/epoch"]:
+            cells = []
+            for a, b in have:
+                ra, rb = runs[(a, night)], runs[(b, night)]
+                ratio = math.log(rb[0]["events"] / ra[0]["events"])
+                if name == "train, s/epoch":
+                    ea, eb = epoch_s(ra[2]), epoch_s(rb[2])
+                    cells.append(f"{math.log(eb / ea) / ratio:.2f}" if ea and eb else "")
+                    continue
+                x, y = ra[1].get(name), rb[1].get(name)
+                if x and y and x["ran"] and y["ran"] and x["wall"] > 0:
+                    e = math.log(max(y["wall"], 1e-3) / max(x["wall"], 1e-3)) / ratio
+                    r = math.log(max(y["rss"], 1) / max(x["rss"], 1)) / ratio
+                    cells.append(f"{e:.2f} ({r:.2f})")
+                else:
+                    cells.append("")
+            print(f"| {name} | " + " | ".join(cells) + " |")
+        print()
