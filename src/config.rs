@@ -307,6 +307,22 @@ pub struct ModelConfig {
     /// Memory for one batch's logits over the catalog, in MiB; the batch is
     /// made smaller when the catalog is large.
     pub memory_budget_mb: usize,
+    /// Training arithmetic: `fp32`, `bf16` (mixed precision: f32 weights,
+    /// gradients and optimiser state, bf16 matrix products), or `auto`
+    /// (bf16 on a CPU with AVX512-BF16, f32 otherwise). Inference is f32.
+    pub precision: Precision,
+}
+
+/// Arithmetic of the training step's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 where it is fast: on a CPU with AVX512-BF16.
+    Auto,
+    /// Single precision throughout.
+    Fp32,
+    /// bf16 products, f32 everything else.
+    Bf16,
 }
 
 /// The next-item loss.

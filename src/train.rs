@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use tch::{Kind, Tensor, nn, nn::OptimizerConfig};
 
 use crate::checkpoint::{self, CheckpointMeta, WarmStart};
-use crate::config::{LossKind, ModelConfig};
+use crate::config::{LossKind, ModelConfig, Precision};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::metrics::RankSums;
@@ -94,6 +94,8 @@ pub struct TrainReport {
     pub train_windows: usize,
     /// Batch size after the memory budget.
     pub batch_size: usize,
+    /// Whether the training step's matrix products ran in bf16.
+    pub bf16: bool,
     /// Whether the full softmax was used (else sampled).
     pub full_softmax: bool,
     /// The date warm-started from, with kept / new / dropped item rows.
@@ -156,7 +158,12 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         image_alpha: cfg.image_alpha,
     };
     let mut vs = nn::VarStore::new(device);
-    let model = SeqRec::new(&vs.root(), &mcfg);
+    let mut model = SeqRec::new(&vs.root(), &mcfg);
+    model.train_in_bf16(match cfg.precision {
+        Precision::Fp32 => false,
+        Precision::Bf16 => true,
+        Precision::Auto => device == tch::Device::Cpu && crate::model::seqrec::bf16_is_fast(),
+    });
     let warm_stats = match warm {
         Some(w) => apply_warm_start(&vs, &mcfg, &data.item_ids, w)?,
         None => None,
@@ -234,6 +241,7 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         train_users: train_users.len(),
         train_windows: samples.len(),
         batch_size,
+        bf16: model.trains_in_bf16(),
         full_softmax: full,
         warm_start: warm.zip(warm_stats).map(|(w, (k, n, d))| (w.date.to_string(), k, n, d)),
     };
@@ -318,11 +326,11 @@ impl Ctx<'_> {
                 Objective::Masked(p, loss) => self.masked_loss(chunk, p, loss),
                 Objective::Next(loss) => self.next_item_loss(chunk, loss),
             };
-            let value = loss.double_value(&[]);
+            let value = loss.value.double_value(&[]);
             if !value.is_finite() {
                 return Err(Error::Internal(format!("training loss became {value} ({label})")));
             }
-            opt.backward_step_clip_norm(&loss, clip);
+            opt.backward_step_clip_norm(&loss.objective, clip);
             loss_sum += value;
             batches += 1;
             bar.advance(chunk.len(), || format!("loss {:.4}", loss_sum / batches as f64));
@@ -338,7 +346,7 @@ impl Ctx<'_> {
     }
 
     /// Every position predicts the item after it (causal attention).
-    fn next_item_loss(&self, parts: &[&[i64]], loss: Loss) -> Tensor {
+    fn next_item_loss(&self, parts: &[&[i64]], loss: Loss) -> StepLoss {
         let inputs: Vec<&[i64]> = parts.iter().map(|p| &p[..p.len() - 1]).collect();
         let targets: Vec<&[i64]> = parts.iter().map(|p| &p[1..]).collect();
         let x = left_pad(&inputs, self.max_len, self.device);
@@ -348,7 +356,7 @@ impl Ctx<'_> {
 
     /// A share of positions is replaced by `[MASK]` and predicted from both
     /// sides; every sequence has its last item masked at least.
-    fn masked_loss(&self, parts: &[&[i64]], p: f64, loss: Loss) -> Tensor {
+    fn masked_loss(&self, parts: &[&[i64]], p: f64, loss: Loss) -> StepLoss {
         let x = left_pad(parts, self.max_len, self.device);
         let real = x.ne(0);
         let last =
@@ -362,7 +370,7 @@ impl Ctx<'_> {
 
     /// Cross-entropy of encoding `x` [B, L] against targets `y` [B, L]
     /// (0 = no target at that position).
-    fn loss(&self, x: &Tensor, y: &Tensor, causal: bool, loss: Loss) -> Tensor {
+    fn loss(&self, x: &Tensor, y: &Tensor, causal: bool, loss: Loss) -> StepLoss {
         match loss {
             Loss::Full => {
                 let items = self.model.item_table(self.feats);
@@ -378,7 +386,7 @@ impl Ctx<'_> {
                 let (table, local) = local_table(self.model, self.feats, &[x, y, &neg]);
                 let h = self.model.encode(&local[0], &table, true, causal);
                 let (h, y) = scored_positions(&h, &local[1]);
-                sampled_softmax_loss(&h, &y, &table, &local[2])
+                sampled_softmax_loss(&h, &y, &table, &local[2], self.model.trains_in_bf16())
             }
         }
     }
@@ -413,21 +421,78 @@ fn scored_positions(h: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
 }
 
 /// Mean cross-entropy of states `h` [P, D] against every item of `items`.
-fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor) -> Tensor {
-    h.matmul(&items.tr()).cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0)
+fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor) -> StepLoss {
+    StepLoss::autograd(h.matmul(&items.tr()).cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0))
 }
 
 /// Mean cross-entropy of states `h` [P, D] over the target and the shared
 /// negatives `neg` (rows of `items`); a negative that is the target itself
 /// is left out of that position's softmax.
-fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor) -> Tensor {
-    let pos = (h * items.index_select(0, y)).sum_dim_intlist(-1, true, Kind::Float);
-    let neg_logits = h
-        .matmul(&items.index_select(0, neg).tr())
-        .masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.unsqueeze(0)), f64::NEG_INFINITY);
-    let logits = Tensor::cat(&[pos, neg_logits], -1);
-    let target = Tensor::zeros([logits.size()[0]], (Kind::Int64, h.device()));
-    logits.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, -100, 0.0)
+///
+/// The gradient is worked out here rather than by autograd: the [P, K]
+/// logits are scored once with no graph, turned into softmax weights in
+/// place, and give the gradients of the states, the targets' rows and the
+/// negatives' rows by two matrix products. The returned objective is a sum
+/// of inner products of those three inputs with their fixed gradients, so
+/// its backward pass carries exactly the loss's gradients into the encoder
+/// and the item table, without autograd's copies of the logits (the
+/// concatenation, the masked copy, log-softmax forward and backward).
+fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor, bf16: bool) -> StepLoss {
+    let t = items.index_select(0, y);
+    let n = items.index_select(0, neg);
+    let rows = h.size()[0];
+    let p = rows.max(1) as f64;
+    let kind = h.kind();
+    let (value, gh, gt, gn) = tch::no_grad(|| {
+        let (hd, td, nd) = (h.detach(), t.detach(), n.detach());
+        // With bf16 products the rows are padded (zero rows add nothing)
+        // so that oneDNN reuses a kernel across batches; see matmul_bf16.
+        let padded = if bf16 { (rows + 63) / 64 * 64 } else { rows };
+        let low = |x: &Tensor, pad: bool| {
+            let x = if bf16 { x.to_kind(Kind::BFloat16) } else { x.shallow_clone() };
+            if pad && padded > rows { x.constant_pad_nd([0, 0, 0, padded - rows]) } else { x }
+        };
+        let (hl, nl) = (low(&hd, true), low(&nd, false));
+        let pos = (&hd * &td).sum_dim_intlist(-1, true, kind);
+        let mut z = hl.mm(&nl.tr()).narrow(0, 0, rows).to_kind(kind);
+        // Targets drawn as negatives are rare: mask only the rows that have one.
+        let is_neg = Tensor::zeros([items.size()[0]], (Kind::Bool, h.device())).index_fill(0, neg, 1);
+        let hit_rows = is_neg.index_select(0, y).nonzero().squeeze_dim(1);
+        if hit_rows.numel() > 0 {
+            let hit = y.index_select(0, &hit_rows).unsqueeze(-1).eq_tensor(&neg.unsqueeze(0));
+            let sub = z.index_select(0, &hit_rows).masked_fill(&hit, f64::NEG_INFINITY);
+            let _ = z.index_copy_(0, &hit_rows, &sub);
+        }
+        let m = z.amax([-1], true).maximum(&pos);
+        let _ = z.g_sub_(&m).exp_();
+        let e0 = (&pos - &m).exp();
+        let s = z.sum_dim_intlist(-1, true, kind) + &e0;
+        let value = (s.log() + &m - &pos).mean(kind);
+        // d loss / d logit: softmax weight (minus 1 for the target) over P.
+        let _ = z.g_div_(&(&s * p));
+        let g0 = (e0 / &s - 1.0) / p;
+        let zl = low(&z, true);
+        let gh = zl.mm(&nl).narrow(0, 0, rows).to_kind(kind) + &g0 * &td;
+        let gn = zl.tr().mm(&hl).to_kind(kind);
+        let gt = g0 * &hd;
+        (value, gh, gt, gn)
+    });
+    let objective = (h * gh).sum(kind) + (t * gt).sum(kind) + (n * gn).sum(kind);
+    StepLoss { value, objective }
+}
+
+/// A batch's loss: its value, and the tensor to differentiate (whose
+/// gradients are the loss's; its own value may differ).
+struct StepLoss {
+    value: Tensor,
+    objective: Tensor,
+}
+
+impl StepLoss {
+    /// A loss autograd differentiates itself.
+    fn autograd(loss: Tensor) -> StepLoss {
+        StepLoss { value: loss.detach(), objective: loss }
+    }
 }
 
 /// Training windows: each user's training steps cut from the end into
@@ -537,6 +602,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(CheckpointMeta, Vec<
         ("fine-tuning epochs (best)".into(), format!("{} ({})", r.finetune.len(), r.best_epoch)),
         ("loss".into(), if r.full_softmax { "full softmax".into() } else { "sampled softmax".into() }),
         ("batch size".into(), r.batch_size.to_string()),
+        ("precision".into(), if r.bf16 { "bf16 products".into() } else { "fp32".into() }),
         ("valid NDCG@10".into(), format!("{:.4}", r.best_valid_ndcg)),
         (
             "sequences/s, s/epoch".into(),
@@ -587,12 +653,56 @@ mod tests {
         let neg = Tensor::from_slice(&[1i64, 8, 12, 29]);
         let whole = m.with_mask(&m.item_table(&f));
         let (h, t) = scored_positions(&m.encode(&x, &whole, false, false), &y);
-        let a = sampled_softmax_loss(&h, &t, &whole, &neg).double_value(&[]);
+        let a = sampled_softmax_loss(&h, &t, &whole, &neg, false).value.double_value(&[]);
         let (table, local) = local_table(&m, &f, &[&x, &y, &neg]);
         assert!(table.size()[0] < 31, "the local table holds the whole catalog");
         let (h, t) = scored_positions(&m.encode(&local[0], &table, false, false), &local[1]);
-        let b = sampled_softmax_loss(&h, &t, &table, &local[2]).double_value(&[]);
+        let b = sampled_softmax_loss(&h, &t, &table, &local[2], false).value.double_value(&[]);
         assert!(a.is_finite() && (a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+
+    #[test]
+    fn the_sampled_softmax_gradient_is_autograds() {
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(3);
+        let opts = (Kind::Double, tch::Device::Cpu);
+        let leaves = || {
+            (Tensor::randn([7, 5], opts).set_requires_grad(true), Tensor::randn([12, 5], opts).set_requires_grad(true))
+        };
+        // Targets 4 and 9 are also negatives (9 twice); 4 is the target twice.
+        let y = Tensor::from_slice(&[4i64, 1, 9, 4, 11, 2, 6]);
+        let neg = Tensor::from_slice(&[9i64, 3, 4, 9, 7, 10]);
+        let (h, items) = leaves();
+        let ours = sampled_softmax_loss(&h, &y, &items, &neg, false);
+        ours.objective.backward();
+        // The same loss written for autograd.
+        let (h2, items2) = (h.detach().copy().set_requires_grad(true), items.detach().copy().set_requires_grad(true));
+        let pos = (&h2 * items2.index_select(0, &y)).sum_dim_intlist(-1, true, Kind::Double);
+        let negl = h2
+            .matmul(&items2.index_select(0, &neg).tr())
+            .masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.unsqueeze(0)), f64::NEG_INFINITY);
+        let logits = Tensor::cat(&[pos, negl], -1);
+        let zero = Tensor::zeros([7], (Kind::Int64, tch::Device::Cpu));
+        let reference = logits.cross_entropy_loss::<Tensor>(&zero, None, tch::Reduction::Mean, -100, 0.0);
+        reference.backward();
+        let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        assert!(close(&ours.value, &reference) < 1e-12, "{} vs {}", ours.value, reference);
+        assert!(close(&h.grad(), &h2.grad()) < 1e-12, "state gradients differ");
+        assert!(close(&items.grad(), &items2.grad()) < 1e-12, "item gradients differ");
+        assert!(items.grad().abs().sum(Kind::Double).double_value(&[]) > 0.1);
+        // bf16 products (rows padded to 64 inside): within bf16 rounding.
+        let (hf, itf) = (h.detach().to_kind(Kind::Float).set_requires_grad(true), items.detach().to_kind(Kind::Float));
+        let itf = itf.set_requires_grad(true);
+        let low = sampled_softmax_loss(&hf, &y, &itf, &neg, true);
+        low.objective.backward();
+        let rel = |a: &Tensor, b: &Tensor| close(&a.to_kind(Kind::Double), b) / b.abs().max().double_value(&[]);
+        assert!(rel(&low.value, &reference) < 0.02, "bf16 loss {} vs {}", low.value, reference);
+        assert!(rel(&hf.grad(), &h2.grad()) < 0.03, "bf16 state gradients off by {}", rel(&hf.grad(), &h2.grad()));
+        assert!(
+            rel(&itf.grad(), &items2.grad()) < 0.03,
+            "bf16 item gradients off by {}",
+            rel(&itf.grad(), &items2.grad())
+        );
     }
 
     #[test]
@@ -658,12 +768,16 @@ mod tests {
     fn sampled_softmax_learns_too() {
         let _rng = crate::device::rng_lock();
         let data = ring(64, 20, 12);
-        let mut o = opts(0, 60);
-        o.model.loss = LossKind::Sampled;
-        o.model.sampled_negatives = 8;
-        let t = train(&data, &o, tch::Device::Cpu, None).unwrap();
-        assert!(!t.report.full_softmax);
-        assert!(t.report.best_valid_ndcg > 0.8, "valid NDCG@10 {}", t.report.best_valid_ndcg);
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let mut o = opts(0, 60);
+            o.model.loss = LossKind::Sampled;
+            o.model.sampled_negatives = 8;
+            o.model.precision = precision;
+            let t = train(&data, &o, tch::Device::Cpu, None).unwrap();
+            assert!(!t.report.full_softmax);
+            assert_eq!(t.report.bf16, precision == Precision::Bf16);
+            assert!(t.report.best_valid_ndcg > 0.8, "{precision:?}: valid NDCG@10 {}", t.report.best_valid_ndcg);
+        }
     }
 
     #[test]
