@@ -15,7 +15,7 @@ model the same way as src/train.rs and src/model/seqrec.rs:
   uniform negatives with only the batch's items represented, chosen by the
   same cost rule;
 - validation NDCG@10 after each fine-tuning epoch on the same kind of fixed
-  sample of 5,000 users, history masked.
+  sample of `model.validation_users` users, history masked.
 Random draws differ from libtorch's in nightrec, so losses agree in value
 per epoch within noise, not bit for bit.
 
@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAX_VALID_USERS = 5000
 
 
 def settings(config_path):
@@ -191,7 +190,7 @@ def main():
     trains = [tr for tr, _ in splits if len(tr) >= 2]
     valid = [u for u, (tr, va) in enumerate(splits) if len(va) and len(tr)]
     rng.shuffle(valid)
-    valid = sorted(valid[:MAX_VALID_USERS], key=lambda u: (len(splits[u][0]), u))
+    valid = sorted(valid[:m["validation_users"]], key=lambda u: (len(splits[u][0]), u))
 
     d, max_len = m["dim"], m["max_len"]
     # The loss by cost (train.rs step_costs / full_softmax_chosen).

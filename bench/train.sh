@@ -3,7 +3,8 @@
 # mode (bench/torch_twin.py), on the same work tables (nightrec's own
 # sequences and item text embeddings), with the same windows, batch size,
 # dimensions, loss, epochs and thread count, one after the other on an
-# otherwise idle machine. Both get the same allocator thresholds (nightrec
+# otherwise idle machine. nightrec runs twice: as configured (bf16 products
+# on a CPU with AVX512-BF16) and in fp32, the twin's arithmetic. Both get the same allocator thresholds (nightrec
 # sets them with mallopt; the twin through glibc's MALLOC_*_ environment).
 # Sizes: ml100k (MovieLens-100k, full softmax) and M (3M generated events,
 # 300k users, 30k items: sampled softmax). Fixed epochs, no early stop.
@@ -48,6 +49,11 @@ for size in $SIZES; do
     /usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/$size/nightrec.time.json" \
     bin/nightrec --config "$config" --input "$input" --output "$out" --log-format json \
     run --date "$date" --stage train --full-retrain --force > "$OUT/$size/nightrec.summary" 2> "$OUT/$size/nightrec.log"
+  echo "bench-train: $size: nightrec in fp32 ..." >&2
+  NIGHTREC_RUN__THREADS="$THREADS" NIGHTREC_MODEL__PRETRAIN_EPOCHS="$PRETRAIN" NIGHTREC_MODEL__EPOCHS="$EPOCHS" \
+    NIGHTREC_MODEL__PATIENCE="$EPOCHS" NIGHTREC_MODEL__PRECISION=fp32 NIGHTREC_LOG=info \
+    bin/nightrec --config "$config" --input "$input" --output "$out" --log-format json \
+    run --date "$date" --stage train --full-retrain --force > "$OUT/$size/nightrec-fp32.summary" 2> "$OUT/$size/nightrec-fp32.log"
   echo "bench-train: $size: PyTorch eager ..." >&2
   MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 \
     /usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/$size/torch.time.json" \

@@ -36,7 +36,7 @@ def facts(path):
     get = lambda key: (re.search(rf"{re.escape(key)}: (.*)", text) or [None, None])[1]  # noqa: E731
     windows = get("training users (windows)")
     return {"windows": int(windows.split("(")[1].rstrip(")")) if windows else None,
-            "loss": get("loss"), "batch_size": int(get("batch size") or 0)}
+            "loss": get("loss"), "batch_size": int(get("batch size") or 0), "precision": get("precision")}
 
 
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -49,8 +49,8 @@ print(f"- command: `{command}` (bench/train.sh, twin: bench/torch_twin.py)")
 print("- same work tables, windows, batch size, dimensions, loss, epochs and threads; same malloc thresholds\n")
 for size in sizes:
     n = nightrec_epochs(f"{out}/{size}/nightrec.log")
-    dense_path = f"{out}/{size}/nightrec-dense.log"
-    dn = nightrec_epochs(dense_path) if os.path.exists(dense_path) else []
+    fp32_path = f"{out}/{size}/nightrec-fp32.log"
+    dn = nightrec_epochs(fp32_path) if os.path.exists(fp32_path) else []
     lines = [json.loads(x) for x in open(f"{out}/{size}/torch.jsonl")]
     head, t = lines[0], lines[1:]
     nf = facts(f"{out}/{size}/nightrec.summary")
@@ -59,11 +59,11 @@ for size in sizes:
     print(f"## {size}: {head['n_items'] - 1:,} items, {head['windows']:,} training windows, batch {head['batch_size']}, "
           f"{'full' if head['full_softmax'] else 'sampled'} softmax, {head['threads']} threads, torch {head['torch']}\n")
     print(f"Same training on both sides (windows, batch size, loss): {'yes' if same else 'NO: ' + json.dumps(nf)}")
+    print(f"nightrec's precision: {nf['precision']}; PyTorch: fp32")
     if dn:
-        print("nightrec runs twice: as configured (row-sparse AdamW on the item table) and with dense AdamW "
-              "(`model.sparse_item_updates = false`, the twin's update rule)")
+        print("nightrec runs twice: as configured, and in fp32 (`NIGHTREC_MODEL__PRECISION=fp32`, the twin's arithmetic)")
     print()
-    cols = ["nightrec"] + (["nightrec dense"] if dn else []) + ["PyTorch"]
+    cols = ["nightrec"] + (["nightrec fp32"] if dn else []) + ["PyTorch"]
     print("| phase | epoch | " + " | ".join(f"loss {c}" for c in cols) + " | "
           + " | ".join(f"valid NDCG@10 {c}" for c in cols) + " | " + " | ".join(f"s {c}" for c in cols)
           + " | PyTorch s / nightrec s |")
@@ -79,7 +79,8 @@ for size in sizes:
         d = [e["seconds"] for e in dn if e["phase"] == phase]
         b = [e["seconds"] for e in t if e["phase"] == phase]
         if a and b:
-            extra = f", nightrec dense {statistics.mean(d):.1f}" if d else ""
+            extra = (f", nightrec fp32 {statistics.mean(d):.1f} ({statistics.mean(b) / statistics.mean(d):.2f}x PyTorch)"
+                     if d else "")
             print(f"\n{phase}: mean s/epoch nightrec {statistics.mean(a):.1f}{extra}, PyTorch {statistics.mean(b):.1f}: "
                   f"nightrec {statistics.mean(b) / statistics.mean(a):.2f}x PyTorch eager's speed")
     nt = json.load(open(f"{out}/{size}/nightrec.time.json"))

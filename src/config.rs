@@ -283,6 +283,10 @@ pub struct ModelConfig {
     pub warm_start_max_age_days: u32,
     /// Stop when validation NDCG@10 has not improved for this many epochs.
     pub patience: usize,
+    /// Users in the fixed random sample validation NDCG@10 is measured on
+    /// after each fine-tuning epoch (all users when fewer have a
+    /// validation step). More users: less noise in early stopping.
+    pub validation_users: usize,
     /// The same when warm-starting: yesterday's weights are already near a
     /// good model, so an epoch without improvement ends training sooner.
     pub warm_start_patience: usize,
@@ -573,8 +577,8 @@ impl Config {
         if self.run.lookback_days == 0 {
             return bad("run.lookback_days must be at least 1".into());
         }
-        if self.model.batch_size == 0 || self.model.epochs == 0 {
-            return bad("model.batch_size and model.epochs must be at least 1".into());
+        if self.model.batch_size == 0 || self.model.epochs == 0 || self.model.validation_users == 0 {
+            return bad("model.batch_size, model.epochs and model.validation_users must be at least 1".into());
         }
         if self.text.hashing_dim == 0 || self.text.batch_size == 0 || !(8..=512).contains(&self.text.max_tokens) {
             return bad(

@@ -34,9 +34,6 @@ use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::seqdata::{SeqData, left_pad};
 
-/// Validation users evaluated after each epoch (a fixed sample).
-const MAX_VALID_USERS: usize = 5000;
-
 /// Mean validation NDCG@10 of a model (history masked).
 pub fn validate(
     model: &SeqRec,
@@ -141,7 +138,7 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     let mut valid_users: Vec<usize> =
         (0..data.seqs.len()).filter(|u| !data.split(*u).valid.is_empty() && !data.split(*u).train.is_empty()).collect();
     rng.shuffle(&mut valid_users);
-    valid_users.truncate(MAX_VALID_USERS);
+    valid_users.truncate(cfg.validation_users);
     // Batches of similar lengths pad little.
     valid_users.sort_by_key(|u| (data.split(*u).train.len(), *u));
 
@@ -373,11 +370,11 @@ impl Ctx<'_> {
     fn loss(&self, x: &Tensor, y: &Tensor, causal: bool, loss: Loss) -> StepLoss {
         match loss {
             Loss::Full => {
-                let items = self.model.item_table(self.feats);
+                let items = self.model.training_item_table(self.feats);
                 let table = if causal { items.shallow_clone() } else { self.model.with_mask(&items) };
                 let h = self.model.encode(x, &table, true, causal);
                 let (h, y) = scored_positions(&h, y);
-                full_softmax_loss(&h, &y, &items)
+                full_softmax_loss(&h, &y, &items, self.model.trains_in_bf16())
             }
             Loss::Sampled(negatives) => {
                 let neg = Tensor::randint_low(1, self.n_items, [negatives as i64], (Kind::Int64, self.device));
@@ -420,9 +417,59 @@ fn scored_positions(h: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
     (h.view([-1, d]).index_select(0, &at), y.index_select(0, &at))
 }
 
-/// Mean cross-entropy of states `h` [P, D] against every item of `items`.
-fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor) -> StepLoss {
-    StepLoss::autograd(h.matmul(&items.tr()).cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0))
+/// Mean cross-entropy of states `h` [P, D] against every item of `items`,
+/// its gradient worked out as in [`sampled_softmax_loss`].
+fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, bf16: bool) -> StepLoss {
+    let rows = h.size()[0];
+    let p = rows.max(1) as f64;
+    let kind = h.kind();
+    let (value, gh, gi) = tch::no_grad(|| {
+        let (hd, id) = (h.detach(), items.detach());
+        let products = Products::new(bf16, rows);
+        let (hl, il) = (products.low(&hd, true), products.low(&id, false));
+        let mut z = products.mm(&hl, &il.tr(), kind, true);
+        let target = z.gather(1, &y.unsqueeze(1), false);
+        let m = z.amax([-1], true);
+        let _ = z.g_sub_(&m).exp_();
+        let s = z.sum_dim_intlist(-1, true, kind);
+        let value = (s.log() + &m - &target).mean(kind);
+        let _ = z.g_div_(&(&s * p));
+        let _ = z.scatter_add_(1, &y.unsqueeze(1), &Tensor::full([rows, 1], -1.0 / p, (kind, h.device())));
+        let zl = products.low(&z, true);
+        (value, products.mm(&zl, &il, kind, true), products.mm(&zl.tr(), &hl, kind, false))
+    });
+    let objective = (h * gh).sum(kind) + (items * gi).sum(kind);
+    StepLoss { value, objective }
+}
+
+/// The training loss's matrix products: f32, or bf16 with f32 results and
+/// the scored positions' rows padded to a multiple of 64 (zero rows add
+/// nothing) so that oneDNN reuses a compiled kernel across batches.
+struct Products {
+    bf16: bool,
+    rows: i64,
+    padded: i64,
+}
+
+impl Products {
+    fn new(bf16: bool, rows: i64) -> Products {
+        Products { bf16, rows, padded: if bf16 { (rows + 63) / 64 * 64 } else { rows } }
+    }
+
+    /// `x` in the products' precision; `pad`: `x` has one row per scored
+    /// position, padded.
+    fn low(&self, x: &Tensor, pad: bool) -> Tensor {
+        let x = if self.bf16 { x.to_kind(Kind::BFloat16) } else { x.shallow_clone() };
+        if pad && self.padded > self.rows { x.constant_pad_nd([0, 0, 0, self.padded - self.rows]) } else { x }
+    }
+
+    /// a · b in `kind`; `per_position`: a's rows are the scored positions
+    /// (padded), and the padding rows are dropped from the result.
+    fn mm(&self, a: &Tensor, b: &Tensor, kind: Kind, per_position: bool) -> Tensor {
+        let out = a.mm(b);
+        let out = if per_position { out.narrow(0, 0, self.rows) } else { out };
+        out.to_kind(kind)
+    }
 }
 
 /// Mean cross-entropy of states `h` [P, D] over the target and the shared
@@ -445,16 +492,10 @@ fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor, bf
     let kind = h.kind();
     let (value, gh, gt, gn) = tch::no_grad(|| {
         let (hd, td, nd) = (h.detach(), t.detach(), n.detach());
-        // With bf16 products the rows are padded (zero rows add nothing)
-        // so that oneDNN reuses a kernel across batches; see matmul_bf16.
-        let padded = if bf16 { (rows + 63) / 64 * 64 } else { rows };
-        let low = |x: &Tensor, pad: bool| {
-            let x = if bf16 { x.to_kind(Kind::BFloat16) } else { x.shallow_clone() };
-            if pad && padded > rows { x.constant_pad_nd([0, 0, 0, padded - rows]) } else { x }
-        };
-        let (hl, nl) = (low(&hd, true), low(&nd, false));
+        let products = Products::new(bf16, rows);
+        let (hl, nl) = (products.low(&hd, true), products.low(&nd, false));
         let pos = (&hd * &td).sum_dim_intlist(-1, true, kind);
-        let mut z = hl.mm(&nl.tr()).narrow(0, 0, rows).to_kind(kind);
+        let mut z = products.mm(&hl, &nl.tr(), kind, true);
         // Targets drawn as negatives are rare: mask only the rows that have one.
         let is_neg = Tensor::zeros([items.size()[0]], (Kind::Bool, h.device())).index_fill(0, neg, 1);
         let hit_rows = is_neg.index_select(0, y).nonzero().squeeze_dim(1);
@@ -471,9 +512,9 @@ fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor, bf
         // d loss / d logit: softmax weight (minus 1 for the target) over P.
         let _ = z.g_div_(&(&s * p));
         let g0 = (e0 / &s - 1.0) / p;
-        let zl = low(&z, true);
-        let gh = zl.mm(&nl).narrow(0, 0, rows).to_kind(kind) + &g0 * &td;
-        let gn = zl.tr().mm(&hl).to_kind(kind);
+        let zl = products.low(&z, true);
+        let gh = products.mm(&zl, &nl, kind, true) + &g0 * &td;
+        let gn = products.mm(&zl.tr(), &hl, kind, false);
         let gt = g0 * &hd;
         (value, gh, gt, gn)
     });
@@ -486,13 +527,6 @@ fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor, bf
 struct StepLoss {
     value: Tensor,
     objective: Tensor,
-}
-
-impl StepLoss {
-    /// A loss autograd differentiates itself.
-    fn autograd(loss: Tensor) -> StepLoss {
-        StepLoss { value: loss.detach(), objective: loss }
-    }
 }
 
 /// Training windows: each user's training steps cut from the end into
@@ -703,6 +737,41 @@ mod tests {
             "bf16 item gradients off by {}",
             rel(&itf.grad(), &items2.grad())
         );
+        // As many negatives as padded rows (7 -> 64): shapes must not be confused.
+        let neg64 = Tensor::randint_low(1, 12, [64], (Kind::Int64, tch::Device::Cpu));
+        let (hf, itf) = (hf.detach().set_requires_grad(true), itf.detach().set_requires_grad(true));
+        let low = sampled_softmax_loss(&hf, &y, &itf, &neg64, true);
+        low.objective.backward();
+        let exact = sampled_softmax_loss(&h2.detach(), &y, &items2.detach(), &neg64, false);
+        assert!(rel(&low.value, &exact.value) < 0.02, "bf16 loss {} vs {}", low.value, exact.value);
+        assert_eq!(hf.grad().size(), [7, 5]);
+        assert_eq!(itf.grad().size(), [12, 5]);
+    }
+
+    #[test]
+    fn the_full_softmax_gradient_is_autograds() {
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(4);
+        let y = Tensor::from_slice(&[4i64, 1, 9, 4, 11, 2, 6]);
+        for bf16 in [false, true] {
+            let kind = if bf16 { Kind::Float } else { Kind::Double };
+            let h = Tensor::randn([7, 5], (kind, tch::Device::Cpu)).set_requires_grad(true);
+            let items = Tensor::randn([12, 5], (kind, tch::Device::Cpu)).set_requires_grad(true);
+            let ours = full_softmax_loss(&h, &y, &items, bf16);
+            ours.objective.backward();
+            let (h2, items2) = (h.detach().to_kind(Kind::Double), items.detach().to_kind(Kind::Double));
+            let (h2, items2) = (h2.set_requires_grad(true), items2.set_requires_grad(true));
+            let reference =
+                h2.matmul(&items2.tr()).cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0);
+            reference.backward();
+            let tol = if bf16 { 0.03 } else { 1e-12 };
+            let rel = |a: &Tensor, b: &Tensor| {
+                (a.to_kind(Kind::Double) - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[])
+            };
+            assert!(rel(&ours.value, &reference) < tol, "bf16 {bf16}: loss {} vs {}", ours.value, reference);
+            assert!(rel(&h.grad(), &h2.grad()) < tol, "bf16 {bf16}: state gradients differ");
+            assert!(rel(&items.grad(), &items2.grad()) < tol, "bf16 {bf16}: item gradients differ");
+        }
     }
 
     #[test]

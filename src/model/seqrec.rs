@@ -249,8 +249,18 @@ impl SeqRec {
 
     /// Every item's representation, [n_items, dim].
     pub fn item_table(&self, f: &ItemFeatures) -> Tensor {
+        self.table(f, false)
+    }
+
+    /// [`SeqRec::item_table`] for a training step: the text projection's
+    /// product in bf16 when training in bf16.
+    pub fn training_item_table(&self, f: &ItemFeatures) -> Tensor {
+        self.table(f, self.bf16)
+    }
+
+    fn table(&self, f: &ItemFeatures, bf16: bool) -> Tensor {
         // Sums of new tensors: `+=` would add in place into the ID weights.
-        let text = self.cfg.text_fusion.then(|| f.text.apply(&self.text_proj));
+        let text = self.cfg.text_fusion.then(|| linear(&self.text_proj, &f.text, bf16));
         let image = match (&self.image_proj, &f.image) {
             (Some(proj), Some(img)) => Some(img.apply(proj) * self.cfg.image_alpha),
             _ => None,
