@@ -10,9 +10,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{Array, AsArray, UInt64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::Config;
@@ -50,6 +54,46 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     config
 }
 
+/// Register nightrec's SQL functions (every session and the SQL golden
+/// tests call this):
+/// - `hash(text)`: a 64-bit hash of a string (NULL for NULL), for grouping
+///   by a long key in little memory; collisions are possible, so a query
+///   that needs exact groups compares the key itself among the rows a hash
+///   selects. DuckDB has a function of the same name and shape (its own
+///   hash), so the SQL files run on both engines. Stable within a process,
+///   not meant to be stored.
+pub fn register_functions(ctx: &SessionContext) {
+    ctx.register_udf(create_udf(
+        "hash",
+        vec![DataType::Utf8],
+        DataType::UInt64,
+        Volatility::Immutable,
+        Arc::new(hash_strings),
+    ));
+}
+
+fn hash_strings(args: &[ColumnarValue]) -> datafusion::error::Result<ColumnarValue> {
+    use std::hash::{Hash, Hasher};
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let text = match arrays.first() {
+        Some(a) => cast(a, &DataType::Utf8)?,
+        None => return Err(datafusion::error::DataFusionError::Plan("hash() takes one argument".into())),
+    };
+    let hashed: UInt64Array = text
+        .as_string::<i32>()
+        .iter()
+        .map(|s| {
+            s.map(|s| {
+                let mut h = std::hash::DefaultHasher::new();
+                s.hash(&mut h);
+                h.finish()
+            })
+        })
+        .collect();
+    debug_assert_eq!(hashed.len(), text.len());
+    Ok(ColumnarValue::Array(Arc::new(hashed)))
+}
+
 /// A session with the memory pool, spill folder and stores of this job.
 pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
     let spill = spill_dir(cfg);
@@ -62,8 +106,29 @@ pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
         .ctx("creating the query engine runtime")?;
     let config = session_config(threads(cfg));
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    register_functions(&ctx);
     for r in roots {
         ctx.register_object_store(&r.base_url, r.store.clone());
     }
     Ok(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::UInt64Array;
+
+    #[tokio::test]
+    async fn hash_is_a_deterministic_null_preserving_u64_of_any_string_type() {
+        let ctx = SessionContext::new_with_config(session_config(1));
+        register_functions(&ctx);
+        let sql = "SELECT hash('e1') AS a, hash('e1') AS b, hash(arrow_cast('e1', 'Utf8View')) AS c, \
+                   hash('e2') AS d, hash(CAST(NULL AS VARCHAR)) AS e";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let col = |i: usize| batches[0].column(i).as_any().downcast_ref::<UInt64Array>().unwrap().clone();
+        assert_eq!(col(0).value(0), col(1).value(0));
+        assert_eq!(col(0).value(0), col(2).value(0), "Utf8View hashes differently");
+        assert_ne!(col(0).value(0), col(3).value(0));
+        assert!(col(4).is_null(0));
+    }
 }

@@ -92,6 +92,7 @@ async fn every_sql_file_matches_its_golden_result() {
             continue;
         }
         let ctx = SessionContext::new_with_config(nightrec::engine::session_config(2));
+        nightrec::engine::register_functions(&ctx);
         register_inputs(&ctx, &dir).await;
         let p = params(&dir);
         let p: Vec<(&str, ScalarValue)> = p.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();

@@ -2,9 +2,9 @@
 -- it breaks (reason NULL = passes them). One output row per input row:
 -- nothing is dropped. Rules in order: malformed (unparsable record or
 -- number), missing_id, unknown_event_type, bad_timestamp, out_of_window,
--- unknown_item, then duplicate (among rows that pass the rules above).
--- The user-level rule (bot) is applied by events_checked.sql, which reads
--- this table twice; it is written once so the raw files are parsed once.
+-- unknown_item. The rules that compare rows (duplicate, then bot) are
+-- applied by events_checked.sql, which reads this table several times; it
+-- is written once so that the raw files are parsed once.
 --
 -- Parameters:
 --   $window_start, $window_end  timestamps; events outside [start, end) are out_of_window
@@ -57,26 +57,8 @@ ruled AS (
     -- side: the events stream through without being held in memory.
     FROM (SELECT DISTINCT item_id FROM items) c
     RIGHT JOIN norm n ON n.item_id = c.item_id
-),
-ranked AS (
-    SELECT
-        r.*,
-        ROW_NUMBER() OVER (
-            PARTITION BY r.reason IS NULL,
-                COALESCE(r.event_id, concat_ws('|', r.user_id, COALESCE(r.item_id, ''), r.event_type,
-                                               CAST(r.ts AS VARCHAR), COALESCE(r.query, '')))
-            ORDER BY r.source, r.position
-        ) AS copy_no
-    FROM ruled r
-),
-deduped AS (
-    SELECT
-        source, position, raw, event_id, user_id, item_id, event_type, ts, session_id, query,
-        rating, quantity, price,
-        COALESCE(reason, CASE WHEN copy_no > 1 THEN 'duplicate' END) AS reason
-    FROM ranked
 )
 SELECT
     source, position, raw, event_id, user_id, item_id, event_type, ts, session_id, query,
     rating, quantity, price, reason
-FROM deduped
+FROM ruled
