@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, UInt64Array};
+use datafusion::arrow::array::{AsArray, UInt64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -90,7 +90,6 @@ fn hash_strings(args: &[ColumnarValue]) -> datafusion::error::Result<ColumnarVal
             })
         })
         .collect();
-    debug_assert_eq!(hashed.len(), text.len());
     Ok(ColumnarValue::Array(Arc::new(hashed)))
 }
 
@@ -116,7 +115,7 @@ pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::UInt64Array;
+    use datafusion::arrow::array::Array;
 
     #[tokio::test]
     async fn hash_is_a_deterministic_null_preserving_u64_of_any_string_type() {

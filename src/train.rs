@@ -443,8 +443,8 @@ fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, bf16: bool) -> Step
 }
 
 /// The training loss's matrix products: f32, or bf16 with f32 results and
-/// the scored positions' rows padded to a multiple of 64 (zero rows add
-/// nothing) so that oneDNN reuses a compiled kernel across batches.
+/// the scored positions' rows padded as in the model's bf16 products
+/// (`bf16_padded_rows`) so that oneDNN reuses a compiled kernel across batches.
 struct Products {
     bf16: bool,
     rows: i64,
@@ -453,7 +453,7 @@ struct Products {
 
 impl Products {
     fn new(bf16: bool, rows: i64) -> Products {
-        Products { bf16, rows, padded: if bf16 { (rows + 63) / 64 * 64 } else { rows } }
+        Products { bf16, rows, padded: if bf16 { crate::model::seqrec::bf16_padded_rows(rows) } else { rows } }
     }
 
     /// `x` in the products' precision; `pad`: `x` has one row per scored

@@ -106,20 +106,26 @@ impl Block {
 }
 
 /// Rows of the bf16 products are padded to a multiple of this: oneDNN
-/// compiles a kernel per shape, and batches vary in length.
+/// compiles a kernel per shape, and batches vary in length (zero rows add
+/// nothing to a product).
 const BF16_ROW_BLOCK: i64 = 64;
+
+/// `rows` rounded up to the bf16 products' row block.
+pub(crate) fn bf16_padded_rows(rows: i64) -> i64 {
+    (rows + BF16_ROW_BLOCK - 1) / BF16_ROW_BLOCK * BF16_ROW_BLOCK
+}
 
 /// `a` [.., K] · `b` [K, N] with both rounded to bf16 and the result in
 /// f32 (autograd differentiates through the roundings, so gradients reach
 /// the f32 inputs). On CPUs with AVX512-BF16 oneDNN runs these about 4x
 /// faster than the f32 product; the caller decides when that applies
 /// ([`bf16_is_fast`]).
-pub fn matmul_bf16(a: &Tensor, b: &Tensor) -> Tensor {
+fn matmul_bf16(a: &Tensor, b: &Tensor) -> Tensor {
     let mut shape = a.size();
     let k = shape.pop().unwrap_or(0);
     let flat = a.reshape([-1, k]);
     let rows = flat.size()[0];
-    let padded = (rows + BF16_ROW_BLOCK - 1) / BF16_ROW_BLOCK * BF16_ROW_BLOCK;
+    let padded = bf16_padded_rows(rows);
     let mut x = flat.to_kind(Kind::BFloat16);
     if padded > rows {
         x = x.constant_pad_nd([0, 0, 0, padded - rows]);
@@ -157,7 +163,7 @@ fn linear(l: &nn::Linear, x: &Tensor, bf16: bool) -> Tensor {
 /// Inverted dropout: in training, each element is zeroed with probability
 /// `p` and the rest scaled by 1 / (1 − p), as `Tensor::dropout` does.
 ///
-/// On the CPU the keep mask comes from SplitMix64 streams (seeded by one
+/// On the CPU the keep mask comes from a SplitMix64 stream (seeded by one
 /// draw from libtorch's generator, so runs stay reproducible under
 /// `tch::manual_seed`), about 1 ns per element on the calling thread:
 /// libtorch's CPU `bernoulli_` draws one element at a time under a lock
@@ -172,21 +178,17 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if x.device() != tch::Device::Cpu || p >= 1.0 {
         return x.dropout(p, train);
     }
-    const CHUNK: usize = 1 << 14;
-    let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]) as u64;
+    let mut rng = Rng::new(Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]) as u64);
     // Keep when a 16-bit draw is at least p · 2¹⁶: P(keep) = 1 − p to 2⁻¹⁷.
     let cut = (p * 65_536.0).round() as u64;
     let keep = (1.0 / (1.0 - p)) as f32;
     let mut mask = vec![0f32; x.numel()];
-    mask.chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let mut rng = Rng::new(seed ^ (c as u64).wrapping_mul(0xd1b5_4a32_d192_ed03));
-        for quad in chunk.chunks_mut(4) {
-            let z = rng.next_u64();
-            for (i, v) in quad.iter_mut().enumerate() {
-                *v = if (z >> (16 * i)) & 0xffff >= cut { keep } else { 0.0 };
-            }
+    for quad in mask.chunks_mut(4) {
+        let z = rng.next_u64();
+        for (i, v) in quad.iter_mut().enumerate() {
+            *v = if (z >> (16 * i)) & 0xffff >= cut { keep } else { 0.0 };
         }
-    });
+    }
     x * Tensor::from_slice(&mask).view(x.size().as_slice()).to_kind(x.kind())
 }
 
@@ -269,8 +271,9 @@ impl SeqRec {
     }
 
     /// The representations of some items only, [ids, dim]; `ids` may hold
-    /// [`SeqRec::mask_index`]. Row `r` equals `with_mask(item_table(f))[ids[r]]`,
-    /// at the cost of the rows asked for instead of the whole catalog.
+    /// [`SeqRec::mask_index`]. Row `r` equals `with_mask(training_item_table(f))[ids[r]]`
+    /// (the same table in f32 when not training in bf16), at the cost of the
+    /// rows asked for instead of the whole catalog.
     pub fn item_rows(&self, f: &ItemFeatures, ids: &Tensor) -> Tensor {
         let is_item = ids.ne(self.cfg.n_items);
         let safe = ids.where_scalarother(&is_item, 0);
