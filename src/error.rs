@@ -78,7 +78,9 @@ pub enum Error {
     Data(String),
 
     /// One date of a backfill failed; the dates before it are published.
-    #[error("backfill stopped at {date} (the dates before it are published; rerun the same command to resume): {source}")]
+    #[error(
+        "backfill stopped at {date} (the dates before it are published; rerun the same command to resume): {source}"
+    )]
     AtDate {
         /// The date that failed.
         date: String,

@@ -114,12 +114,8 @@ pub fn text_cache(encoder_key: &str) -> String {
 
 /// The dates with a `dt=` folder under `top` ([`WORK`] or [`RUNS`]), oldest first.
 pub async fn dates(root: &Root, top: &str) -> Result<Vec<RunDate>> {
-    let mut dates: Vec<RunDate> = root
-        .subfolders(top)
-        .await?
-        .iter()
-        .filter_map(|d| d.strip_prefix("dt=").and_then(|d| d.parse().ok()))
-        .collect();
+    let mut dates: Vec<RunDate> =
+        root.subfolders(top).await?.iter().filter_map(|d| d.strip_prefix("dt=").and_then(|d| d.parse().ok())).collect();
     dates.sort();
     Ok(dates)
 }

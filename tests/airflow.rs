@@ -9,9 +9,11 @@ use std::process::Command;
 use crate::common::*;
 
 fn airflow_python() -> PathBuf {
-    PathBuf::from(std::env::var("NIGHTREC_AIRFLOW_PYTHON").expect(
-        "NIGHTREC_AIRFLOW_PYTHON is not set: run the tests with `make test` (it makes the Airflow virtualenv)",
-    ))
+    PathBuf::from(
+        std::env::var("NIGHTREC_AIRFLOW_PYTHON").expect(
+            "NIGHTREC_AIRFLOW_PYTHON is not set: run the tests with `make test` (it makes the Airflow virtualenv)",
+        ),
+    )
 }
 
 /// Loads jobs/airflow through DagBag: no import errors, the expected tasks

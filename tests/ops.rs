@@ -100,8 +100,7 @@ fn backfill_runs_dates_in_order_stops_at_the_first_failure_and_resumes() {
     let env = ops_env();
     let (input, output) = (fx.input(), fx.output());
     let backfill = |env: &[(String, String)]| {
-        let args =
-            ["--input", &input, "--output", &output, "run", "--from", "2026-11-19", "--to", "2026-11-21"];
+        let args = ["--input", &input, "--output", &output, "run", "--from", "2026-11-19", "--to", "2026-11-21"];
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         nightrec(&args, &env, fx.dir.path())
     };
@@ -216,7 +215,8 @@ fn a_success_gated_glob_reader_never_sees_half_a_publication() {
     std::fs::write(&stop, b"").unwrap();
     let got = reader.wait_with_output().unwrap();
     assert!(got.status.success(), "the reader saw half a publication:\n{}", text(&got));
-    let counts: Vec<u64> = String::from_utf8_lossy(&got.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let counts: Vec<u64> =
+        String::from_utf8_lossy(&got.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect();
     assert!(counts[0] >= 10, "only {} reads passed the check ({} discarded)", counts[0], counts[1]);
     assert!(killed >= 1, "no publish was killed");
 }
@@ -363,8 +363,7 @@ fn crash_and_resume(cases: &[(&str, f64)]) -> Vec<(String, usize)> {
             (w.len() > 2 && STAGES.contains(&w[0]) && w[1] == "ran").then(|| (w[0].to_string(), w[2].parse().unwrap()))
         })
         .collect();
-    let reference: serde_json::Value =
-        serde_json::from_str(&py(PUBLISHED_AND_STRAYS, &[&fx.output(), DATE])).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&py(PUBLISHED_AND_STRAYS, &[&fx.output(), DATE])).unwrap();
     assert_eq!(reference["strays"], serde_json::json!([]), "an uninterrupted run left strays");
     let mut landed: Vec<(String, usize)> = STAGES.iter().map(|s| (s.to_string(), 0)).collect();
     for (stage, fraction) in cases {
@@ -433,10 +432,8 @@ fn an_exhausted_sql_memory_pool_names_the_setting_and_exits_1() {
 /// with every stage's start and end (rows, seconds, peak RSS).
 pub fn check_json_log(stderr: &[u8]) {
     let text = String::from_utf8_lossy(stderr);
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let events: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     for stage in STAGES {
         let of = |status: &str| events.iter().find(|e| e["stage"] == stage && e["status"] == status);
         assert!(of("started").is_some(), "no start event for {stage}:\n{text}");

@@ -37,8 +37,8 @@ use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 use crate::parquet_io::{FileInfo, PartWriter, WrittenTable};
 use crate::sql::ts_param;
-use crate::{layout, state};
 use crate::topk::{self, Masks};
+use crate::{layout, state};
 
 pub use inputs::Inputs;
 pub use users::schema;
