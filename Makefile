@@ -19,7 +19,7 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-topk bench-train bench-scale test lint fmt sample clean
+.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-topk bench-train bench-scale test test-crash lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -63,10 +63,16 @@ bench-train: build ## Training vs the same model in PyTorch eager (bench/torch_t
 bench-scale: build ## Two nights (scratch, then warm) at S, M and L (1M/3M/10M events): per-stage wall, CPU, RSS -> bench/results/scale.md.
 	SIZES="$(or $(SIZES),S M L)" bench/scale.sh
 
-test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers).
+test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers, the Airflow DAG in Airflow 3).
 	@$(LIBTORCH_ENV) export NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; \
+	  export NIGHTREC_AIRFLOW_PYTHON="$$(scripts/setup-airflow.sh)"; \
 	  scripts/setup-models.sh >/dev/null; \
 	  cargo test --release --locked
+
+test-crash: ## SIGKILL every stage at several points, rerun, compare with an uninterrupted run (a few minutes).
+	@$(LIBTORCH_ENV) export NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; \
+	  scripts/setup-models.sh >/dev/null; \
+	  cargo test --release --locked --test integration ops::sigkill_in_every_stage_at_several_points -- --ignored --nocapture
 
 lint: ## rustfmt check and clippy with warnings as errors.
 	cargo fmt --check

@@ -10,6 +10,7 @@ use crate::config::{RunDate, hex};
 use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 use crate::model::{SeqRec, SeqRecConfig};
+use crate::{layout, state};
 
 /// What a checkpoint says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,9 +41,8 @@ pub async fn save(job: &Job, vs: &nn::VarStore, mut meta: CheckpointMeta) -> Res
     let data = std::fs::read(&file).map_err(|e| Error::io(file.display(), e))?;
     let _ = std::fs::remove_dir_all(&dir);
     meta.version = hex(&Sha256::digest(&data))[..16].to_string();
-    job.output.put(&job.output.path(&job.work("checkpoint/model.safetensors")), Bytes::from(data)).await?;
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(format!("checkpoint meta: {e}")))?;
-    job.output.put(&job.output.path(&job.work("checkpoint/model.json")), Bytes::from(json)).await?;
+    job.output.put(&job.output.path(&layout::checkpoint_weights(job.date)), Bytes::from(data)).await?;
+    state::write(&job.output, &layout::checkpoint_meta(job.date), &meta).await?;
     Ok(meta)
 }
 
@@ -56,38 +56,29 @@ pub struct WarmStart {
     pub tensors: Vec<(String, Tensor)>,
 }
 
-/// Folder of a date's checkpoint, relative to the output root.
-fn folder(date: RunDate) -> String {
-    format!("_work/{}/checkpoint", date.partition())
-}
-
 /// The most recent checkpoint of a date before this run's, at most
 /// `model.warm_start_max_age_days` old, if any: its date and metadata.
 pub async fn previous_meta(job: &Job) -> Result<Option<(RunDate, CheckpointMeta)>> {
     let oldest = job.date.minus_days(job.cfg.model.warm_start_max_age_days);
-    let mut dates: Vec<RunDate> = job
-        .output
-        .subfolders("_work")
-        .await?
-        .iter()
-        .filter_map(|d| d.strip_prefix("dt=").and_then(|d| d.parse().ok()))
-        .filter(|d| *d < job.date && *d >= oldest)
-        .collect();
-    dates.sort();
-    for date in dates.into_iter().rev() {
-        if let Some(bytes) = job.output.get_opt(&job.output.path(&format!("{}/model.json", folder(date)))).await? {
-            let meta: CheckpointMeta = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Data(format!("unreadable checkpoint metadata of {date}: {e}")))?;
+    let dates = layout::dates(&job.output, layout::WORK).await?;
+    for date in dates.into_iter().rev().filter(|d| *d < job.date && *d >= oldest) {
+        // Unreadable metadata is no checkpoint (crate::state): an older one may serve.
+        if let Some(meta) = state::read::<CheckpointMeta>(&job.output, &layout::checkpoint_meta(date)).await? {
             return Ok(Some((date, meta)));
         }
     }
     Ok(None)
 }
 
+/// The metadata of the checkpoint trained for this run's date, if any.
+pub async fn meta(job: &Job) -> Result<Option<CheckpointMeta>> {
+    state::read(&job.output, &layout::checkpoint_meta(job.date)).await
+}
+
 /// The warm start for this run: the previous checkpoint with its weights.
 pub async fn previous(job: &Job) -> Result<Option<WarmStart>> {
     let Some((date, meta)) = previous_meta(job).await? else { return Ok(None) };
-    let weights = job.output.get(&job.output.path(&format!("{}/model.safetensors", folder(date)))).await?;
+    let weights = job.output.get(&job.output.path(&layout::checkpoint_weights(date))).await?;
     let dir = local_tmp(job)?;
     let file = dir.join("previous.safetensors");
     std::fs::write(&file, &weights).map_err(|e| Error::io(file.display(), e))?;
@@ -98,10 +89,14 @@ pub async fn previous(job: &Job) -> Result<Option<WarmStart>> {
 
 /// Load the checkpoint of this run's date onto `device`.
 pub async fn load(job: &Job, device: tch::Device) -> Result<(nn::VarStore, SeqRec, CheckpointMeta)> {
-    let meta_bytes = job.output.get(&job.output.path(&job.work("checkpoint/model.json"))).await?;
-    let meta: CheckpointMeta =
-        serde_json::from_slice(&meta_bytes).map_err(|e| Error::Data(format!("unreadable checkpoint metadata: {e}")))?;
-    let weights = job.output.get(&job.output.path(&job.work("checkpoint/model.safetensors"))).await?;
+    let meta = meta(job).await?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no readable checkpoint for {} at {}; rerun the train stage (--stage train --force)",
+            job.date,
+            job.output.object_url(&job.output.path(&layout::checkpoint_meta(job.date)))
+        ))
+    })?;
+    let weights = job.output.get(&job.output.path(&layout::checkpoint_weights(job.date))).await?;
     let dir = local_tmp(job)?;
     let file = dir.join("model.safetensors");
     std::fs::write(&file, &weights).map_err(|e| Error::io(file.display(), e))?;

@@ -83,8 +83,16 @@ pub struct TopkArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The last day of behaviour to read (candidates are for the next day).
-    #[arg(long)]
-    pub date: RunDate,
+    #[arg(long, required_unless_present = "from", conflicts_with_all = ["from", "to"])]
+    pub date: Option<RunDate>,
+    /// Backfill: run every date from this one to --to, in order, each
+    /// warm-started from the one before; dates already published are
+    /// skipped, so rerunning the same command resumes where it stopped.
+    #[arg(long, requires = "to", conflicts_with_all = ["stages", "shard"])]
+    pub from: Option<RunDate>,
+    /// The last date of a backfill (inclusive).
+    #[arg(long, requires = "from")]
+    pub to: Option<RunDate>,
     /// Days of behaviour read, up to and including --date.
     #[arg(long)]
     pub lookback_days: Option<u32>,
@@ -106,7 +114,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// Train from scratch (with masked-item pretraining) instead of
-    /// warm-starting from the most recent earlier checkpoint.
+    /// warm-starting from the most recent earlier checkpoint (in a
+    /// backfill: the first date; the others warm-start from it).
     #[arg(long)]
     pub full_retrain: bool,
 }

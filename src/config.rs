@@ -588,19 +588,21 @@ impl Config {
         Ok(())
     }
 
-    /// A stable hash of some config sections, used for lineage and to decide
-    /// whether a stage must run again.
-    pub fn hash_of(&self, sections: &[&str]) -> String {
+    /// A stable hash of some config sections (`"model"`) or single keys
+    /// (`"run.seed"`), used for lineage and to decide whether a stage must
+    /// run again. `run.threads` and `run.device` are left out everywhere:
+    /// they change how fast a run goes, not what it may produce.
+    pub fn hash_of(&self, keys: &[&str]) -> String {
         let mut all = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        // How many threads a run uses changes how fast it goes, not what
-        // it may produce: a different cap reruns nothing.
         if let Some(run) = all.get_mut("run").and_then(|r| r.as_object_mut()) {
             run.remove("threads");
+            run.remove("device");
         }
         let mut h = Sha256::new();
-        for s in sections {
-            h.update(s.as_bytes());
-            h.update(all.get(*s).map(|v| v.to_string()).unwrap_or_default().as_bytes());
+        for k in keys {
+            h.update(k.as_bytes());
+            let value = all.pointer(&format!("/{}", k.replace('.', "/")));
+            h.update(value.map(|v| v.to_string()).unwrap_or_default().as_bytes());
         }
         hex(&h.finalize())[..16].to_string()
     }

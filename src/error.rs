@@ -43,7 +43,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A SQL statement or DataFusion plan failed while running a stage.
+    /// A query the user wrote (`nightrec sql`) failed: a mistake in its
+    /// text is a usage error, a failure while running it is not.
+    #[error("{context}: {source}")]
+    Query {
+        /// Where in the query's life it failed.
+        context: String,
+        /// What DataFusion said.
+        source: Box<datafusion::error::DataFusionError>,
+    },
+
+    /// A statement nightrec ships, or a plan it builds, failed while
+    /// running a stage (never a usage error: the SQL is part of the binary).
     #[error("{context}: {source}")]
     DataFusion {
         /// The stage and table being built.
@@ -66,6 +77,17 @@ pub enum Error {
     #[error("bad input data: {0}")]
     Data(String),
 
+    /// One date of a backfill failed; the dates before it are published.
+    #[error(
+        "backfill stopped at {date} (the dates before it are published; rerun the same command to resume): {source}"
+    )]
+    AtDate {
+        /// The date that failed.
+        date: String,
+        /// Why, with its own exit code.
+        source: Box<Error>,
+    },
+
     /// A bug in nightrec: an invariant did not hold.
     #[error("internal error (a bug in nightrec): {0}")]
     Internal(String),
@@ -86,16 +108,31 @@ impl Error {
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> ExitCode {
         match self {
+            Error::AtDate { source, .. } => source.exit_code(),
             Error::Config(_) | Error::Usage(_) => ExitCode::Usage,
             Error::DataQuality(_) => ExitCode::DataQuality,
-            Error::DataFusion { source, .. } if is_plan_error(source) => ExitCode::Usage,
+            Error::Query { source, .. } if is_plan_error(source) => ExitCode::Usage,
             _ => ExitCode::Retry,
         }
     }
 
-    /// Wrap a DataFusion error with what was being done.
+    /// Wrap a DataFusion error with what was being done. When the SQL
+    /// memory pool ran out, the message names the setting to raise.
     pub fn datafusion(context: impl fmt::Display, source: datafusion::error::DataFusionError) -> Self {
-        Error::DataFusion { context: context.to_string(), source: Box::new(source) }
+        let mut context = context.to_string();
+        if is_out_of_memory(&source) {
+            context.push_str(
+                " (the SQL memory pool is too small for this step: raise runtime.sql_memory_mb in the job's \
+                 config, or set NIGHTREC_RUNTIME__SQL_MEMORY_MB; what the pool cannot hold spills to \
+                 runtime.spill_dir)",
+            );
+        }
+        Error::DataFusion { context, source: Box::new(source) }
+    }
+
+    /// Wrap an error of a query the user wrote.
+    pub fn query(context: impl fmt::Display, source: datafusion::error::DataFusionError) -> Self {
+        Error::Query { context: context.to_string(), source: Box::new(source) }
     }
 
     /// Wrap an object_store error with the location involved.
@@ -125,6 +162,12 @@ fn is_plan_error(e: &datafusion::error::DataFusionError) -> bool {
     }
 }
 
+/// Whether DataFusion gave up because its memory pool was exhausted.
+fn is_out_of_memory(e: &datafusion::error::DataFusionError) -> bool {
+    matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_))
+        || e.to_string().contains("Resources exhausted")
+}
+
 /// Attach context to DataFusion results.
 pub trait DfContext<T> {
     /// Wrap the error with a description of the work that failed.
@@ -152,5 +195,36 @@ impl<T> DfContext<T> for std::result::Result<T, datafusion::parquet::errors::Par
 impl<T> DfContext<T> for std::result::Result<T, tch::TchError> {
     fn ctx(self, context: impl fmt::Display) -> Result<T> {
         self.map_err(|e| Error::torch(context, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::error::DataFusionError as E;
+
+    #[test]
+    fn only_the_users_own_query_text_is_a_usage_error() {
+        let plan = || E::Plan("column x not found".into());
+        assert_eq!(Error::query("in your query", plan()).exit_code(), ExitCode::Usage);
+        assert_eq!(Error::query("running your query", E::Execution("disk".into())).exit_code(), ExitCode::Retry);
+        // A shipped statement that does not plan is a bug in nightrec.
+        assert_eq!(Error::datafusion("planning sql/clean/items.sql", plan()).exit_code(), ExitCode::Retry);
+    }
+
+    #[test]
+    fn a_backfill_exits_with_its_failed_dates_code_and_names_the_date() {
+        let e = Error::AtDate { date: "2026-11-20".into(), source: Box::new(Error::DataQuality("too bad".into())) };
+        assert_eq!(e.exit_code(), ExitCode::DataQuality);
+        assert!(e.to_string().contains("2026-11-20") && e.to_string().contains("too bad"), "{e}");
+    }
+
+    #[test]
+    fn an_exhausted_memory_pool_names_the_setting_to_raise() {
+        let e = E::Context("sorting".into(), Box::new(E::ResourcesExhausted("Failed to allocate".into())));
+        let msg = Error::datafusion("running sql/trainset/steps.sql", e).to_string();
+        assert!(msg.contains("runtime.sql_memory_mb") && msg.contains("NIGHTREC_RUNTIME__SQL_MEMORY_MB"), "{msg}");
+        let other = Error::datafusion("x", E::Execution("boom".into())).to_string();
+        assert!(!other.contains("sql_memory_mb"), "{other}");
     }
 }

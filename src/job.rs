@@ -9,7 +9,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::{Deserialize, Serialize};
@@ -19,6 +18,7 @@ use crate::config::{Config, RunDate, hex};
 use crate::error::{DfContext, Error, Result};
 use crate::parquet_io::{Lineage, WrittenTable, write_batches, write_stream};
 use crate::storage::Root;
+use crate::{layout, state};
 
 /// The stages of a nightly run, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize, Deserialize)]
@@ -83,17 +83,21 @@ impl Stage {
         }
     }
 
-    /// Config sections whose change invalidates this stage's outputs.
-    pub fn config_sections(self) -> &'static [&'static str] {
+    /// Config sections and single keys whose change invalidates this
+    /// stage's outputs (and so, through the fingerprints, every stage
+    /// downstream). `run.threads`, `run.device`, `[runtime]` (memory pool,
+    /// spill folder, file sizes) and the log format change how a stage
+    /// runs, not what it produces: they rerun nothing.
+    pub fn config_keys(self) -> &'static [&'static str] {
         match self {
-            Stage::Clean => &["clean", "run"],
+            Stage::Clean => &["clean", "run.lookback_days"],
             Stage::Trainset => &["trainset"],
             Stage::Text => &["text"],
-            Stage::Train => &["model"],
+            Stage::Train => &["model", "run.seed"],
             Stage::Embed => &[],
-            Stage::Candidates => &["candidates"],
-            Stage::Evaluate => &["evaluate", "run"],
-            Stage::Publish => &[],
+            Stage::Candidates => &["candidates", "run.seed"],
+            Stage::Evaluate => &["evaluate", "run.seed"],
+            Stage::Publish => &["gate"],
         }
     }
 }
@@ -179,37 +183,30 @@ impl Job {
 
     /// Folder of a work table, relative to the output root.
     pub fn work(&self, table: &str) -> String {
-        format!("_work/{}/{}", self.date.partition(), table)
+        layout::work(self.date, table)
     }
 
-    fn marker_path(&self, stage: Stage) -> object_store::path::Path {
-        self.output.path(&self.work(&format!("_stages/{}.json", stage.name())))
-    }
-
-    /// The marker a stage left for this date, if any.
+    /// The marker a stage left for this date, if any (an unreadable one is
+    /// absent: the stage reruns; see [`crate::state`]).
     pub async fn marker(&self, stage: Stage) -> Result<Option<StageMarker>> {
-        let Some(bytes) = self.output.get_opt(&self.marker_path(stage)).await? else { return Ok(None) };
-        // A marker we cannot read is treated as absent: the stage reruns.
-        Ok(serde_json::from_slice(&bytes).ok())
+        state::read(&self.output, &layout::stage_marker(self.date, stage)).await
     }
 
     /// Remove a stage's marker (before it runs, so a crash leaves none).
     pub async fn clear_marker(&self, stage: Stage) -> Result<()> {
-        self.output.delete(&self.marker_path(stage)).await
+        self.output.delete(&self.output.path(&layout::stage_marker(self.date, stage))).await
     }
 
     /// Record a finished stage.
     pub async fn write_marker(&self, marker: &StageMarker) -> Result<()> {
-        let json =
-            serde_json::to_vec_pretty(marker).map_err(|e| Error::Internal(format!("serialising stage marker: {e}")))?;
-        self.output.put(&self.marker_path(marker.stage), Bytes::from(json)).await
+        state::write(&self.output, &layout::stage_marker(self.date, marker.stage), marker).await.map(|_| ())
     }
 
     /// The fingerprint a stage would have now.
     pub async fn fingerprint(&self, stage: Stage, extra: &str) -> Result<String> {
         let mut h = Sha256::new();
         h.update(stage.name());
-        h.update(self.cfg.hash_of(stage.config_sections()));
+        h.update(self.cfg.hash_of(stage.config_keys()));
         h.update(extra);
         for up in stage.upstream() {
             let m = self.marker(*up).await?.ok_or_else(|| {

@@ -2,7 +2,7 @@
 //! map errors to the exit codes of the operational contract.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -19,10 +19,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIGHTREC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: never in a captured log,
+    // never in JSON, never with NO_COLOR set (https://no-color.org).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.with_target(false).with_ansi(colour).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_ansi(false).init(),
     }
 }
 
@@ -77,19 +80,20 @@ async fn run(cli: Cli, mut cfg: Config) -> Result<()> {
                 cfg.candidates.repeat_purchases = true;
             }
             cfg.validate()?;
-            let summary = pipeline::run(
-                cfg,
-                RunOptions {
-                    date: a.date,
-                    stages: a.stages,
-                    force: a.force,
-                    device: a.device,
-                    full_retrain: a.full_retrain,
-                    shard,
-                },
-            )
-            .await?;
-            print_summary(&summary);
+            let opts = RunOptions {
+                date: a.date.or(a.from).ok_or_else(|| Error::Usage("--date or --from is required".into()))?,
+                stages: a.stages,
+                force: a.force,
+                device: a.device,
+                full_retrain: a.full_retrain,
+                shard,
+            };
+            match a.to {
+                Some(to) => {
+                    pipeline::backfill(cfg, opts, to, print_summary).await?;
+                }
+                None => print_summary(&pipeline::run(cfg, opts).await?),
+            }
         }
         Command::Sql(a) => {
             let (ctx, _tables, _date) = sqlcmd::session(cfg, a.date).await?;

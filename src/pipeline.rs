@@ -4,7 +4,7 @@
 use crate::clean;
 use crate::config::{Config, DeviceChoice, RunDate};
 use crate::error::Result;
-use crate::job::{Job, Stage, StageReport, StageTimer};
+use crate::job::{Job, Stage, StageMarker, StageReport, StageTimer};
 
 /// What `nightrec run` asks for.
 #[derive(Debug, Clone)]
@@ -55,10 +55,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     let device = crate::device::choose(device_choice)?;
     let inputs = clean::list_inputs(&job).await?;
     job.lineage.input_snapshot = inputs.snapshot.clone();
-    if let Some(m) = job.marker(Stage::Train).await? {
-        job.lineage.model_version =
-            m.facts.iter().find(|f| f.0 == "model version").map(|f| f.1.clone()).unwrap_or_default();
-    }
     let selected: Vec<Stage> = if opts.stages.is_empty() { Stage::ALL.to_vec() } else { opts.stages.clone() };
     let mut reports = Vec::new();
     tracing::info!(date = %job.date, run_id = %job.run_id, device = ?device, output = %job.output.folder_url(""), "run starts");
@@ -69,11 +65,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
             ));
         }
         let fingerprint = job.fingerprint(Stage::Candidates, "").await?;
+        job.lineage.model_version = model_version(&job, Stage::Candidates).await?;
         let timer = StageTimer::start(Stage::Candidates);
         let (tables, facts, ran) = crate::candidates::run_shard(&job, device, shard, &fingerprint).await?;
         let marker = timer.finish(&job, fingerprint, tables, facts);
         reports.push(StageReport::from_marker(marker, ran));
         return Ok(summary(&job, device, reports));
+    }
+    // What killed writes of markers and checkpoints left behind (tables'
+    // folders are swept when they are rewritten, publish sweeps its own).
+    for folder in [crate::layout::stage_markers(job.date), crate::layout::checkpoint(job.date)] {
+        job.output.remove_staging_leftovers(&folder)?;
     }
     for stage in Stage::ALL.into_iter().filter(|s| selected.contains(s)) {
         let extra = match stage {
@@ -87,34 +89,43 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
             _ => String::new(),
         };
         let fingerprint = job.fingerprint(stage, &extra).await?;
-        let published = stage != Stage::Publish
-            || job.output.exists(&job.output.path(&crate::publish::success_path(&job.date.to_string()))).await?;
+        let published = stage != Stage::Publish || crate::publish::is_published(&job.output, job.date).await?;
+        // A train marker without a readable checkpoint is no finished train.
+        let trained = stage != Stage::Train || crate::checkpoint::meta(&job).await?.is_some();
         let unchanged = match job.marker(stage).await? {
-            Some(m) if !job.force && published && m.fingerprint == fingerprint => Some(m),
+            Some(m) if !job.force && published && trained && m.fingerprint == fingerprint => Some(m),
             _ => None,
         };
         if let Some(m) = unchanged {
-            tracing::info!(stage = stage.name(), "unchanged since run {}; skipped (use --force to rerun)", m.run_id);
+            tracing::info!(
+                stage = stage.name(),
+                status = "skipped",
+                rows = rows(&m),
+                "unchanged since run {}; skipped (use --force to rerun)",
+                m.run_id
+            );
             reports.push(StageReport::from_marker(m, false));
             continue;
         }
         job.clear_marker(stage).await?;
-        tracing::info!(stage = stage.name(), "stage starts");
+        // Tables carry the model version they were built from, or none.
+        job.lineage.model_version = model_version(&job, stage).await?;
+        tracing::info!(stage = stage.name(), status = "started", "stage starts");
         let timer = StageTimer::start(stage);
         let (tables, facts) = match stage {
             Stage::Clean => clean::run(&job, &inputs).await?,
             Stage::Trainset => crate::trainset::run(&job).await?,
             Stage::Text => crate::text::run(&job, device).await?,
             Stage::Train => {
-                let (meta, facts) = crate::train::run(&job, device).await?;
-                job.lineage.model_version = meta.version;
+                let (_meta, facts) = crate::train::run(&job, device).await?;
                 (Vec::new(), facts)
             }
             Stage::Embed => crate::embed::run(&job, device).await?,
             Stage::Candidates => crate::candidates::run(&job, device, &fingerprint).await?,
             Stage::Evaluate => crate::evaluate::run(&job, device).await?,
             Stage::Publish => {
-                let (_manifest, facts) = crate::publish::run(&job).await?;
+                let so_far = summary(&job, device, reports.clone());
+                let (_manifest, facts) = crate::publish::run(&job, &so_far).await?;
                 (Vec::new(), facts)
             }
         };
@@ -122,6 +133,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         job.write_marker(&marker).await?;
         tracing::info!(
             stage = stage.name(),
+            status = "done",
+            rows = rows(&marker),
             seconds = marker.seconds,
             cpu_seconds = marker.cpu_seconds,
             peak_rss_mb = marker.peak_rss_mb,
@@ -130,6 +143,50 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         reports.push(StageReport::from_marker(marker, true));
     }
     Ok(summary(&job, device, reports))
+}
+
+/// A backfill: `opts.date` to `to` in order, each date warm-started from
+/// the one before (`opts.full_retrain` applies to the first date only).
+/// Dates already published are skipped unless `opts.force`, so the same
+/// command run again resumes at the first date not published. Stops at the
+/// first failure, with that date's error and exit code. `each` gets every
+/// date's summary as it finishes; returns how many dates ran.
+pub async fn backfill(cfg: Config, opts: RunOptions, to: RunDate, mut each: impl FnMut(&RunSummary)) -> Result<usize> {
+    if to < opts.date {
+        return Err(crate::Error::Usage(format!("--from {} is after --to {to}", opts.date)));
+    }
+    let output = crate::storage::Root::open(&cfg.storage.output)?;
+    let mut ran = 0;
+    let mut date = opts.date;
+    while date <= to {
+        if !opts.force && crate::publish::read_manifest(&output, date).await?.is_some() {
+            tracing::info!(%date, status = "skipped", "already published; skipped (use --force to rerun)");
+        } else {
+            let one = RunOptions { date, full_retrain: opts.full_retrain && ran == 0, ..opts.clone() };
+            let summary = run(cfg.clone(), one)
+                .await
+                .map_err(|e| crate::Error::AtDate { date: date.to_string(), source: Box::new(e) })?;
+            each(&summary);
+            ran += 1;
+        }
+        date = date.plus_days(1);
+    }
+    Ok(ran)
+}
+
+/// Rows written by a stage, all tables together.
+fn rows(marker: &StageMarker) -> u64 {
+    marker.tables.iter().map(|t| t.rows()).sum()
+}
+
+/// The model version a stage's tables are built from: the checkpoint of
+/// the run's date for the stages that read it, none for those before.
+async fn model_version(job: &Job, stage: Stage) -> Result<String> {
+    let reads_model = matches!(stage, Stage::Embed | Stage::Candidates | Stage::Evaluate | Stage::Publish);
+    if !reads_model {
+        return Ok(String::new());
+    }
+    Ok(crate::checkpoint::meta(job).await?.map(|m| m.version).unwrap_or_default())
 }
 
 fn summary(job: &Job, device: tch::Device, stages: Vec<StageReport>) -> RunSummary {

@@ -1,5 +1,6 @@
 //! Stage `publish`: work tables → `<table>/dt=YYYY-MM-DD/part-NNNNN-<publication>.parquet`,
-//! `_runs/dt=YYYY-MM-DD/manifest.json`, then `_SUCCESS`.
+//! `_runs/dt=YYYY-MM-DD/summary.json`, `manifest.json`, then `_SUCCESS`
+//! (paths: [`crate::layout`]).
 //!
 //! The work folder is the staging prefix. Its tables are validated (files
 //! present with the recorded sizes, the candidate checks of
@@ -7,20 +8,33 @@
 //! published before this one (the day-over-day gate); a failure exits 3 and
 //! publishes nothing. Then:
 //!
-//! 1. every staged file is copied to its published name, which carries the
-//!    publication id (a hash of the staged files' checksums), so a date's
-//!    earlier publication — and the manifest pointing at it — stays intact;
-//! 2. the manifest (every file with rows, bytes and sha256, the day's
-//!    figures and the gate's checks) is written in one PUT, which replaces
-//!    the previous manifest at once on a local filesystem and on S3 alike;
-//! 3. `_SUCCESS` (the run id) is written;
+//! 1. `_SUCCESS` is deleted, when the date was published before: from here
+//!    on the date reads as "being published";
+//! 2. every staged file is copied to its published name, which carries the
+//!    publication id (a hash of the staged files' checksums), so the
+//!    date's earlier publication — and the manifest pointing at it — stays
+//!    intact;
+//! 3. the run summary (`summary.json`) is written, then the manifest (every
+//!    file with rows, bytes and sha256, the summary, the day's figures and
+//!    the gate's checks) in one PUT, which replaces the previous manifest
+//!    at once on a local filesystem and on S3 alike;
 //! 4. files of the date's table folders that the manifest does not list
-//!    (earlier publications, leftovers of a killed run) are deleted.
+//!    (earlier publications, leftovers of a killed run) are deleted;
+//! 5. `_SUCCESS` (the run id) is written, last.
 //!
-//! A process killed at any point leaves a manifest whose files all exist
-//! with their checksums: the old publication before step 2, the new one
-//! after. No step relies on rename being atomic. Safe to re-run: a rerun
-//! replaces the date with the same contents.
+//! Two guarantees follow, for a process killed at any point, with no
+//! rename anywhere:
+//! - **`_SUCCESS` readers** (Hadoop convention: wait for `_SUCCESS`, then
+//!   read `<table>/dt=D/` by glob or as a Hive partition): whenever
+//!   `_SUCCESS` exists, the date's table folders hold exactly the files of
+//!   the manifest beside it. A reader that checks `_SUCCESS` before and
+//!   after its read, with the same content (the run id), read one whole
+//!   publication.
+//! - **Manifest readers**: the manifest lists table files that all exist
+//!   with their checksums: the old publication's before step 3, the new
+//!   one's after.
+//!
+//! Safe to re-run: a rerun replaces the date with the same contents.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,6 +56,7 @@ use crate::error::{DfContext, Error, Result};
 use crate::job::{Job, Stage};
 use crate::parquet_io::{FileInfo, Lineage, WrittenTable};
 use crate::storage::Root;
+use crate::{layout, state};
 
 /// Tables published each day, and the stage that writes each.
 pub const PUBLISHED: &[(&str, Stage)] = &[
@@ -81,6 +96,10 @@ pub struct Manifest {
     /// The gate's checks.
     #[serde(default)]
     pub gate: Vec<GateCheck>,
+    /// The run summary (`_runs/dt=D/summary.json`) as of this publication:
+    /// the stages before publish. `rows` is the number of stages.
+    #[serde(default)]
+    pub summary: Option<FileInfo>,
 }
 
 /// Figures of a published date (sql/publish/day_stats.sql).
@@ -118,16 +137,6 @@ pub struct ManifestTable {
     pub rows: u64,
     /// Files, paths relative to the output root.
     pub files: Vec<FileInfo>,
-}
-
-/// Path of a date's manifest, relative to the output root.
-pub fn manifest_path(date: &str) -> String {
-    format!("_runs/dt={date}/manifest.json")
-}
-
-/// Path of a date's success marker, relative to the output root.
-pub fn success_path(date: &str) -> String {
-    format!("_runs/dt={date}/_SUCCESS")
 }
 
 async fn staged(job: &Job) -> Result<Vec<WrittenTable>> {
@@ -202,27 +211,23 @@ pub async fn register_files(ctx: &SessionContext, name: &str, root: &Root, files
     Ok(())
 }
 
-/// A date's manifest, when it is published (manifest and `_SUCCESS`).
+/// A date's manifest, when it is published (`_SUCCESS` and a readable
+/// manifest; an unreadable one is no publication, see [`crate::state`]).
 pub async fn read_manifest(root: &Root, date: RunDate) -> Result<Option<Manifest>> {
-    let d = date.to_string();
-    if !root.exists(&root.path(&success_path(&d))).await? {
+    if !is_published(root, date).await? {
         return Ok(None);
     }
-    let Some(bytes) = root.get_opt(&root.path(&manifest_path(&d))).await? else { return Ok(None) };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Internal(format!("{}: {e}", manifest_path(&d))))
+    state::read(root, &layout::manifest(date)).await
+}
+
+/// Whether a date's `_SUCCESS` exists.
+pub async fn is_published(root: &Root, date: RunDate) -> Result<bool> {
+    root.exists(&root.path(&layout::success(date))).await
 }
 
 /// The latest date published before `date`, with its manifest.
 pub async fn previous_publication(root: &Root, date: RunDate) -> Result<Option<Manifest>> {
-    let mut dates: Vec<RunDate> = root
-        .subfolders("_runs")
-        .await?
-        .iter()
-        .filter_map(|d| d.strip_prefix("dt=").and_then(|d| d.parse().ok()))
-        .filter(|d| *d < date)
-        .collect();
-    dates.sort();
-    for d in dates.into_iter().rev() {
+    for d in layout::dates(root, layout::RUNS).await?.into_iter().rev().filter(|d| *d < date) {
         if let Some(m) = read_manifest(root, d).await? {
             return Ok(Some(m));
         }
@@ -305,32 +310,47 @@ fn publication_id(tables: &[WrittenTable]) -> String {
     crate::config::hex(&h.finalize())[..12].to_string()
 }
 
-/// Run the stage.
-pub async fn run(job: &Job) -> Result<(Manifest, Vec<(String, String)>)> {
+/// Run the stage; `summary` is the run summary so far (the stages before
+/// publish), written beside the manifest.
+pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(String, String)>)> {
     let tables = staged(job).await?;
     let ctx = check_candidates(job).await?;
     let stats = day_stats(job, &ctx).await?;
     let (compared_with, checks) = gate(job, &ctx, &stats).await?;
-    let date = job.date.to_string();
+    let (date, out) = (job.date, &job.output);
     let publication = publication_id(&tables);
+    // 1. From here until step 5 the date reads as not published.
+    let success = out.path(&layout::success(date));
+    let before: Option<Manifest> = state::read(out, &layout::manifest(date)).await?;
+    if out.exists(&success).await? {
+        tracing::info!(%date, "re-publishing: _SUCCESS removed until the new publication is complete");
+        out.delete(&success).await?;
+    }
+    // 2. Copy the staged files to their published names.
     let mut manifest_tables = Vec::new();
     for t in &tables {
-        let folder = format!("{}/{}", t.name, job.date.partition());
         let mut files = Vec::new();
         for (i, f) in t.files.iter().enumerate() {
-            let dest = format!("{folder}/part-{i:05}-{publication}.parquet");
+            let dest = layout::published_file(&t.name, date, i, &publication);
             // Same name, same publication id, same bytes: a rerun after a
             // kill finds some files in place (copies are atomic).
-            let present = job.output.head_opt(&job.output.path(&dest)).await?.is_some_and(|m| m.size == f.bytes);
+            let present = out.head_opt(&out.path(&dest)).await?.is_some_and(|m| m.size == f.bytes);
             if !present {
-                job.output.copy(&job.output.path(&f.path), &job.output.path(&dest)).await?;
+                out.copy(&out.path(&f.path), &out.path(&dest)).await?;
             }
             files.push(FileInfo { path: dest, ..f.clone() });
         }
         manifest_tables.push(ManifestTable { name: t.name.clone(), rows: t.rows(), files });
     }
+    // 3. The summary, then the manifest, each in one PUT.
+    let summary_path = layout::summary(date);
+    let summary_bytes = state::write(out, &summary_path, summary).await?;
+    let stages = serde_json::to_value(summary)
+        .ok()
+        .and_then(|v| v.get("stages").and_then(|s| s.as_array()).map(|a| a.len() as u64))
+        .unwrap_or(0);
     let manifest = Manifest {
-        date: date.clone(),
+        date: date.to_string(),
         published_at: chrono::Utc::now().to_rfc3339(),
         lineage: job.lineage.clone(),
         tables: manifest_tables,
@@ -338,25 +358,37 @@ pub async fn run(job: &Job) -> Result<(Manifest, Vec<(String, String)>)> {
         stats: Some(stats.clone()),
         compared_with: compared_with.clone(),
         gate: checks.clone(),
+        summary: Some(FileInfo {
+            path: summary_path,
+            rows: stages,
+            bytes: summary_bytes.len() as u64,
+            sha256: crate::config::hex(&Sha256::digest(&summary_bytes)),
+        }),
     };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(format!("manifest: {e}")))?;
-    job.output.put(&job.output.path(&manifest_path(&date)), Bytes::from(json)).await?;
-    job.output.put(&job.output.path(&success_path(&date)), Bytes::from(job.run_id.clone())).await?;
-    // Only now may files of earlier publications of this date go.
+    state::write(out, &layout::manifest(date), &manifest).await?;
+    // 4. Only now may files of earlier publications of this date go, in
+    // the folders of today's tables and of any the last publication had.
     let keep: HashSet<&str> = manifest.tables.iter().flat_map(|t| t.files.iter().map(|f| f.path.as_str())).collect();
+    let mut names: Vec<&str> = manifest.tables.iter().map(|t| t.name.as_str()).collect();
+    names.extend(before.iter().flat_map(|m| m.tables.iter().map(|t| t.name.as_str())));
+    names.sort_unstable();
+    names.dedup();
     let mut removed = 0;
-    for t in &manifest.tables {
-        removed += job.output.remove_staging_leftovers(&format!("{}/{}", t.name, job.date.partition()))?;
-        for meta in job.output.list(&format!("{}/{}", t.name, job.date.partition())).await? {
-            let rel = job.output.relative(&meta.location);
-            if !keep.contains(rel.as_str()) {
-                job.output.delete(&meta.location).await?;
+    for name in names {
+        let folder = layout::published(name, date);
+        removed += out.remove_staging_leftovers(&folder)?;
+        for meta in out.list(&folder).await? {
+            if !keep.contains(out.relative(&meta.location).as_str()) {
+                out.delete(&meta.location).await?;
                 removed += 1;
             }
         }
     }
+    removed += out.remove_staging_leftovers(&layout::runs(date))?;
+    // 5. Last: the folders now hold exactly the manifest's files.
+    out.put(&success, Bytes::from(job.run_id.clone())).await?;
     let mut facts = vec![
-        ("published".into(), job.output.object_url(&job.output.path(&manifest_path(&date)))),
+        ("published".into(), out.object_url(&out.path(&layout::manifest(date)))),
         ("publication".into(), publication),
         (
             "coverage / cold-start share".into(),
@@ -375,7 +407,7 @@ pub async fn run(job: &Job) -> Result<(Manifest, Vec<(String, String)>)> {
         None => facts.push(("gate".into(), "no earlier publication to compare with".into())),
     }
     if removed > 0 {
-        facts.push(("files of earlier publications removed".into(), removed.to_string()));
+        facts.push(("files removed (earlier publications, leftovers of killed runs)".into(), removed.to_string()));
     }
     Ok((manifest, facts))
 }

@@ -13,7 +13,8 @@ use crate::config::{Config, RunDate};
 use crate::error::{DfContext, Error, Result};
 use crate::ingest::{self, DATASETS};
 use crate::job::Job;
-use crate::publish::{read_manifest, register_files, success_path};
+use crate::layout;
+use crate::publish::{is_published, read_manifest, register_files};
 
 /// A registered table and where its data lives.
 #[derive(Debug, Clone)]
@@ -41,15 +42,8 @@ pub enum Format {
 
 /// The latest date with a `_SUCCESS` marker, if any.
 pub async fn latest_published(job_output: &crate::storage::Root) -> Result<Option<RunDate>> {
-    let mut dates: Vec<RunDate> = job_output
-        .subfolders("_runs")
-        .await?
-        .iter()
-        .filter_map(|d| d.strip_prefix("dt=").and_then(|d| d.parse().ok()))
-        .collect();
-    dates.sort();
-    for d in dates.into_iter().rev() {
-        if job_output.exists(&job_output.path(&success_path(&d.to_string()))).await? {
+    for d in layout::dates(job_output, layout::RUNS).await?.into_iter().rev() {
+        if is_published(job_output, d).await? {
             return Ok(Some(d));
         }
     }
@@ -84,7 +78,7 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
     }
     let work = job.work("");
     for name in job.output.subfolders(&work).await? {
-        if name.starts_with('_') || name == "checkpoint" {
+        if name.starts_with('_') || name == layout::CHECKPOINT {
             continue;
         }
         let location = job.output.folder_url(&job.work(&name));
@@ -99,7 +93,7 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
             let files: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
             register_files(&ctx, &t.name, &job.output, &files).await?;
             infos.retain(|i| i.name != t.name);
-            let location = job.output.folder_url(&format!("{}/{}", t.name, job.date.partition()));
+            let location = job.output.folder_url(&layout::published(&t.name, job.date));
             infos.push(TableInfo { name: t.name.clone(), kind: "published", location });
         }
     }
@@ -116,10 +110,10 @@ pub async fn query(ctx: &SessionContext, sql: &str, allow_writes: bool) -> Resul
         if !allow_writes && (msg.contains("not supported") || msg.contains("DDL") || msg.contains("DML")) {
             Error::Usage(format!("{msg}\nnightrec sql is read-only; pass --allow-writes to run statements that write"))
         } else {
-            Error::datafusion("in your query", e)
+            Error::query("in your query", e)
         }
     })?;
-    df.collect().await.ctx("running your query")
+    df.collect().await.map_err(|e| Error::query("running your query", e))
 }
 
 /// Write results in a format.

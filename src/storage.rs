@@ -95,23 +95,16 @@ impl Root {
         (self.base_url.scheme() == "file").then(|| std::path::PathBuf::from(format!("/{}", self.path(rel))))
     }
 
-    /// Remove what a killed local write or copy left behind: object_store
-    /// stages local files as `<name>#<n>` next to their final name and
-    /// does not list them. Other stores have no such files.
+    /// Remove what killed local writes or copies left behind in a folder
+    /// and every folder below it: object_store stages local files as
+    /// `<name>#<n>` next to their final name and does not list them. Other
+    /// stores have no such files (an unfinished multipart upload is never
+    /// visible). Returns how many were removed.
     pub fn remove_staging_leftovers(&self, rel: &str) -> Result<usize> {
-        let Some(dir) = self.local_dir(rel) else { return Ok(0) };
-        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
-        let mut removed = 0;
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let staged =
-                name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if staged {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path().display(), err))?;
-                removed += 1;
-            }
+        match self.local_dir(rel) {
+            Some(dir) => remove_staged_files(&dir),
+            None => Ok(0),
         }
-        Ok(removed)
     }
 
     /// The path of an object relative to this root (as `path` takes it).
@@ -208,18 +201,41 @@ impl Root {
         }
     }
 
-    /// Delete every object below a folder.
+    /// Delete every object below a folder, and what killed writes left there.
     pub async fn delete_folder(&self, rel: &str) -> Result<()> {
         for meta in self.list(rel).await? {
             self.delete(&meta.location).await?;
         }
-        Ok(())
+        self.remove_staging_leftovers(rel).map(|_| ())
     }
 
     /// Copy an object within the store.
     pub async fn copy(&self, from: &ObjPath, to: &ObjPath) -> Result<()> {
         self.store.copy(from, to).await.map_err(|e| Error::storage(self.object_url(to), e))
     }
+}
+
+/// Whether a local file name is object_store's staging name (`<name>#<n>`).
+pub fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn remove_staged_files(dir: &std::path::Path) -> Result<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(0) };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            removed += remove_staged_files(&path)?;
+        } else if is_staging_name(&e.file_name().to_string_lossy()) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(path.display(), err)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Turn a location (URL or local path) into a URL.
@@ -260,6 +276,22 @@ mod tests {
         let u = Url::parse("s3://key:secret@bucket/p?X-Amz-Signature=abc").unwrap();
         let r = redact(&u);
         assert!(!r.contains("secret") && !r.contains("Signature"), "{r}");
+    }
+
+    #[test]
+    fn staging_leftovers_are_removed_below_a_folder_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path().to_str().unwrap()).unwrap();
+        let sub = dir.path().join("t/dt=2026-11-21");
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in ["part-00000.parquet", "part-00001.parquet#3", "a#b", "x.json#12"] {
+            std::fs::write(sub.join(f), b"x").unwrap();
+        }
+        assert_eq!(root.remove_staging_leftovers("t").unwrap(), 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["a#b", "part-00000.parquet"]);
     }
 
     #[tokio::test]

@@ -39,7 +39,7 @@ pub const MAX_GENERATIONS: usize = 8;
 
 /// The folder, relative to the output root, of one encoder's cache.
 pub fn folder(encoder_key: &str) -> String {
-    format!("_cache/text_embeddings/{encoder_key}")
+    crate::layout::text_cache(encoder_key)
 }
 
 /// The identity of a model-file encoder: what it is, how it truncates, and
@@ -85,6 +85,8 @@ impl Cached {
 /// is skipped with a warning (its texts are encoded again), never fatal.
 pub async fn load(job: &Job, encoder_key: &str) -> Result<Cached> {
     let base = folder(encoder_key);
+    // What a killed write left (the text stage of one output runs one at a time).
+    job.output.remove_staging_leftovers(&base)?;
     let mut cached = Cached { rows: HashMap::new(), values: Vec::new(), dim: 0, generations: Vec::new() };
     cached.generations = job.output.subfolders(&base).await?;
     for meta in job.output.list(&base).await? {

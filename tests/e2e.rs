@@ -118,6 +118,19 @@ for t in m["tables"]:
         assert hashlib.sha256(open(p, "rb").read()).hexdigest() == f["sha256"], p
         kv = pq.ParquetFile(p).metadata.metadata or {}
         assert kv.get(b"nightrec.date") == date.encode(), kv
+        if t["name"] in ("user_candidates", "user_embeddings", "evaluation"):
+            assert kv.get(b"nightrec.model_version") == m["lineage"]["model_version"].encode(), kv
+        if t["name"] in ("quarantine", "data_quality"):
+            assert not kv.get(b"nightrec.model_version"), kv  # written before any model
+# The run summary is published beside the manifest, which lists it.
+s = m["summary"]
+data = open(f"{out}/{s['path']}", "rb").read()
+assert s["path"] == f"_runs/dt={date}/summary.json" and hashlib.sha256(data).hexdigest() == s["sha256"], s
+summary = json.loads(data)
+assert [st["stage"] for st in summary["stages"]] == \
+    ["clean", "trainset", "text", "train", "embed", "candidates", "evaluate"], summary["stages"]
+assert summary["date"] == date and all(st["ran"] for st in summary["stages"])
+assert len(m["lineage"]["model_version"]) == 16, m["lineage"]
 print(len(users), len(cand))
 "#;
 
@@ -162,10 +175,13 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     twin["title"] = format!("{} Plus", twin["title"].as_str().unwrap()).into();
     std::fs::write(fx.dir.path().join("in/items/new.jsonl"), format!("{twin}\n")).unwrap();
     let args = ["--input", &fx.input(), "--output", &fx.output(), "run", "--date", DATE];
-    let o = nightrec(&args, &env, fx.dir.path());
+    // For schedulers: one JSON object per log line, every stage's start and end.
+    let json_args = [&["--log-format", "json"][..], &args[..]].concat();
+    let o = nightrec(&json_args, &[&env[..], &[("NIGHTREC_LOG", "info")]].concat(), fx.dir.path());
     assert!(o.status.success(), "run failed: {}", text(&o));
     let summary = String::from_utf8_lossy(&o.stdout);
     assert!(summary.contains("user_candidates"), "summary lacks tables: {summary}");
+    crate::ops::check_json_log(&o.stderr);
 
     py(CHECK_CANDIDATES, &[&fx.input(), &fx.output(), DATE, "20", COLD_MAX]);
 
@@ -180,8 +196,9 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     // A rerun with nothing changed skips every stage and keeps the contents.
     let out_dir = fx.dir.path().join("out");
     let before = published_bytes(&out_dir, "user_candidates");
-    let o = nightrec(&args, &env, fx.dir.path());
+    let o = nightrec(&args, &[&env[..], &[("NIGHTREC_LOG", "info")]].concat(), fx.dir.path());
     assert!(o.status.success(), "rerun failed: {}", text(&o));
+    crate::ops::check_plain_log(&o.stderr);
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(!s.contains(" ran "), "a stage ran again although nothing changed:\n{s}");
     assert_eq!(before, published_bytes(&out_dir, "user_candidates"));

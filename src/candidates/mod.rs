@@ -24,7 +24,6 @@ pub mod users;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use datafusion::arrow::array::{Float32Array, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
@@ -39,6 +38,7 @@ use crate::job::Job;
 use crate::parquet_io::{FileInfo, PartWriter, WrittenTable};
 use crate::sql::ts_param;
 use crate::topk::{self, Masks};
+use crate::{layout, state};
 
 pub use inputs::Inputs;
 pub use users::schema;
@@ -326,20 +326,17 @@ pub struct ShardMarker {
     pub tables: Vec<WrittenTable>,
 }
 
-fn shard_folder(job: &Job, count: u32, index: u32) -> String {
-    job.work(&format!("_shards/{count}/{index}"))
-}
-
+/// A shard's marker, if it finished (an unreadable one is absent: the
+/// shard is recomputed; see [`crate::state`]).
 async fn shard_marker(job: &Job, count: u32, index: u32) -> Result<Option<ShardMarker>> {
-    let path = job.output.path(&format!("{}/_done.json", shard_folder(job, count, index)));
-    Ok(job.output.get_opt(&path).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+    state::read(&job.output, &layout::shard_marker(job.date, count, index)).await
 }
 
 /// The complete set of shard markers for this fingerprint, if one exists
 /// (the largest N when several do).
 async fn complete_shards(job: &Job, fingerprint: &str) -> Result<Option<Vec<ShardMarker>>> {
     let mut counts: Vec<u32> =
-        job.output.subfolders(&job.work("_shards")).await?.iter().filter_map(|s| s.parse().ok()).collect();
+        job.output.subfolders(&layout::shards(job.date)).await?.iter().filter_map(|s| s.parse().ok()).collect();
     counts.sort_unstable_by(|a, b| b.cmp(a));
     'count: for n in counts {
         let mut markers = Vec::new();
@@ -448,8 +445,8 @@ pub async fn run_shard(
             false,
         ));
     }
-    let folder = shard_folder(job, shard.count, shard.index);
-    job.output.delete(&job.output.path(&format!("{folder}/_done.json"))).await?;
+    let folder = layout::shard(job.date, shard.count, shard.index);
+    job.output.delete(&job.output.path(&layout::shard_marker(job.date, shard.count, shard.index))).await?;
     let ctx = job.session()?;
     let select = |u: &str| shard_of(u, shard.count) == shard.index;
     let inp = inputs::load(job, &ctx, device, &select).await?;
@@ -469,8 +466,7 @@ pub async fn run_shard(
         run_id: job.run_id.clone(),
         tables: tables.clone(),
     };
-    let json = serde_json::to_vec_pretty(&marker).map_err(|e| Error::Internal(format!("shard marker: {e}")))?;
-    job.output.put(&job.output.path(&format!("{folder}/_done.json")), Bytes::from(json)).await?;
+    state::write(&job.output, &layout::shard_marker(job.date, shard.count, shard.index), &marker).await?;
     let mut facts = vec![("shard".into(), format!("{}/{}", shard.index, shard.count))];
     facts.extend(user_facts(&counts));
     Ok((tables, facts, true))

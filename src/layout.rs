@@ -1,0 +1,140 @@
+//! The output layout: every object nightrec keeps under the output root,
+//! named by its path relative to that root. No other module spells these
+//! paths.
+//!
+//! ```text
+//! <table>/dt=D/part-NNNNN-<publication>.parquet  published tables
+//! _runs/dt=D/manifest.json                        the publication: every file with rows, bytes, sha256
+//! _runs/dt=D/summary.json                         the run summary (listed in the manifest)
+//! _runs/dt=D/_SUCCESS                             written last; while it exists the date's table
+//!                                                 folders hold exactly the manifest's files
+//! _work/dt=D/<table>/part-*.parquet               work tables (publish's staging area)
+//! _work/dt=D/_stages/<stage>.json                 stage markers: what ran, with which fingerprint
+//! _work/dt=D/checkpoint/model.safetensors, .json  the model trained for D and its metadata
+//! _work/dt=D/_shards/N/I/…, _done.json            per-user candidates of shard I of N
+//! _cache/text_embeddings/<encoder key>/gen=<run>/ text embeddings kept across dates
+//! ```
+
+use crate::config::RunDate;
+use crate::error::Result;
+use crate::job::Stage;
+use crate::storage::Root;
+
+/// Top folder of the work tables, markers and checkpoints of every date.
+pub const WORK: &str = "_work";
+/// Top folder of the manifests, summaries and `_SUCCESS` markers.
+pub const RUNS: &str = "_runs";
+/// The work folder holding a date's checkpoint (not a table).
+pub const CHECKPOINT: &str = "checkpoint";
+
+/// A date's work folder.
+pub fn work_root(date: RunDate) -> String {
+    format!("{WORK}/{}", date.partition())
+}
+
+/// A work table's folder (or any other name under the date's work folder).
+pub fn work(date: RunDate, name: &str) -> String {
+    format!("{}/{name}", work_root(date))
+}
+
+/// The folder of a date's stage markers.
+pub fn stage_markers(date: RunDate) -> String {
+    work(date, "_stages")
+}
+
+/// The marker a finished stage leaves.
+pub fn stage_marker(date: RunDate, stage: Stage) -> String {
+    format!("{}/{}.json", stage_markers(date), stage.name())
+}
+
+/// The folder of the model trained for a date.
+pub fn checkpoint(date: RunDate) -> String {
+    work(date, CHECKPOINT)
+}
+
+/// The weights of the model trained for a date.
+pub fn checkpoint_weights(date: RunDate) -> String {
+    format!("{}/model.safetensors", checkpoint(date))
+}
+
+/// The metadata of the model trained for a date (shape, item ids, version).
+pub fn checkpoint_meta(date: RunDate) -> String {
+    format!("{}/model.json", checkpoint(date))
+}
+
+/// The folder of every shard count of a date.
+pub fn shards(date: RunDate) -> String {
+    work(date, "_shards")
+}
+
+/// The folder of shard `index` of `count`.
+pub fn shard(date: RunDate, count: u32, index: u32) -> String {
+    format!("{}/{count}/{index}", shards(date))
+}
+
+/// The marker a finished shard leaves.
+pub fn shard_marker(date: RunDate, count: u32, index: u32) -> String {
+    format!("{}/_done.json", shard(date, count, index))
+}
+
+/// A published table's folder for a date (a Hive partition).
+pub fn published(table: &str, date: RunDate) -> String {
+    format!("{table}/{}", date.partition())
+}
+
+/// One published file: its part number and the publication it belongs to.
+pub fn published_file(table: &str, date: RunDate, part: usize, publication: &str) -> String {
+    format!("{}/part-{part:05}-{publication}.parquet", published(table, date))
+}
+
+/// A date's folder of publication records.
+pub fn runs(date: RunDate) -> String {
+    format!("{RUNS}/{}", date.partition())
+}
+
+/// A date's manifest.
+pub fn manifest(date: RunDate) -> String {
+    format!("{}/manifest.json", runs(date))
+}
+
+/// A date's success marker.
+pub fn success(date: RunDate) -> String {
+    format!("{}/_SUCCESS", runs(date))
+}
+
+/// A date's run summary, as JSON.
+pub fn summary(date: RunDate) -> String {
+    format!("{}/summary.json", runs(date))
+}
+
+/// One text encoder's embedding cache.
+pub fn text_cache(encoder_key: &str) -> String {
+    format!("_cache/text_embeddings/{encoder_key}")
+}
+
+/// The dates with a `dt=` folder under `top` ([`WORK`] or [`RUNS`]), oldest first.
+pub async fn dates(root: &Root, top: &str) -> Result<Vec<RunDate>> {
+    let mut dates: Vec<RunDate> =
+        root.subfolders(top).await?.iter().filter_map(|d| d.strip_prefix("dt=").and_then(|d| d.parse().ok())).collect();
+    dates.sort();
+    Ok(dates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_hive_partitions_under_fixed_top_folders() {
+        let d: RunDate = "2026-11-21".parse().unwrap();
+        assert_eq!(stage_marker(d, Stage::Train), "_work/dt=2026-11-21/_stages/train.json");
+        assert_eq!(checkpoint_meta(d), "_work/dt=2026-11-21/checkpoint/model.json");
+        assert_eq!(shard_marker(d, 4, 1), "_work/dt=2026-11-21/_shards/4/1/_done.json");
+        assert_eq!(
+            published_file("user_candidates", d, 3, "abc"),
+            "user_candidates/dt=2026-11-21/part-00003-abc.parquet"
+        );
+        assert_eq!(success(d), "_runs/dt=2026-11-21/_SUCCESS");
+        assert_eq!(summary(d), "_runs/dt=2026-11-21/summary.json");
+    }
+}

@@ -1,0 +1,484 @@
+//! Operating nightrec as a scheduled job: which stages a change reruns,
+//! backfills, loads gated on `_SUCCESS`, SIGKILL in any stage, logs and
+//! messages for machines. Outputs are read with pyarrow.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const STAGES: [&str; 8] = ["clean", "trainset", "text", "train", "embed", "candidates", "evaluate", "publish"];
+
+/// The stages a run's summary (stdout) reports as run, in order.
+fn ran(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (stage, status) = (w.next()?, w.next()?);
+            (STAGES.contains(&stage) && status == "ran").then(|| stage.to_string())
+        })
+        .collect()
+}
+
+/// A quick configuration: short training, many small files.
+fn ops_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = small_env().into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    for (k, v) in [("NIGHTREC_MODEL__EPOCHS", "3"), ("NIGHTREC_MODEL__PRETRAIN_EPOCHS", "1")] {
+        env.retain(|(key, _)| key != k);
+        env.push((k.into(), v.into()));
+    }
+    env
+}
+
+fn run_with(fx: &Fixture, date: &str, env: &[(String, String)], extra: &[&str]) -> Output {
+    let mut args = vec!["--input".to_string(), fx.input(), "--output".to_string(), fx.output()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["run".into(), "--date".into(), date.into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    nightrec(&args, &env, fx.dir.path())
+}
+
+#[test]
+fn each_change_reruns_exactly_the_stages_that_depend_on_it() {
+    let fx = Fixture::new("120", "80", "5000");
+    let mut env = ops_env();
+    let go = |env: &[(String, String)], extra: &[&str], what: &str| {
+        let o = run_with(&fx, DATE, env, extra);
+        assert!(o.status.success(), "{what}: {}", text(&o));
+        ran(&o)
+    };
+    assert_eq!(go(&env, &[], "first run"), STAGES);
+    assert!(go(&env, &[], "nothing changed").is_empty());
+    let from_train = ["train", "embed", "candidates", "evaluate", "publish"];
+    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+        // How a run goes, not what it produces: nothing reruns.
+        ("NIGHTREC_RUN__THREADS", "1", vec![]),
+        ("NIGHTREC_RUN__DEVICE", "cpu", vec![]),
+        ("NIGHTREC_RUNTIME__SQL_MEMORY_MB", "1536", vec![]),
+        ("NIGHTREC_RUNTIME__MAX_ROWS_PER_FILE", "5000", vec![]),
+        // One key of each section, and the run keys stages read.
+        ("NIGHTREC_GATE__MAX_NDCG_DROP", "0.9", vec!["publish"]),
+        ("NIGHTREC_EVALUATE__SAMPLE_USERS", "60", vec!["evaluate", "publish"]),
+        ("NIGHTREC_CANDIDATES__SIMILAR_K", "30", vec!["candidates", "publish"]),
+        ("NIGHTREC_MODEL__LEARNING_RATE", "0.003", from_train.to_vec()),
+        ("NIGHTREC_RUN__SEED", "7", from_train.to_vec()),
+        ("NIGHTREC_TEXT__MAX_TOKENS", "64", [&["text"][..], &from_train].concat()),
+        ("NIGHTREC_TRAINSET__POPULARITY_DAYS", "10", STAGES[1..].to_vec()),
+        ("NIGHTREC_CLEAN__SESSION_GAP_MINUTES", "45", STAGES.to_vec()),
+        ("NIGHTREC_RUN__LOOKBACK_DAYS", "25", STAGES.to_vec()),
+    ];
+    for (key, value, want) in cases {
+        env.push((key.into(), value.into()));
+        assert_eq!(go(&env, &[], key), want, "after changing {key}");
+    }
+    // The log format reruns nothing.
+    assert!(go(&env, &["--log-format", "json"], "json logs").is_empty());
+    // One input file changes: everything reruns.
+    let file = std::fs::read_dir(fx.dir.path().join("in/events"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl" || e == "ndjson" || e == "json"))
+        .expect("an NDJSON event file");
+    let mut data = std::fs::read_to_string(&file).unwrap();
+    let last = data.lines().last().unwrap().to_string();
+    data.push_str(&last.replace("\"view\"", "\"click\""));
+    data.push('\n');
+    std::fs::write(&file, data).unwrap();
+    assert_eq!(go(&env, &[], "input changed"), STAGES);
+    assert!(go(&env, &[], "nothing changed since").is_empty());
+}
+
+#[test]
+fn backfill_runs_dates_in_order_stops_at_the_first_failure_and_resumes() {
+    let fx = Fixture::new("100", "60", "4000");
+    let env = ops_env();
+    let (input, output) = (fx.input(), fx.output());
+    let backfill = |env: &[(String, String)]| {
+        let args = ["--input", &input, "--output", &output, "run", "--from", "2026-11-19", "--to", "2026-11-21"];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        nightrec(&args, &env, fx.dir.path())
+    };
+    let out = fx.dir.path().join("out");
+    let published = |d: &str| out.join(format!("_runs/dt={d}/_SUCCESS")).exists();
+    // A gate no second day can pass: 11-19 publishes, 11-20 fails (exit 3).
+    let mut strict = env.clone();
+    strict.push(("NIGHTREC_GATE__MIN_CANDIDATE_OVERLAP".into(), "1.01".into()));
+    let o = backfill(&strict);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("backfill stopped at 2026-11-20") && err.contains("candidate_overlap"), "{err}");
+    assert!(published("2026-11-19") && !published("2026-11-20") && !published("2026-11-21"));
+    assert!(!out.join("_work/dt=2026-11-21").exists(), "a date after the failure ran");
+    // The same command resumes at the first date not published.
+    let o = backfill(&env);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(!stdout.contains("for 2026-11-19 on"), "a published date ran again:\n{stdout}");
+    let p20 = stdout.find("for 2026-11-20 on").expect("11-20 ran");
+    let p21 = stdout.find("for 2026-11-21 on").expect("11-21 ran");
+    assert!(p20 < p21, "dates out of order:\n{stdout}");
+    // Each date warm-started from the one before.
+    assert!(stdout[p20..p21].contains("warm start") && stdout[p20..p21].contains("from 2026-11-19"), "{stdout}");
+    assert!(stdout[p21..].contains("warm start") && stdout[p21..].contains("from 2026-11-20"), "{stdout}");
+    assert!(published("2026-11-20") && published("2026-11-21"));
+    // Everything published: a third run does nothing.
+    let o = backfill(&env);
+    assert!(o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("nightrec run"), "{}", text(&o));
+}
+
+/// A loader that follows the Hadoop convention, in a loop until `stop`
+/// exists: wait for `_SUCCESS`, glob the table's folder, read it, then
+/// check that `_SUCCESS` and the manifest did not change. Every read that
+/// passes must be one whole publication: each user's K rows exactly once,
+/// the files and row count of the manifest. Prints reads checked, discarded.
+const GLOB_READER: &str = r#"
+import sys, os, glob, json, collections, time
+import pyarrow.parquet as pq
+out, date, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+runs = f"{out}/_runs/dt={date}"
+def state():
+    try:
+        return open(f"{runs}/_SUCCESS", "rb").read(), open(f"{runs}/manifest.json", "rb").read()
+    except FileNotFoundError:
+        return None
+checked = discarded = 0
+while not os.path.exists(stop):
+    before = state()
+    if before is None:
+        discarded += 1
+        time.sleep(0.002)
+        continue
+    try:
+        files = sorted(glob.glob(f"{out}/user_candidates/dt={date}/*.parquet"))
+        rows = [r for f in files for r in pq.read_table(f, columns=["user_id", "rank"]).to_pylist()]
+    except (FileNotFoundError, OSError):
+        discarded += 1  # a file went away under the glob: _SUCCESS was gone by then
+        continue
+    if state() != before:
+        discarded += 1
+        continue
+    by_user = collections.defaultdict(list)
+    for r in rows:
+        by_user[r["user_id"]].append(r["rank"])
+    ks = {len(v) for v in by_user.values()}
+    assert len(ks) == 1, f"users with different row counts {sorted(ks)}: two publications at once"
+    k = ks.pop()
+    for u, ranks in by_user.items():
+        assert sorted(ranks) == list(range(1, k + 1)), (u, sorted(ranks))
+    m = json.loads(before[1])
+    t = next(t for t in m["tables"] if t["name"] == "user_candidates")
+    assert {os.path.relpath(f, out) for f in files} == {f["path"] for f in t["files"]}, "folder != manifest"
+    assert len(rows) == t["rows"]
+    checked += 1
+print(checked, discarded)
+"#;
+
+#[test]
+fn a_success_gated_glob_reader_never_sees_half_a_publication() {
+    let fx = Fixture::new("150", "100", "8000");
+    let mut env = ops_env();
+    env.push(("NIGHTREC_RUNTIME__MAX_ROWS_PER_FILE".into(), "100".into()));
+    let o = run_with(&fx, DATE, &env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stop = fx.dir.path().join("stop");
+    let reader = Command::new(python())
+        .arg("-c")
+        .arg(GLOB_READER)
+        .args([&fx.output(), DATE, stop.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Re-publish with K alternating between 20 and 10 (so two publications
+    // mixed would show), some of them killed part-way through publish.
+    let mut seed = kill_seed();
+    let mut killed = 0;
+    for round in 0..10 {
+        let mut e = env.clone();
+        e.push(("NIGHTREC_CANDIDATES__K".into(), if round % 2 == 0 { "10" } else { "20" }.into()));
+        if round % 3 == 2 {
+            let delay = Duration::from_millis(50 + next_u64(&mut seed) % 700);
+            killed += usize::from(kill_during(&fx, &e, "publish", delay).is_some());
+        } else {
+            let o = run_with(&fx, DATE, &e, &[]);
+            assert!(o.status.success(), "round {round}: {}", text(&o));
+        }
+    }
+    let o = run_with(&fx, DATE, &env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(&stop, b"").unwrap();
+    let got = reader.wait_with_output().unwrap();
+    assert!(got.status.success(), "the reader saw half a publication:\n{}", text(&got));
+    let counts: Vec<u64> =
+        String::from_utf8_lossy(&got.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert!(counts[0] >= 10, "only {} reads passed the check ({} discarded)", counts[0], counts[1]);
+    assert!(killed >= 1, "no publish was killed");
+}
+
+fn kill_seed() -> u64 {
+    std::env::var("NIGHTREC_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261126)
+}
+
+fn next_u64(state: &mut u64) -> u64 {
+    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state >> 11
+}
+
+/// What a run killed mid-stage had done.
+struct Killed {
+    /// The stage running when the kill was sent.
+    during: String,
+    /// The stages finished (or skipped) before it.
+    finished: Vec<String>,
+}
+
+/// Run the nightly job with JSON logs; once `stage` starts, wait `delay`
+/// and SIGKILL the process. None if it finished first.
+fn kill_during(fx: &Fixture, env: &[(String, String)], stage: &str, delay: Duration) -> Option<Killed> {
+    let mut child = Command::new(bin())
+        .args(["--input", &fx.input(), "--output", &fx.output(), "--log-format", "json", "run", "--date", DATE])
+        .current_dir(fx.dir.path())
+        .env("NIGHTREC_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let lines = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut finished = Vec::new();
+    let mut current = String::new();
+    let mut deadline: Option<Instant> = None;
+    let outcome = loop {
+        let wait = deadline.map_or(Duration::from_secs(120), |d| d.saturating_duration_since(Instant::now()));
+        match rx.recv_timeout(wait) {
+            Ok(v) => {
+                let (s, status) = (v["stage"].as_str().unwrap_or(""), v["status"].as_str().unwrap_or(""));
+                match status {
+                    "started" => {
+                        current = s.to_string();
+                        if s == stage && deadline.is_none() {
+                            deadline = Some(Instant::now() + delay);
+                        }
+                    }
+                    "done" | "skipped" => {
+                        finished.push(s.to_string());
+                        current.clear();
+                    }
+                    _ => {}
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if deadline.is_some() => {
+                // Child::kill is SIGKILL on Unix: no cleanup code runs.
+                let alive = child.try_wait().unwrap().is_none();
+                if alive {
+                    child.kill().unwrap();
+                }
+                // Events already sent before the kill still count.
+                while let Ok(v) = rx.try_recv() {
+                    let (s, status) = (v["stage"].as_str().unwrap_or(""), v["status"].as_str().unwrap_or(""));
+                    match status {
+                        "started" => current = s.to_string(),
+                        "done" | "skipped" => {
+                            finished.push(s.to_string());
+                            current.clear();
+                        }
+                        _ => {}
+                    }
+                }
+                break (alive && !current.is_empty()).then(|| Killed { during: current.clone(), finished });
+            }
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    child.wait().unwrap();
+    lines.join().unwrap();
+    outcome
+}
+
+/// Every published table's rows (sorted, as JSON), checked against the
+/// manifest's checksums; every file of the date's work folder; and what is
+/// not accounted for: files in the published folders the manifest does not
+/// list, object_store staging files (`name#N`) anywhere in the output.
+const PUBLISHED_AND_STRAYS: &str = r##"
+import sys, json, hashlib, os, glob, re
+import pyarrow.parquet as pq
+out, date = sys.argv[1], sys.argv[2]
+m = json.load(open(f"{out}/_runs/dt={date}/manifest.json"))
+assert os.path.exists(f"{out}/_runs/dt={date}/_SUCCESS")
+tables = {}
+for t in m["tables"]:
+    rows = []
+    for f in t["files"]:
+        p = f"{out}/{f['path']}"
+        assert hashlib.sha256(open(p, "rb").read()).hexdigest() == f["sha256"], p
+        rows += pq.read_table(p).to_pylist()
+    tables[t["name"]] = sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
+strays = []
+listed = {f["path"] for t in m["tables"] for f in t["files"]}
+for t in m["tables"]:
+    for p in glob.glob(f"{out}/{t['name']}/dt={date}/*"):
+        if os.path.relpath(p, out) not in listed:
+            strays.append(os.path.relpath(p, out))
+work = []
+for root, _, files in os.walk(out):
+    for f in files:
+        rel = os.path.relpath(os.path.join(root, f), out)
+        if re.search(r"#\d+$", f):
+            strays.append(rel)
+        elif rel.startswith(f"_work/dt={date}/"):
+            work.append(rel)
+print(json.dumps({"tables": tables, "work": sorted(work), "strays": sorted(strays)}, sort_keys=True))
+"##;
+
+/// Kill a run at `cases` (stage, fraction of that stage's uninterrupted
+/// duration), rerun it each time, and check that the rerun skipped what had
+/// finished, published what an uninterrupted run publishes, and left
+/// nothing half-written. Returns the kills that landed, per stage.
+fn crash_and_resume(cases: &[(&str, f64)]) -> Vec<(String, usize)> {
+    let fx = Fixture::new("120", "80", "5000");
+    let mut env = ops_env();
+    env.push(("NIGHTREC_RUNTIME__MAX_ROWS_PER_FILE".into(), "150".into()));
+    // The uninterrupted run: what to compare with, and how long each stage takes.
+    let o = run_with(&fx, DATE, &env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let seconds: Vec<(String, f64)> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() > 2 && STAGES.contains(&w[0]) && w[1] == "ran").then(|| (w[0].to_string(), w[2].parse().unwrap()))
+        })
+        .collect();
+    let reference: serde_json::Value = serde_json::from_str(&py(PUBLISHED_AND_STRAYS, &[&fx.output(), DATE])).unwrap();
+    assert_eq!(reference["strays"], serde_json::json!([]), "an uninterrupted run left strays");
+    let mut landed: Vec<(String, usize)> = STAGES.iter().map(|s| (s.to_string(), 0)).collect();
+    for (stage, fraction) in cases {
+        std::fs::remove_dir_all(fx.dir.path().join("out")).unwrap();
+        let secs = seconds.iter().find(|(s, _)| s == stage).map_or(0.1, |x| x.1);
+        let delay = Duration::from_secs_f64(secs * fraction);
+        let Some(k) = kill_during(&fx, &env, stage, delay) else { continue };
+        if let Some(n) = landed.iter_mut().find(|(s, _)| *s == k.during) {
+            n.1 += 1;
+        }
+        let o = run_with(&fx, DATE, &env, &[]);
+        let what = format!("killed in {} ({stage} + {delay:?})", k.during);
+        assert!(o.status.success(), "{what}: rerun failed: {}", text(&o));
+        let reran = ran(&o);
+        for s in &k.finished {
+            assert!(!reran.contains(s), "{what}: {s} had finished but ran again: {reran:?}");
+        }
+        let got: serde_json::Value = serde_json::from_str(&py(PUBLISHED_AND_STRAYS, &[&fx.output(), DATE])).unwrap();
+        assert_eq!(got["strays"], serde_json::json!([]), "{what}: left behind");
+        assert_eq!(got["work"], reference["work"], "{what}: work files differ from an uninterrupted run's");
+        for (name, rows) in reference["tables"].as_object().unwrap() {
+            assert!(got["tables"][name] == *rows, "{what}: published {name} differs from an uninterrupted run's");
+        }
+    }
+    landed
+}
+
+#[test]
+fn sigkill_at_seeded_points_then_a_rerun_publishes_what_an_uninterrupted_run_does() {
+    // A seeded handful; `make test-crash` runs every stage at several points.
+    let mut seed = kill_seed();
+    let cases: Vec<(&str, f64)> = (0..3)
+        .map(|_| {
+            let stage = STAGES[(next_u64(&mut seed) % 8) as usize];
+            (stage, (next_u64(&mut seed) % 900) as f64 / 1000.0)
+        })
+        .collect();
+    let landed = crash_and_resume(&cases);
+    let total: usize = landed.iter().map(|x| x.1).sum();
+    assert!(total >= 2, "only {total} of 3 kills landed in a stage: {landed:?}");
+}
+
+#[test]
+#[ignore = "long: make test-crash"]
+fn sigkill_in_every_stage_at_several_points() {
+    let points = [0.05, 0.3, 0.55, 0.8];
+    let cases: Vec<(&str, f64)> = STAGES.iter().flat_map(|s| points.iter().map(move |p| (*s, *p))).collect();
+    let landed = crash_and_resume(&cases);
+    println!("kills landed per stage: {landed:?}");
+    for (stage, n) in &landed {
+        assert!(*n >= 1, "no kill landed in {stage}: {landed:?}");
+    }
+}
+
+#[test]
+fn an_exhausted_sql_memory_pool_names_the_setting_and_exits_1() {
+    let fx = Fixture::new("60", "50", "3000");
+    let mut env = ops_env();
+    env.push(("NIGHTREC_RUNTIME__SQL_MEMORY_MB".into(), "1".into()));
+    let o = run_with(&fx, DATE, &env, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("runtime.sql_memory_mb"), "{}", text(&o));
+}
+
+/// Checked on a run's captured stderr: JSON logs are one object per line,
+/// with every stage's start and end (rows, seconds, peak RSS).
+pub fn check_json_log(stderr: &[u8]) {
+    let text = String::from_utf8_lossy(stderr);
+    let events: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    for stage in STAGES {
+        let of = |status: &str| events.iter().find(|e| e["stage"] == stage && e["status"] == status);
+        assert!(of("started").is_some(), "no start event for {stage}:\n{text}");
+        let done = of("done").unwrap_or_else(|| panic!("no end event for {stage}:\n{text}"));
+        for field in ["rows", "seconds", "peak_rss_mb"] {
+            assert!(done[field].is_number(), "{stage} end event lacks {field}: {done}");
+        }
+    }
+}
+
+/// No ANSI escape codes in a log captured to a pipe.
+pub fn check_plain_log(stderr: &[u8]) {
+    assert!(!stderr.contains(&0x1b), "escape codes in a captured log:\n{}", String::from_utf8_lossy(stderr));
+    assert!(!stderr.is_empty());
+}
+
+#[test]
+fn the_cron_wrapper_retries_exit_1_only_and_passes_the_last_code_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake-nightrec");
+    // Records its arguments, exits with the next code of $CODES.
+    std::fs::write(
+        &fake,
+        "#!/usr/bin/env bash\necho \"$*\" >> \"$CALLS\"\nn=$(wc -l < \"$CALLS\")\nexit \"$(sed -n \"${n}p\" \"$CODES\")\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/nightly.sh");
+    for (codes, want_exit, want_calls) in
+        [("1\n1\n0\n", 0, 3), ("1\n3\n", 3, 2), ("2\n", 2, 1), ("1\n1\n1\n1\n", 1, 3), ("0\n", 0, 1)]
+    {
+        let calls = dir.path().join("calls");
+        let _ = std::fs::remove_file(&calls);
+        std::fs::write(dir.path().join("codes"), codes).unwrap();
+        let o = Command::new(&wrapper)
+            .arg(DATE)
+            .env("NIGHTREC_BIN", &fake)
+            .env("NIGHTREC_RETRY_DELAY_S", "0")
+            .env("CALLS", &calls)
+            .env("CODES", dir.path().join("codes"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(want_exit), "codes {codes:?}: {}", text(&o));
+        let made = std::fs::read_to_string(&calls).unwrap();
+        assert_eq!(made.lines().count(), want_calls, "codes {codes:?}: {made}");
+        assert!(made.lines().all(|l| l == format!("run --date {DATE}")), "{made}");
+    }
+}
