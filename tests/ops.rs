@@ -238,6 +238,19 @@ struct Killed {
     finished: Vec<String>,
 }
 
+/// Follow one JSON log event: the stage now running, the stages finished.
+fn track(event: &serde_json::Value, current: &mut String, finished: &mut Vec<String>) {
+    let stage = event["stage"].as_str().unwrap_or("");
+    match event["status"].as_str().unwrap_or("") {
+        "started" => *current = stage.to_string(),
+        "done" | "skipped" => {
+            finished.push(stage.to_string());
+            current.clear();
+        }
+        _ => {}
+    }
+}
+
 /// Run the nightly job with JSON logs; once `stage` starts, wait `delay`
 /// and SIGKILL the process. None if it finished first.
 fn kill_during(fx: &Fixture, env: &[(String, String)], stage: &str, delay: Duration) -> Option<Killed> {
@@ -266,19 +279,9 @@ fn kill_during(fx: &Fixture, env: &[(String, String)], stage: &str, delay: Durat
         let wait = deadline.map_or(Duration::from_secs(120), |d| d.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(v) => {
-                let (s, status) = (v["stage"].as_str().unwrap_or(""), v["status"].as_str().unwrap_or(""));
-                match status {
-                    "started" => {
-                        current = s.to_string();
-                        if s == stage && deadline.is_none() {
-                            deadline = Some(Instant::now() + delay);
-                        }
-                    }
-                    "done" | "skipped" => {
-                        finished.push(s.to_string());
-                        current.clear();
-                    }
-                    _ => {}
+                track(&v, &mut current, &mut finished);
+                if current == stage && deadline.is_none() {
+                    deadline = Some(Instant::now() + delay);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) if deadline.is_some() => {
@@ -289,15 +292,7 @@ fn kill_during(fx: &Fixture, env: &[(String, String)], stage: &str, delay: Durat
                 }
                 // Events already sent before the kill still count.
                 while let Ok(v) = rx.try_recv() {
-                    let (s, status) = (v["stage"].as_str().unwrap_or(""), v["status"].as_str().unwrap_or(""));
-                    match status {
-                        "started" => current = s.to_string(),
-                        "done" | "skipped" => {
-                            finished.push(s.to_string());
-                            current.clear();
-                        }
-                        _ => {}
-                    }
+                    track(&v, &mut current, &mut finished);
                 }
                 break (alive && !current.is_empty()).then(|| Killed { during: current.clone(), finished });
             }
