@@ -1,77 +1,132 @@
-"""Items with no training interactions: are their embeddings meaningful?
+"""Cold items on MovieLens-100k: are held-out interactions with items the
+model never trained on ranked well?
 
-On MovieLens-100k, 10% of the movies with at least 5 ratings lose all their
-ratings (they stay in the catalog), the nightly job runs, and each such
-"cold" movie's 10 nearest neighbours by item embedding (cosine, among all
-other movies) are checked for sharing a genre with it. Printed beside the
-rate for random movie pairs, and for the same run without text fusion
-(where a cold movie has only its untrained ID embedding).
+10% of the movies with at least 5 ratings (seeded choice) lose all their
+ratings before the nightly job runs; they stay in the catalog with their
+text. After the run, every hidden (user, cold movie) rating becomes a test
+case: the user's published embedding scores every movie, the movies the
+user rated (and kept) are masked, and the rank of the cold movie gives
+HR@10 and NDCG@10 over the whole catalog, and HR@10 among the cold movies
+only (random: 10 / number of cold movies). The same run's `evaluation`
+table gives the warm test NDCG@10 and HR@10 (chronological leave-one-out
+of the remaining ratings). Each variant runs with every seed of SEEDS;
+mean ± standard deviation over the seeds.
+
+Variants (as in bench/ml100k.sh): default (text projection + bounded delta,
+refit), text-delta (no refit), fusion (free ID embedding + text
+projection, the default before issue 12), id-only (no text: a cold movie
+has only its untrained ID embedding), or NAME:VAR=VALUE,VAR=VALUE for any other
+setting (VAR without the NIGHTREC_MODEL__ prefix).
 
 usage: cold_items.py NIGHTREC_BIN ML100K_INPUT OUT_DIR     (make bench-cold-items)
+       SEEDS="42" VARIANTS="default id-only" cold_items.py ...
 """
 
 import csv
 import json
+import math
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
 
 nightrec, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
+SEEDS = os.environ.get("SEEDS", "42 43 44").split()
+VARIANTS = os.environ.get("VARIANTS", "id-only fusion text-delta default").split()
+ENV = {
+    "default": {},
+    "text-delta": {"NIGHTREC_MODEL__REFIT_EPOCHS": "0"},
+    "fusion": {"NIGHTREC_MODEL__TEXT_DELTA_MAX_NORM": "0", "NIGHTREC_MODEL__REFIT_EPOCHS": "0"},
+    "id-only": {"NIGHTREC_MODEL__TEXT_FUSION": "false", "NIGHTREC_MODEL__REFIT_EPOCHS": "0"},
+}
+DATE = "1998-04-22"
+for v in VARIANTS:
+    if ":" in v:
+        ENV[v.split(":")[0]] = {f"NIGHTREC_MODEL__{kv.split('=')[0]}": kv.split("=", 1)[1] for kv in v.split(":", 1)[1].split(",")}
+VARIANTS = [v.split(":")[0] for v in VARIANTS]
+
 rng = random.Random(7)
 shutil.rmtree(out, ignore_errors=True)
 inp = f"{out}/input"
 for d in ("events", "items", "users"):
     shutil.copytree(f"{src}/{d}", f"{inp}/{d}")
-
 rows = list(csv.DictReader(open(f"{src}/events/ratings.csv")))
 counts = {}
 for r in rows:
     counts[r["item_id"]] = counts.get(r["item_id"], 0) + 1
 eligible = sorted(i for i, n in counts.items() if n >= 5)
 cold = set(rng.sample(eligible, len(eligible) // 10))
+hidden = [(r["user_id"], r["item_id"]) for r in rows if r["item_id"] in cold]
 with open(f"{inp}/events/ratings.csv", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
     w.writeheader()
     w.writerows(r for r in rows if r["item_id"] not in cold)
-
-genres = {}
-for line in open(f"{src}/items/movies.jsonl"):
-    m = json.loads(line)
-    desc = m.get("description") or ""
-    genres[m["item_id"]] = set(g.strip() for g in desc.replace("Genres:", "").split(",") if g.strip())
+kept = {}
+for r in rows:
+    if r["item_id"] not in cold:
+        kept.setdefault(r["user_id"], set()).add(r["item_id"])
 
 
-def rate_for(name, env):
+def run(name, env):
     o = f"{out}/{name}"
+    started = time.time()
     with open(f"{o}.log", "w") as log:
         cmd = [nightrec, "--config", "jobs/ml100k.toml", "--input", inp, "--output", o, "--log-format", "json",
-               "run", "--date", "1998-04-22", "--full-retrain"]
+               "run", "--date", DATE, "--full-retrain"]
         subprocess.run(cmd, check=True, env={**os.environ, **env}, stdout=log, stderr=log)
-    t = pq.read_table(f"{o}/item_embeddings/dt=1998-04-22").to_pylist()
-    ids = [r["item_id"] for r in t]
-    e = np.array([r["embedding"] for r in t], dtype=np.float64)
-    e /= np.linalg.norm(e, axis=1, keepdims=True) + 1e-12
-    sims = e @ e.T
-    np.fill_diagonal(sims, -np.inf)
-    share, total = 0, 0
-    for i, item in enumerate(ids):
-        if item not in cold or not genres[item]:
+    wall = time.time() - started
+    items = pq.read_table(f"{o}/item_embeddings/dt={DATE}").to_pylist()
+    ids = [r["item_id"] for r in items]
+    col = {i: n for n, i in enumerate(ids)}
+    e = np.array([r["embedding"] for r in items], dtype=np.float64)
+    users = {r["user_id"]: np.array(r["embedding"], dtype=np.float64)
+             for r in pq.read_table(f"{o}/user_embeddings/dt={DATE}").to_pylist()}
+    cold_cols = np.array(sorted(col[i] for i in cold))
+    hr = ndcg = hr_cold = 0.0
+    cases = 0
+    for u, item in hidden:
+        if u not in users:
             continue
-        for j in np.argsort(-sims[i])[:10]:
-            total += 1
-            share += bool(genres[item] & genres[ids[j]])
-    return share / total, total
+        s = e @ users[u]
+        mask = [col[i] for i in kept.get(u, ()) if i in col]
+        s[mask] = -np.inf
+        target = s[col[item]]
+        rank = int((s > target).sum())
+        cases += 1
+        hr += rank < 10
+        ndcg += 1.0 / math.log2(rank + 2) if rank < 10 else 0.0
+        hr_cold += int((s[cold_cols] > target).sum()) < 10
+    ev = pq.read_table(f"{o}/evaluation/dt={DATE}").to_pylist()
+    warm = {r["metric"]: r["value"] for r in ev if r["model"] == "nightrec" and r["segment"] == "all"}
+    return {"cold_hr": hr / cases, "cold_ndcg": ndcg / cases, "cold_hr_among_cold": hr_cold / cases,
+            "warm_ndcg": warm["ndcg"], "warm_hr": warm["hr"], "cases": cases, "wall": wall}
 
 
-with_text, n = rate_for("text-fusion", {})
-without, _ = rate_for("no-text-fusion", {"NIGHTREC_MODEL__TEXT_FUSION": "false"})
-ids = [i for i in genres if genres[i]]
-pairs = [(rng.choice(ids), rng.choice(ids)) for _ in range(200000)]
-random_rate = sum(bool(genres[a] & genres[b]) for a, b in pairs if a != b) / sum(1 for a, b in pairs if a != b)
-print(f"cold movies: {len(cold)} (all their ratings removed); neighbour pairs checked: {n}")
-print(f"share a genre with their 10 nearest neighbours: {with_text:.3f} with text fusion, {without:.3f} without; random pairs: {random_rate:.3f}")
+results = {}
+for variant in VARIANTS:
+    for seed in SEEDS:
+        print(f"cold items: {variant} seed {seed} ...", file=sys.stderr, flush=True)
+        results.setdefault(variant, []).append(run(f"{variant}-seed{seed}", {**ENV[variant], "NIGHTREC_RUN__SEED": seed}))
+
+
+def spread(v):
+    return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+
+
+n_cases = results[VARIANTS[0]][0]["cases"]
+print(f"cold movies: {len(cold)} of {len(counts)} rated (all their ratings hidden); held-out (user, cold movie) "
+      f"cases: {n_cases}; seeds {', '.join(SEEDS)}: mean ± standard deviation")
+print(f"random ranking: HR@10 among all movies {10 / len(counts):.4f}, among the cold movies {10 / len(cold):.4f}")
+print("| variant | cold HR@10 | cold NDCG@10 | cold HR@10 among cold | warm NDCG@10 | warm HR@10 | wall s |")
+print("|---|---|---|---|---|---|---|")
+for variant, rs in results.items():
+    c = lambda k: spread([r[k] for r in rs])  # noqa: E731
+    print(f"| {variant} | {c('cold_hr')} | {c('cold_ndcg')} | {c('cold_hr_among_cold')} | {c('warm_ndcg')} | "
+          f"{c('warm_hr')} | {statistics.mean(r['wall'] for r in rs):.0f} |")
+json.dump(results, open(f"{out}/results.json", "w"), indent=1)

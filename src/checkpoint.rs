@@ -1,5 +1,9 @@
 //! Model checkpoints: safetensors weights plus a JSON file with the model
-//! config and the item id map, under `_work/dt=…/checkpoint/`.
+//! config and the item id map, under `_work/dt=…/checkpoint/`. With a
+//! refit (`model.refit_epochs`) a second set of weights sits beside the
+//! published model's: the holdout model, trained on every step but the test
+//! ones, which the offline evaluation scores and the next date's warm start
+//! continues from (see `crate::train`).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -25,6 +29,27 @@ pub struct CheckpointMeta {
     pub best_valid_ndcg10: f64,
     /// sha256 prefix of the weights: the model version in lineage.
     pub version: String,
+    /// Whether holdout weights were saved beside the published ones.
+    #[serde(default)]
+    pub holdout: bool,
+}
+
+/// Which of a checkpoint's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// The published model's (embed, candidates).
+    Published,
+    /// The holdout model's when the checkpoint has one, else the published
+    /// model's (evaluate, warm start).
+    Holdout,
+}
+
+fn weights_path(date: RunDate, meta: &CheckpointMeta, which: Weights) -> String {
+    if which == Weights::Holdout && meta.holdout {
+        layout::checkpoint_holdout_weights(date)
+    } else {
+        layout::checkpoint_weights(date)
+    }
 }
 
 fn local_tmp(job: &Job) -> Result<std::path::PathBuf> {
@@ -33,15 +58,32 @@ fn local_tmp(job: &Job) -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// Save weights and metadata; returns the model version.
-pub async fn save(job: &Job, vs: &nn::VarStore, mut meta: CheckpointMeta) -> Result<CheckpointMeta> {
+/// Save weights (and the holdout model's, when given) and metadata, the
+/// metadata last; returns it with the model version.
+pub async fn save(
+    job: &Job,
+    vs: &nn::VarStore,
+    holdout: Option<&[(String, Tensor)]>,
+    mut meta: CheckpointMeta,
+) -> Result<CheckpointMeta> {
     let dir = local_tmp(job)?;
     let file = dir.join("model.safetensors");
-    vs.save(&file).ctx(format!("saving weights to {}", file.display()))?;
-    let data = std::fs::read(&file).map_err(|e| Error::io(file.display(), e))?;
+    let saved = vs.save(&file).ctx(format!("saving weights to {}", file.display()));
+    let data = saved.and_then(|_| std::fs::read(&file).map_err(|e| Error::io(file.display(), e)));
+    let held = holdout.map(|h| {
+        let file = dir.join("holdout.safetensors");
+        Tensor::write_safetensors(h, &file)
+            .ctx(format!("saving weights to {}", file.display()))
+            .and_then(|_| std::fs::read(&file).map_err(|e| Error::io(file.display(), e)))
+    });
     let _ = std::fs::remove_dir_all(&dir);
+    let data = data?;
     meta.version = hex(&Sha256::digest(&data))[..16].to_string();
+    meta.holdout = held.is_some();
     job.output.put(&job.output.path(&layout::checkpoint_weights(job.date)), Bytes::from(data)).await?;
+    if let Some(h) = held {
+        job.output.put(&job.output.path(&layout::checkpoint_holdout_weights(job.date)), Bytes::from(h?)).await?;
+    }
     state::write(&job.output, &layout::checkpoint_meta(job.date), &meta).await?;
     Ok(meta)
 }
@@ -75,10 +117,11 @@ pub async fn meta(job: &Job) -> Result<Option<CheckpointMeta>> {
     state::read(&job.output, &layout::checkpoint_meta(job.date)).await
 }
 
-/// The warm start for this run: the previous checkpoint with its weights.
+/// The warm start for this run: the previous checkpoint with its weights
+/// (the holdout model's, when it has one).
 pub async fn previous(job: &Job) -> Result<Option<WarmStart>> {
     let Some((date, meta)) = previous_meta(job).await? else { return Ok(None) };
-    let weights = job.output.get(&job.output.path(&layout::checkpoint_weights(date))).await?;
+    let weights = job.output.get(&job.output.path(&weights_path(date, &meta, Weights::Holdout))).await?;
     let dir = local_tmp(job)?;
     let file = dir.join("previous.safetensors");
     std::fs::write(&file, &weights).map_err(|e| Error::io(file.display(), e))?;
@@ -88,7 +131,7 @@ pub async fn previous(job: &Job) -> Result<Option<WarmStart>> {
 }
 
 /// Load the checkpoint of this run's date onto `device`.
-pub async fn load(job: &Job, device: tch::Device) -> Result<(nn::VarStore, SeqRec, CheckpointMeta)> {
+pub async fn load(job: &Job, device: tch::Device, which: Weights) -> Result<(nn::VarStore, SeqRec, CheckpointMeta)> {
     let meta = meta(job).await?.ok_or_else(|| {
         Error::Usage(format!(
             "no readable checkpoint for {} at {}; rerun the train stage (--stage train --force)",
@@ -96,7 +139,7 @@ pub async fn load(job: &Job, device: tch::Device) -> Result<(nn::VarStore, SeqRe
             job.output.object_url(&job.output.path(&layout::checkpoint_meta(job.date)))
         ))
     })?;
-    let weights = job.output.get(&job.output.path(&layout::checkpoint_weights(job.date))).await?;
+    let weights = job.output.get(&job.output.path(&weights_path(job.date, &meta, which))).await?;
     let dir = local_tmp(job)?;
     let file = dir.join("model.safetensors");
     std::fs::write(&file, &weights).map_err(|e| Error::io(file.display(), e))?;

@@ -269,6 +269,15 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Add a learned projection of each item's text embedding to its input.
     pub text_fusion: bool,
+    /// With text: the per-item delta added to the text projection of an
+    /// item that has text is kept within this norm (text-based
+    /// initialisation with a bounded delta); 0 = no bound (a free ID
+    /// embedding plus the projection). Items without text are never bounded.
+    pub text_delta_max_norm: f64,
+    /// In training, the share of items with text whose delta (ID embedding)
+    /// is left out of each step, so that the text projection alone learns
+    /// to stand for an item, as it must for items without interactions.
+    pub id_dropout: f64,
     /// Weight of the image-embedding projection, when the catalog has one.
     pub image_alpha: f64,
     /// Masked-item pretraining epochs before fine-tuning (0: none).
@@ -283,6 +292,11 @@ pub struct ModelConfig {
     pub warm_start_max_age_days: u32,
     /// Stop when validation NDCG@10 has not improved for this many epochs.
     pub patience: usize,
+    /// After early stopping: next-item epochs that continue from the best
+    /// weights on every step, each user's held-out ones included, for the
+    /// published model (and, for the offline evaluation, the same epochs
+    /// on every step but the test ones). 0 = publish the best weights.
+    pub refit_epochs: usize,
     /// Users in the fixed random sample validation NDCG@10 is measured on
     /// after each fine-tuning epoch (all users when fewer have a
     /// validation step). More users: less noise in early stopping.

@@ -1,7 +1,9 @@
 //! Stage `evaluate`: checkpoint + held-out items → `evaluation`.
 //!
 //! Leave-one-out by time: each user's test steps (the last, by default) are
-//! predicted from everything before them; the whole catalog is ranked, and
+//! predicted from everything before them, by the checkpoint's holdout model
+//! when training refit the published one on every step (`crate::train`):
+//! the model scored never saw a test step; the whole catalog is ranked, and
 //! the user's history is masked the same way for every model (an item the
 //! user already saw cannot take a rank). Baselines run in the same pass on
 //! the same cases: popularity (counted on everything but the test steps) and
@@ -136,7 +138,7 @@ fn segment_of(history: usize) -> &'static str {
 /// Run the stage.
 pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let data = seqdata::load(job).await?;
-    let (_vs, model, _meta) = checkpoint::load(job, device).await?;
+    let (_vs, model, _meta) = checkpoint::load(job, device, checkpoint::Weights::Holdout).await?;
     let ctx = job.session()?;
     let n_items = data.n_items() as usize;
     // The co-occurrence table can hold far more pairs than the catalog has

@@ -11,6 +11,7 @@
 //! _work/dt=D/<table>/part-*.parquet               work tables (publish's staging area)
 //! _work/dt=D/_stages/<stage>.json                 stage markers: what ran, with which fingerprint
 //! _work/dt=D/checkpoint/model.safetensors, .json  the model trained for D and its metadata
+//! _work/dt=D/checkpoint/holdout.safetensors       with a refit: the model the evaluation scores
 //! _work/dt=D/_shards/N/I/…, _done.json            per-user candidates of shard I of N
 //! _cache/text_embeddings/<encoder key>/gen=<run>/ text embeddings kept across dates
 //! ```
@@ -55,6 +56,12 @@ pub fn checkpoint(date: RunDate) -> String {
 /// The weights of the model trained for a date.
 pub fn checkpoint_weights(date: RunDate) -> String {
     format!("{}/model.safetensors", checkpoint(date))
+}
+
+/// The weights of the holdout model of a date (with a refit: trained on
+/// every step but the test ones; scored by the offline evaluation).
+pub fn checkpoint_holdout_weights(date: RunDate) -> String {
+    format!("{}/holdout.safetensors", checkpoint(date))
 }
 
 /// The metadata of the model trained for a date (shape, item ids, version).

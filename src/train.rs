@@ -6,8 +6,18 @@
 //! (causal attention, every position predicts the next item) with softmax
 //! cross-entropy over the whole catalog, or over shared sampled negatives
 //! when the catalog is large. AdamW, gradient clipping, early stopping on
-//! validation NDCG@10 with the best epoch's weights kept. Each user's
-//! held-out validation and test steps never reach training.
+//! validation NDCG@10 with the best epoch's weights kept.
+//!
+//! Refit (`model.refit_epochs`): validation only chooses how long to train.
+//! From the best weights, two continuations of `refit_epochs` next-item
+//! epochs each follow, with a fresh optimiser: one on every step of each
+//! user, the validation and test steps included, which becomes the
+//! published model (it learns from each user's latest behaviour); one on
+//! every step but the test ones, the *holdout* model, which the offline
+//! evaluation scores (so the test step never reaches the model that is
+//! scored, and the evaluation measures what the refit is worth) and which
+//! tomorrow's warm start continues from (so tomorrow's test steps, which
+//! for users without new events are today's, stay unseen too).
 //!
 //! Daily warm start: when an earlier date (within
 //! `model.warm_start_max_age_days`) left a checkpoint of the same shape, its
@@ -97,16 +107,21 @@ pub struct TrainReport {
     pub full_softmax: bool,
     /// The date warm-started from, with kept / new / dropped item rows.
     pub warm_start: Option<(String, usize, usize, usize)>,
+    /// Refit epochs of the published model (every step).
+    pub refit: Vec<EpochStats>,
 }
 
 /// A trained model and how it went.
 pub struct Trained {
-    /// The weights.
+    /// The weights (of the published model).
     pub vs: nn::VarStore,
     /// The model.
     pub model: SeqRec,
     /// The report.
     pub report: TrainReport,
+    /// With a refit: the holdout model's weights by variable name (trained
+    /// on every step but the test ones).
+    pub holdout: Option<Vec<(String, Tensor)>>,
 }
 
 /// Everything `train` needs besides the data.
@@ -151,6 +166,8 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         dropout: cfg.dropout,
         text_dim: data.text_dim as i64,
         text_fusion: cfg.text_fusion,
+        delta_max_norm: cfg.text_delta_max_norm,
+        id_dropout: cfg.id_dropout,
         image_dim: data.image_dim as i64,
         image_alpha: cfg.image_alpha,
     };
@@ -169,6 +186,10 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         .build(&vs, cfg.learning_rate)
         .map_err(|e| Error::torch("creating the optimiser", e))?;
     let feats = data.features(device);
+    let bounded = model.bounded_rows(&feats);
+    if let Some(rows) = &bounded {
+        model.bound_deltas(rows);
+    }
 
     let full = full_softmax_chosen(cfg, n_items, opts.max_len);
     // Cap the batch so that the [batch, length, classes] logits stay within
@@ -177,9 +198,9 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     let budget = cfg.memory_budget_mb.saturating_mul(1024 * 1024) as f64;
     let per_seq = (opts.max_len as f64) * classes * 4.0 * 3.0;
     let batch_size = cfg.batch_size.min((budget / per_seq).floor().max(1.0) as usize);
-    let ctx = Ctx { model: &model, feats: &feats, device, max_len: opts.max_len, batch_size, n_items };
+    let ctx = Ctx { model: &model, feats: &feats, bounded: bounded.as_ref(), device, max_len: opts.max_len, batch_size, n_items };
     let loss = if full { Loss::Full } else { Loss::Sampled(cfg.sampled_negatives) };
-    let samples = windows(data, &train_users, opts.max_len);
+    let samples = windows(data, &train_users, Part::Train, opts.max_len);
 
     let mut pretrain = Vec::new();
     if warm_stats.is_none() {
@@ -221,14 +242,36 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
             break;
         }
     }
-    let vars = vs.variables();
-    tch::no_grad(|| {
-        for (k, t) in &best_weights {
-            if let Some(v) = vars.get(k) {
-                v.shallow_clone().copy_(t);
+    restore(&vs, &best_weights);
+    let (mut refit, mut holdout) = (Vec::new(), None);
+    if cfg.refit_epochs > 0 && !best_weights.is_empty() {
+        let all: Vec<usize> = (0..data.seqs.len()).collect();
+        for part in [Part::BeforeTest, Part::All] {
+            let samples = windows(data, &all, part, opts.max_len);
+            let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }
+                .build(&vs, cfg.learning_rate)
+                .map_err(|e| Error::torch("creating the optimiser", e))?;
+            let label = if part == Part::All { "refit" } else { "refit (holdout)" };
+            for epoch in 1..=cfg.refit_epochs {
+                let stats = ctx.epoch(&mut opt, &mut rng, &samples, cfg.grad_clip, objective, label)?;
+                tracing::info!(
+                    epoch,
+                    loss = stats.loss,
+                    seqs_per_s = stats.seqs_per_s as u64,
+                    seconds = stats.seconds,
+                    held_out_test = part == Part::BeforeTest,
+                    "refit epoch (next item, latest steps included)"
+                );
+                if part == Part::All {
+                    refit.push(stats);
+                }
+            }
+            if part == Part::BeforeTest {
+                holdout = Some(vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect::<Vec<_>>());
+                restore(&vs, &best_weights);
             }
         }
-    });
+    }
     vs.freeze();
     let report = TrainReport {
         pretrain,
@@ -241,8 +284,21 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         bf16: model.trains_in_bf16(),
         full_softmax: full,
         warm_start: warm.zip(warm_stats).map(|(w, (k, n, d))| (w.date.to_string(), k, n, d)),
+        refit,
     };
-    Ok(Trained { vs, model, report })
+    Ok(Trained { vs, model, report, holdout })
+}
+
+/// Copy saved weights (by variable name) into `vs`.
+fn restore(vs: &nn::VarStore, weights: &[(String, Tensor)]) {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for (k, t) in weights {
+            if let Some(v) = vars.get(k) {
+                v.shallow_clone().copy_(t);
+            }
+        }
+    });
 }
 
 /// Multiply-adds per trained position of (the transformer, the full-softmax
@@ -292,6 +348,8 @@ enum Objective {
 struct Ctx<'a> {
     model: &'a SeqRec,
     feats: &'a ItemFeatures,
+    /// Item rows whose delta is bounded after each step.
+    bounded: Option<&'a Tensor>,
     device: tch::Device,
     max_len: usize,
     batch_size: usize,
@@ -328,6 +386,9 @@ impl Ctx<'_> {
                 return Err(Error::Internal(format!("training loss became {value} ({label})")));
             }
             opt.backward_step_clip_norm(&loss.objective, clip);
+            if let Some(rows) = self.bounded {
+                self.model.bound_deltas(rows);
+            }
             loss_sum += value;
             batches += 1;
             bar.advance(chunk.len(), || format!("loss {:.4}", loss_sum / batches as f64));
@@ -529,14 +590,30 @@ struct StepLoss {
     objective: Tensor,
 }
 
-/// Training windows: each user's training steps cut from the end into
-/// pieces of at most `max_len + 1` items that overlap by one item, so that
-/// every transition is trained once and no input is longer than the model
-/// reads.
-fn windows<'a>(data: &'a SeqData, users: &[usize], max_len: usize) -> Vec<&'a [i64]> {
+/// Which steps of each user's sequence are trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The training steps (validation and test held out).
+    Train,
+    /// Every step but the test ones (the holdout model's refit).
+    BeforeTest,
+    /// Every step (the published model's refit).
+    All,
+}
+
+/// Training windows: each user's steps (`part` of them) cut from the end
+/// into pieces of at most `max_len + 1` items that overlap by one item, so
+/// that every transition is trained once and no input is longer than the
+/// model reads.
+fn windows<'a>(data: &'a SeqData, users: &[usize], part: Part, max_len: usize) -> Vec<&'a [i64]> {
     let mut out = Vec::new();
     for u in users {
-        let t = data.split(*u).train;
+        let s = data.split(*u);
+        let t = match part {
+            Part::Train => s.train,
+            Part::BeforeTest => s.before_test,
+            Part::All => data.seqs[*u].as_slice(),
+        };
         let mut end = t.len();
         while end >= 2 {
             let start = end.saturating_sub(max_len + 1);
@@ -561,8 +638,14 @@ fn apply_warm_start(
 ) -> Result<Option<(usize, usize, usize)>> {
     let old = &warm.meta.model;
     let same_shape =
-        SeqRecConfig { n_items: cfg.n_items, dropout: cfg.dropout, image_alpha: cfg.image_alpha, ..old.clone() }
-            == *cfg;
+        SeqRecConfig {
+            n_items: cfg.n_items,
+            dropout: cfg.dropout,
+            image_alpha: cfg.image_alpha,
+            delta_max_norm: cfg.delta_max_norm,
+            id_dropout: cfg.id_dropout,
+            ..old.clone()
+        } == *cfg;
     if !same_shape {
         tracing::warn!(from = %warm.date, "the earlier checkpoint has another model shape; training from scratch");
         return Ok(None);
@@ -627,13 +710,15 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(CheckpointMeta, Vec<
         epochs: r.finetune.len(),
         best_valid_ndcg10: r.best_valid_ndcg,
         version: String::new(),
+        holdout: false,
     };
-    let meta = checkpoint::save(job, &trained.vs, meta).await?;
+    let meta = checkpoint::save(job, &trained.vs, trained.holdout.as_deref(), meta).await?;
     let mean = |v: &[EpochStats], f: fn(&EpochStats) -> f64| v.iter().map(f).sum::<f64>() / v.len().max(1) as f64;
     let mut facts = vec![
         ("training users (windows)".into(), format!("{} ({})", r.train_users, r.train_windows)),
         ("pretraining epochs".into(), r.pretrain.len().to_string()),
         ("fine-tuning epochs (best)".into(), format!("{} ({})", r.finetune.len(), r.best_epoch)),
+        ("refit epochs (every step)".into(), r.refit.len().to_string()),
         ("loss".into(), if r.full_softmax { "full softmax".into() } else { "sampled softmax".into() }),
         ("batch size".into(), r.batch_size.to_string()),
         ("precision".into(), if r.bf16 { "bf16 products".into() } else { "fp32".into() }),
@@ -804,6 +889,9 @@ mod tests {
         model.patience = epochs;
         model.batch_size = 32;
         model.learning_rate = 0.01;
+        model.refit_epochs = 0;
+        model.text_delta_max_norm = 0.0;
+        model.id_dropout = 0.0;
         TrainOptions { model, max_len: 8, seed: 7, threads: 1 }
     }
 
@@ -812,7 +900,7 @@ mod tests {
         let _rng = crate::device::rng_lock();
         let mut data = ring(2, 50, 12);
         data.seqs[1] = (1..=3).collect();
-        let w = windows(&data, &[0, 1], 4);
+        let w = windows(&data, &[0, 1], Part::Train, 4);
         // User 0 trains on 10 steps: [5..10), [1..6) overlapping by one,
         // then [0..2); user 1 has one training step: nothing to predict.
         assert_eq!(w, vec![&data.seqs[0][5..10], &data.seqs[0][1..6], &data.seqs[0][0..2]]);
@@ -831,6 +919,44 @@ mod tests {
         let b = train(&data, &opts(2, 30), tch::Device::Cpu, None).unwrap();
         let losses = |t: &Trained| t.report.finetune.iter().map(|e| e.loss).collect::<Vec<_>>();
         assert_eq!(losses(&a), losses(&b), "same seed, different training");
+    }
+
+    #[test]
+    fn the_refit_learns_the_latest_steps_and_the_holdout_model_never_sees_a_test_step() {
+        let _rng = crate::device::rng_lock();
+        // Every user's last step (the test step) is item 21, seen nowhere else.
+        let mut data = ring(64, 20, 12);
+        for s in &mut data.seqs {
+            *s.last_mut().unwrap() = 21;
+        }
+        data.item_ids.push("i21".into());
+        data.text.extend([0.0; 4]);
+        let all: Vec<usize> = (0..64).collect();
+        let held: Vec<i64> = windows(&data, &all, Part::BeforeTest, 8).concat();
+        assert!(!held.contains(&21) && windows(&data, &all, Part::All, 8).concat().contains(&21));
+        let mut o = opts(0, 20);
+        o.model.refit_epochs = 3;
+        let t = train(&data, &o, tch::Device::Cpu, None).unwrap();
+        assert_eq!(t.report.refit.len(), 3);
+        let holdout = t.holdout.as_ref().expect("a refit keeps the holdout model");
+        // Rank of item 21 after each user's steps before the test one.
+        let feats = data.features(tch::Device::Cpu);
+        let rank_of_21 = |m: &SeqRec| -> f64 {
+            tch::no_grad(|| {
+                let inputs: Vec<&[i64]> = (0..64).map(|u| data.split(u).before_test).collect();
+                let items = m.item_table(&feats);
+                let s = m.encode_last(&left_pad(&inputs, 8, tch::Device::Cpu), &items).matmul(&items.tr());
+                let target = s.narrow(1, 21, 1);
+                s.gt_tensor(&target).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float).double_value(&[])
+            })
+        };
+        let published = rank_of_21(&t.model);
+        restore(&t.vs, holdout);
+        let held_out = rank_of_21(&t.model);
+        assert!(published < 2.0 && published < held_out / 3.0, "the published model did not learn the latest steps: mean rank {published} (holdout {held_out})");
+        assert!(held_out > 3.0, "the holdout model ranks the never-seen test item at {held_out}");
+        let none = train(&data, &opts(0, 2), tch::Device::Cpu, None).unwrap();
+        assert!(none.holdout.is_none() && none.report.refit.is_empty());
     }
 
     #[test]
@@ -860,6 +986,7 @@ mod tests {
             epochs: 3,
             best_valid_ndcg10: 0.0,
             version: String::new(),
+            holdout: false,
         };
         let tensors: Vec<(String, Tensor)> = t.vs.variables().into_iter().collect();
         let warm = WarmStart { date: "2026-11-20".parse().unwrap(), meta, tensors };

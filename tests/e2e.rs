@@ -14,6 +14,7 @@ cand = table("user_candidates")
 users = [r["user_id"] for r in table("user_embeddings")]
 work = f"{out}/_work/dt={date}"
 catalog = {r["item_id"]: r for r in pq.read_table(f"{work}/item_index").to_pylist()}
+by_idx = {r["item_idx"]: r for r in catalog.values()}
 seqs = {r["user_id"]: r["item_idxs"] for r in pq.read_table(f"{work}/sequences").to_pylist()}
 def raw_events():
     for f in glob.glob(f"{inp}/events/*/*"):
@@ -41,13 +42,20 @@ for u in users:
     assert len(rows) == k, (u, len(rows))
     assert [r["rank"] for r in rows] == list(range(1, k + 1)), u
     assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:])), u
-    assert all(r["source"] in ("model", "cold_start") for r in rows), u
+    assert all(r["source"] in ("model", "cold_start", "viewed_before") for r in rows), u
     if any(r["source"] == "cold_start" for r in rows):
         assert len(set(seqs[u])) <= cold_max, (u, "cold start for a user with history")
     assert all((u, r["item_id"]) not in bought for r in rows), (u, "purchased item recommended")
     assert all(catalog[r["item_id"]]["in_stock"] for r in rows), (u, "out-of-stock item recommended")
-    assert all(r["reason_item_id"] for r in rows), u
+    # Reasons: an item of the user's own history, never the candidate
+    # itself; items shown again say so.
+    history = {by_idx[i]["item_id"] for i in seqs[u]}
+    for r in rows:
+        assert r["reason_item_id"] != r["item_id"], (u, r, "the candidate explains itself")
+        assert r["reason_item_id"] in history, (u, r, "the reason is not in the user's history")
+        assert (r["item_id"] in history) == (r["source"] == "viewed_before") or r["source"] == "cold_start", (u, r)
 assert any(r["source"] == "cold_start" for r in cand), "no cold-start rows"
+assert any(r["source"] == "viewed_before" for r in cand), "no candidate was shown again"
 cold = [u for u in by_user if u not in set(users)]
 assert cold and all(r["source"] == "popular" for u in cold for r in by_user[u])
 # item_similar: every catalog item, interactions or not; never itself, never out of stock.

@@ -13,9 +13,14 @@
 //!   sigmoid(inner product), `w = cold_start_model_weight`; rows where the
 //!   segment part is the larger come as `cold_start`.
 //!
+//! A candidate the user already had in their history (viewed, clicked or
+//! carted, not excluded) that would come as `model` comes as
+//! `viewed_before`: it is shown again.
+//!
 //! Users without an embedding (no usable history) get the trending items
 //! of `popular_items` (`source = popular`). `reason_item_id` is the item in
-//! the user's recent history closest (cosine) to the candidate.
+//! the user's recent history closest (cosine) to the candidate, never the
+//! candidate itself: empty when the history holds no other item.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -282,9 +287,16 @@ pub async fn write(
         let _ = scores.masked_fill_(&cross_mask, f64::NEG_INFINITY);
         let cross = topk::exact_top_k(&scores, c.cross_category_k, |r, i| scorer.score(r, i))?;
 
+        let seen: Vec<Vec<i64>> = hist.iter().map(|h| sorted_distinct(h)).collect();
         let sources: Vec<&'static str> = (0..top.rows)
             .flat_map(|r| (0..top.k).map(move |j| (r, j)))
-            .map(|(r, j)| scorer.source(r, top.items[r * top.k + j]))
+            .map(|(r, j)| {
+                let item = top.items[r * top.k + j];
+                match scorer.source(r, item) {
+                    "model" if seen[r].binary_search(&item).is_ok() => "viewed_before",
+                    s => s,
+                }
+            })
             .collect();
         let reasons = reasons(inp, &hist, &top, reason_len, device)?;
         let mut rows = Rows::default();
@@ -353,10 +365,14 @@ fn dominant(weighted: &[(i64, f64)], item_cat: &[i64], names: &[String], n: usiz
 }
 
 fn distinct(h: &[i64]) -> usize {
+    sorted_distinct(h).len()
+}
+
+fn sorted_distinct(h: &[i64]) -> Vec<i64> {
     let mut v = h.to_vec();
     v.sort_unstable();
     v.dedup();
-    v.len()
+    v
 }
 
 /// Exact scores of chosen candidates, computed on the host (see
@@ -407,7 +423,8 @@ impl Scorer<'_> {
     }
 }
 
-/// Per chosen slot, the history item most similar to it (0 for none).
+/// Per chosen slot, the item among the user's last `len` history items
+/// most similar to it, other than the candidate itself (0 for none).
 fn reasons(inp: &Inputs, hist: &[&[i64]], top: &TopK, len: usize, device: tch::Device) -> Result<Vec<i64>> {
     if top.k == 0 || top.rows == 0 {
         return Ok(Vec::new());
@@ -419,8 +436,12 @@ fn reasons(inp: &Inputs, hist: &[&[i64]], top: &TopK, len: usize, device: tch::D
     let r = tch::no_grad(|| {
         let cand = inp.unit.index_select(0, &idx).view([b, -1, dim]);
         let h = inp.unit.index_select(0, &hist.view([-1])).view([b, -1, dim]);
-        let sim = cand.bmm(&h.transpose(1, 2)).masked_fill(&hist.eq(0).unsqueeze(1), f64::NEG_INFINITY);
-        hist.unsqueeze(1).expand([b, top.k as i64, hist.size()[1]], false).gather(2, &sim.argmax(2, true), false)
+        let hist_k = hist.unsqueeze(1).expand([b, top.k as i64, hist.size()[1]], false);
+        // Padding, and the candidate itself, cannot explain the candidate.
+        let blocked = hist_k.eq(0).logical_or(&hist_k.eq_tensor(&idx.view([b, -1, 1])));
+        let sim = cand.bmm(&h.transpose(1, 2)).masked_fill(&blocked, f64::NEG_INFINITY);
+        let (best, at) = sim.max_dim(2, true);
+        hist_k.gather(2, &at, false).where_scalarother(&best.isfinite(), 0)
     });
     host_i64(&r)
 }

@@ -1,9 +1,14 @@
 //! A SASRec-style transformer sequence recommender.
 //!
-//! An item's input representation is a learned ID embedding plus a learned
-//! projection of its text embedding (and α × a projection of its image
-//! embedding when the catalog has one), so items without interactions
-//! still land near similar items. A user is encoded from their recent items
+//! An item's input representation is a learned projection of its text
+//! embedding plus a learned per-item delta (and α × a projection of its
+//! image embedding when the catalog has one). With `delta_max_norm` > 0 the
+//! delta of every item that has text is kept within that norm after each
+//! optimiser step (text-based initialisation with a bounded trainable
+//! delta): the text projection has to carry the catalog's structure, so
+//! items without interactions (whose delta stays near zero) land where
+//! items like them do. Items without text, or any item with
+//! `delta_max_norm` = 0, have a free ID embedding. A user is encoded from their recent items
 //! with self-attention: causal for next-item prediction (fine-tuning,
 //! serving), bidirectional with a learned `[MASK]` item for masked-item
 //! pretraining. The hidden state at a position scores every item by inner
@@ -43,6 +48,15 @@ pub struct SeqRecConfig {
     /// Whether text embeddings are part of the item representation.
     #[serde(default = "yes")]
     pub text_fusion: bool,
+    /// Largest norm of the per-item delta of items with text (0: no bound,
+    /// a free ID embedding added to the text projection).
+    #[serde(default)]
+    pub delta_max_norm: f64,
+    /// In training, the share of items with text whose delta is left out of
+    /// a step's item table (their text projection alone stands for them,
+    /// as it does for items nobody has interacted with).
+    #[serde(default)]
+    pub id_dropout: f64,
     /// Dimension of the catalog's image embeddings (0: none).
     #[serde(default)]
     pub image_dim: i64,
@@ -251,39 +265,74 @@ impl SeqRec {
 
     /// Every item's representation, [n_items, dim].
     pub fn item_table(&self, f: &ItemFeatures) -> Tensor {
-        self.table(f, false)
+        self.table(f, false, false)
     }
 
     /// [`SeqRec::item_table`] for a training step: the text projection's
-    /// product in bf16 when training in bf16.
+    /// product in bf16 when training in bf16, and `id_dropout` applied.
     pub fn training_item_table(&self, f: &ItemFeatures) -> Tensor {
-        self.table(f, self.bf16)
+        self.table(f, self.bf16, true)
     }
 
-    fn table(&self, f: &ItemFeatures, bf16: bool) -> Tensor {
+    fn table(&self, f: &ItemFeatures, bf16: bool, train: bool) -> Tensor {
         // Sums of new tensors: `+=` would add in place into the ID weights.
         let text = self.cfg.text_fusion.then(|| linear(&self.text_proj, &f.text, bf16));
         let image = match (&self.image_proj, &f.image) {
             (Some(proj), Some(img)) => Some(img.apply(proj) * self.cfg.image_alpha),
             _ => None,
         };
-        text.into_iter().chain(image).fold(self.item_id.ws.shallow_clone(), |acc, t| acc + t)
+        let ids = self.dropped_ids(&self.item_id.ws, &f.text, train);
+        text.into_iter().chain(image).fold(ids, |acc, t| acc + t)
     }
 
-    /// The representations of some items only, [ids, dim]; `ids` may hold
-    /// [`SeqRec::mask_index`]. Row `r` equals `with_mask(training_item_table(f))[ids[r]]`
-    /// (the same table in f32 when not training in bf16), at the cost of the
-    /// rows asked for instead of the whole catalog.
+    /// ID (delta) rows with `id_dropout` applied in training: each row of an
+    /// item with text (non-zero `text` row) is zeroed with that probability.
+    fn dropped_ids(&self, ids: &Tensor, text: &Tensor, train: bool) -> Tensor {
+        let p = self.cfg.id_dropout;
+        if !train || !self.cfg.text_fusion || p <= 0.0 {
+            return ids.shallow_clone();
+        }
+        let no_text = tch::no_grad(|| text.abs().sum_dim_intlist(-1, true, Kind::Float).eq(0.0));
+        let keep = Tensor::rand([ids.size()[0], 1], (Kind::Float, ids.device())).ge(p).logical_or(&no_text);
+        ids * keep.to_kind(ids.kind())
+    }
+
+    /// The representations of some items only, in training, [ids, dim];
+    /// `ids` may hold [`SeqRec::mask_index`]. Row `r` equals
+    /// `with_mask(training_item_table(f))[ids[r]]` (the same table in f32
+    /// when not training in bf16; without `id_dropout`, whose draws differ),
+    /// at the cost of the rows asked for instead of the whole catalog.
     pub fn item_rows(&self, f: &ItemFeatures, ids: &Tensor) -> Tensor {
         let is_item = ids.ne(self.cfg.n_items);
         let safe = ids.where_scalarother(&is_item, 0);
-        let text = self.cfg.text_fusion.then(|| linear(&self.text_proj, &f.text.index_select(0, &safe), self.bf16));
+        let text_rows = f.text.index_select(0, &safe);
+        let text = self.cfg.text_fusion.then(|| linear(&self.text_proj, &text_rows, self.bf16));
         let image = match (&self.image_proj, &f.image) {
             (Some(proj), Some(img)) => Some(img.index_select(0, &safe).apply(proj) * self.cfg.image_alpha),
             _ => None,
         };
-        let rows = text.into_iter().chain(image).fold(self.item_id.ws.index_select(0, &safe), |acc, t| acc + t);
+        let ids = self.dropped_ids(&self.item_id.ws.index_select(0, &safe), &text_rows, true);
+        let rows = text.into_iter().chain(image).fold(ids, |acc, t| acc + t);
         rows.where_self(&is_item.unsqueeze(-1), &self.mask.expand_as(&rows))
+    }
+
+    /// The rows of items that have text (a non-zero text embedding): those
+    /// whose delta is bounded, or None when no delta is bounded (text off,
+    /// `delta_max_norm` = 0, or no item has text).
+    pub fn bounded_rows(&self, f: &ItemFeatures) -> Option<Tensor> {
+        if !self.cfg.text_fusion || self.cfg.delta_max_norm <= 0.0 {
+            return None;
+        }
+        let rows = tch::no_grad(|| f.text.abs().sum_dim_intlist(-1, false, Kind::Float).gt(0.0).nonzero().squeeze_dim(1));
+        (rows.numel() > 0).then_some(rows)
+    }
+
+    /// Project the deltas of `rows` (from [`SeqRec::bounded_rows`]) back
+    /// within `delta_max_norm`; called after each optimiser step.
+    pub fn bound_deltas(&self, rows: &Tensor) {
+        tch::no_grad(|| {
+            let _ = self.item_id.ws.shallow_clone().embedding_renorm_(rows, self.cfg.delta_max_norm, 2.0);
+        });
     }
 
     /// The item table with the `[MASK]` item appended (for masked inputs).
@@ -341,6 +390,8 @@ pub(crate) fn tiny_model(n_items: i64, max_len: i64) -> (nn::VarStore, SeqRec, I
         dropout: 0.0,
         text_dim: 4,
         text_fusion: true,
+        delta_max_norm: 0.0,
+        id_dropout: 0.0,
         image_dim: 0,
         image_alpha: 0.0,
     };
@@ -408,6 +459,57 @@ mod tests {
         assert!((with - &without).abs().max().double_value(&[]) > 1e-4);
         let other = ItemFeatures { text: Tensor::randn([11, 4], (Kind::Float, Device::Cpu)), image: None };
         assert!((m.item_table(&other) - without).abs().max().double_value(&[]) < 1e-9);
+    }
+
+    #[test]
+    fn bounded_deltas_stay_within_the_norm_for_items_with_text_only() {
+        let _rng = crate::device::rng_lock();
+        let (_vs, mut m, mut f) = tiny();
+        // Item 5 has no text (nor has row 0, padding): their ID embeddings stay free.
+        let _ = f.text.get(5).zero_();
+        let _ = f.text.get(0).zero_();
+        let grow = |m: &SeqRec| tch::no_grad(|| {
+            let _ = m.item_id.ws.shallow_clone().g_mul_scalar_(100.0);
+        });
+        let norms = |m: &SeqRec| -> Vec<f64> {
+            Vec::try_from(m.item_id.ws.norm_scalaropt_dim(2.0, [1], false).to_kind(Kind::Double)).unwrap()
+        };
+        assert!(m.bounded_rows(&f).is_none(), "delta_max_norm = 0 bounds nothing");
+        m.cfg.delta_max_norm = 0.5;
+        let rows = m.bounded_rows(&f).unwrap();
+        let mut ids: Vec<i64> = Vec::try_from(&rows).unwrap();
+        ids.sort_unstable();
+        // Row 0 (padding) and item 5 have zero text.
+        assert_eq!(ids, vec![1, 2, 3, 4, 6, 7, 8, 9, 10]);
+        grow(&m);
+        m.bound_deltas(&rows);
+        let n = norms(&m);
+        for (i, v) in n.iter().enumerate() {
+            if i == 0 || i == 5 {
+                assert!(*v > 1.0, "row {i} was bounded: {v}");
+            } else {
+                assert!(*v <= 0.5 + 1e-5 && *v > 0.45, "row {i} has norm {v}");
+            }
+        }
+        m.cfg.text_fusion = false;
+        assert!(m.bounded_rows(&f).is_none(), "without text nothing is bounded");
+    }
+
+    #[test]
+    fn id_dropout_leaves_out_deltas_of_items_with_text_in_training_only() {
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(5);
+        let (_vs, mut m, mut f) = tiny_model(2001, 6);
+        let _ = f.text.narrow(0, 0, 1001).zero_();
+        m.cfg.id_dropout = 0.3;
+        let text_part = linear(&m.text_proj, &f.text, false);
+        let ids_left = (m.training_item_table(&f) - &text_part).abs().sum_dim_intlist(-1, false, Kind::Float).gt(0.0);
+        let kept = |from: i64, n: i64| ids_left.narrow(0, from, n).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
+        assert_eq!(kept(0, 1001), 1.0, "items without text lost their ID embedding");
+        let share = kept(1001, 1000);
+        assert!((share - 0.7).abs() < 0.05, "kept {share} of the deltas of items with text, want 0.7");
+        let full = m.item_table(&f) - text_part - &m.item_id.ws;
+        assert!(full.abs().max().double_value(&[]) < 1e-6, "id_dropout applied outside training");
     }
 
     #[test]
