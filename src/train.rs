@@ -267,10 +267,18 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
                 }
             }
             if part == Part::BeforeTest {
-                holdout = Some(vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect::<Vec<_>>());
+                let weights: Vec<(String, Tensor)> =
+                    vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
+                if let Some((_, ids)) = weights.iter().find(|(k, _)| k == ITEM_ROWS) {
+                    fill_unseen_rows(ids, &seen_items(data, part));
+                }
+                holdout = Some(weights);
                 restore(&vs, &best_weights);
             }
         }
+    }
+    if let Some(ids) = vs.variables().get(ITEM_ROWS) {
+        fill_unseen_rows(ids, &seen_items(data, if refit.is_empty() { Part::Train } else { Part::All }));
     }
     vs.freeze();
     let report = TrainReport {
@@ -287,6 +295,42 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         refit,
     };
     Ok(Trained { vs, model, report, holdout })
+}
+
+/// The variable holding the per-item rows (ID embeddings or deltas).
+const ITEM_ROWS: &str = "item_id.weight";
+
+/// Which item rows the steps of `part` contain (index = item_idx).
+fn seen_items(data: &SeqData, part: Part) -> Vec<bool> {
+    let mut seen = vec![false; data.n_items() as usize];
+    let all: Vec<usize> = (0..data.seqs.len()).collect();
+    for w in windows(data, &all, part, usize::MAX / 2) {
+        for i in w {
+            seen[*i as usize] = true;
+        }
+    }
+    seen
+}
+
+/// Items the model never trained on keep the row they started with (small
+/// noise, shrunk by weight decay), which ranks them below almost every
+/// trained item whatever their text says. They get the mean row of the
+/// items it trained on instead: the typical delta on top of their own text
+/// projection (or, without text, the typical item).
+fn fill_unseen_rows(ids: &Tensor, seen: &[bool]) {
+    let rows = |want: bool| -> Vec<i64> {
+        (1..seen.len()).filter(|i| seen[*i] == want).map(|i| i as i64).collect()
+    };
+    let (trained, unseen) = (rows(true), rows(false));
+    if trained.is_empty() || unseen.is_empty() {
+        return;
+    }
+    let dev = ids.device();
+    tch::no_grad(|| {
+        let mean = ids.index_select(0, &Tensor::from_slice(&trained).to_device(dev)).mean_dim(0, true, ids.kind());
+        let at = Tensor::from_slice(&unseen).to_device(dev);
+        let _ = ids.shallow_clone().index_copy_(0, &at, &mean.expand([unseen.len() as i64, -1], false).contiguous());
+    });
 }
 
 /// Copy saved weights (by variable name) into `vs`.
@@ -660,7 +704,7 @@ fn apply_warm_start(
                 .get(name.as_str())
                 .ok_or_else(|| Error::Data(format!("checkpoint of {} lacks {name}", warm.date)))?;
             let mut var = var.shallow_clone();
-            if name == "item_id.weight" {
+            if name == ITEM_ROWS {
                 // Row 0 (padding) and every item still in the catalog.
                 let (mut to, mut from) = (vec![0i64], vec![0i64]);
                 for (i, id) in item_ids.iter().enumerate() {
@@ -957,6 +1001,21 @@ mod tests {
         assert!(held_out > 3.0, "the holdout model ranks the never-seen test item at {held_out}");
         let none = train(&data, &opts(0, 2), tch::Device::Cpu, None).unwrap();
         assert!(none.holdout.is_none() && none.report.refit.is_empty());
+    }
+
+    #[test]
+    fn items_never_trained_on_get_the_mean_row_of_those_trained_on() {
+        let ids = Tensor::from_slice(&[9f32, 9., 1., 2., 3., 6., 7., 7., 5., 5.]).view([5, 2]);
+        fill_unseen_rows(&ids, &[false, true, false, true, false]);
+        let got: Vec<f32> = Vec::try_from(ids.view([-1])).unwrap();
+        // Row 0 (padding) untouched; rows 2 and 4 get the mean of rows 1 and 3.
+        assert_eq!(got, vec![9., 9., 1., 2., 4., 4.5, 7., 7., 4., 4.5]);
+        let mut data = ring(4, 10, 6);
+        data.item_ids.push("i11".into());
+        data.text.extend([0.0; 4]);
+        let seen = seen_items(&data, Part::All);
+        assert_eq!(seen.len(), 12);
+        assert!(!seen[0] && !seen[11] && seen[1..11].iter().filter(|s| **s).count() > 0);
     }
 
     #[test]
