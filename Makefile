@@ -46,11 +46,11 @@ run-ml100k: build ## Run the nightly job on MovieLens-100k (fetched from PyPI), 
 bench-sql: build ## 10M generated events: clean + trainset with nightrec vs the same logic in DuckDB (time, memory, row counts).
 	bench/sql.sh
 
-bench-ml100k: build ## MovieLens-100k quality and time: pretraining and text fusion on/off, with baselines.
+bench-ml100k: build ## MovieLens-100k quality and time, 3 seeds: ID-only, fusion, text + bounded delta, with the refit; baselines.
 	@scripts/setup-models.sh >/dev/null
 	bench/ml100k.sh
 
-bench-cold-items: build ## MovieLens-100k movies with no training ratings: do their neighbours share a genre?
+bench-cold-items: build ## MovieLens-100k: hide every rating of 10% of the movies, then rank those interactions (3 seeds, per variant).
 	@scripts/setup-models.sh >/dev/null
 	"$$(scripts/setup-python.sh)" bench/cold_items.py bin/nightrec "$$(scripts/setup-ml100k.sh)" bench-out/cold-items
 

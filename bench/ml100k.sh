@@ -22,7 +22,8 @@ OUT="${OUT:-bench-out/ml100k}"
 SEEDS="${SEEDS:-42 43 44}"
 CONFIG="${CONFIG:-jobs/ml100k.toml}"
 VARIANTS="${VARIANTS:-id-only fusion text-delta default}"
-rm -rf "$OUT" && mkdir -p "$OUT"
+# REPORT_ONLY=1: only the table, from the outputs of an earlier run.
+[ "${REPORT_ONLY:-0}" = 1 ] || { rm -rf "$OUT" && mkdir -p "$OUT"; }
 for variant in $VARIANTS; do
   case "$variant" in
     default) extra=() ;;
@@ -34,6 +35,7 @@ for variant in $VARIANTS; do
     *) echo "unknown variant $variant" >&2; exit 2 ;;
   esac
   for seed in $SEEDS; do
+    [ "${REPORT_ONLY:-0}" = 1 ] && continue
     name="$variant-seed$seed"
     echo "ml100k: $name ..." >&2
     env "${extra[@]}" NIGHTREC_RUN__SEED="$seed" \
@@ -59,7 +61,9 @@ for variant in variants:
         m = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == "all"}
         t = json.load(open(f"{out}/{name}.time.json"))
         epochs = [json.loads(l) for l in open(f"{out}/{name}.log") if l.startswith("{")]
-        epochs = [e["fields"] for e in epochs if "epoch" in e.get("fields", {}).get("message", "")]
+        # JSON log lines are flat (message and fields at the top level).
+        epochs = [e.get("fields", e) for e in epochs]
+        epochs = [e for e in epochs if "epoch" in e.get("message", "")]
         pre = [e for e in epochs if "pretraining" in e["message"]]
         fine = [e for e in epochs if "fine-tuning" in e["message"]]
         refit = [e for e in epochs if "refit" in e["message"] and not e.get("held_out_test")]

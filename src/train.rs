@@ -198,7 +198,15 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     let budget = cfg.memory_budget_mb.saturating_mul(1024 * 1024) as f64;
     let per_seq = (opts.max_len as f64) * classes * 4.0 * 3.0;
     let batch_size = cfg.batch_size.min((budget / per_seq).floor().max(1.0) as usize);
-    let ctx = Ctx { model: &model, feats: &feats, bounded: bounded.as_ref(), device, max_len: opts.max_len, batch_size, n_items };
+    let ctx = Ctx {
+        model: &model,
+        feats: &feats,
+        bounded: bounded.as_ref(),
+        device,
+        max_len: opts.max_len,
+        batch_size,
+        n_items,
+    };
     let loss = if full { Loss::Full } else { Loss::Sampled(cfg.sampled_negatives) };
     let samples = windows(data, &train_users, Part::Train, opts.max_len);
 
@@ -318,9 +326,7 @@ fn seen_items(data: &SeqData, part: Part) -> Vec<bool> {
 /// items it trained on instead: the typical delta on top of their own text
 /// projection (or, without text, the typical item).
 fn fill_unseen_rows(ids: &Tensor, seen: &[bool]) {
-    let rows = |want: bool| -> Vec<i64> {
-        (1..seen.len()).filter(|i| seen[*i] == want).map(|i| i as i64).collect()
-    };
+    let rows = |want: bool| -> Vec<i64> { (1..seen.len()).filter(|i| seen[*i] == want).map(|i| i as i64).collect() };
     let (trained, unseen) = (rows(true), rows(false));
     if trained.is_empty() || unseen.is_empty() {
         return;
@@ -681,15 +687,14 @@ fn apply_warm_start(
     warm: &WarmStart,
 ) -> Result<Option<(usize, usize, usize)>> {
     let old = &warm.meta.model;
-    let same_shape =
-        SeqRecConfig {
-            n_items: cfg.n_items,
-            dropout: cfg.dropout,
-            image_alpha: cfg.image_alpha,
-            delta_max_norm: cfg.delta_max_norm,
-            id_dropout: cfg.id_dropout,
-            ..old.clone()
-        } == *cfg;
+    let same_shape = SeqRecConfig {
+        n_items: cfg.n_items,
+        dropout: cfg.dropout,
+        image_alpha: cfg.image_alpha,
+        delta_max_norm: cfg.delta_max_norm,
+        id_dropout: cfg.id_dropout,
+        ..old.clone()
+    } == *cfg;
     if !same_shape {
         tracing::warn!(from = %warm.date, "the earlier checkpoint has another model shape; training from scratch");
         return Ok(None);
@@ -997,7 +1002,10 @@ mod tests {
         let published = rank_of_21(&t.model);
         restore(&t.vs, holdout);
         let held_out = rank_of_21(&t.model);
-        assert!(published < 2.0 && published < held_out / 3.0, "the published model did not learn the latest steps: mean rank {published} (holdout {held_out})");
+        assert!(
+            published < 2.0 && published < held_out / 3.0,
+            "the published model did not learn the latest steps: mean rank {published} (holdout {held_out})"
+        );
         assert!(held_out > 3.0, "the holdout model ranks the never-seen test item at {held_out}");
         let none = train(&data, &opts(0, 2), tch::Device::Cpu, None).unwrap();
         assert!(none.holdout.is_none() && none.report.refit.is_empty());

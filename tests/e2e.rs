@@ -50,9 +50,13 @@ for u in users:
     # Reasons: an item of the user's own history, never the candidate
     # itself; items shown again say so.
     history = {by_idx[i]["item_id"] for i in seqs[u]}
+    recent = {by_idx[i]["item_id"] for i in seqs[u][-20:]}  # candidates.reason_history
     for r in rows:
         assert r["reason_item_id"] != r["item_id"], (u, r, "the candidate explains itself")
-        assert r["reason_item_id"] in history, (u, r, "the reason is not in the user's history")
+        if r["reason_item_id"] is None:
+            assert recent <= {r["item_id"]}, (u, r, "no reason although the history holds other items")
+            continue
+        assert r["reason_item_id"] in recent, (u, r, "the reason is not in the user's recent history")
         assert (r["item_id"] in history) == (r["source"] == "viewed_before") or r["source"] == "cold_start", (u, r)
 assert any(r["source"] == "cold_start" for r in cand), "no cold-start rows"
 assert any(r["source"] == "viewed_before" for r in cand), "no candidate was shown again"
@@ -157,7 +161,7 @@ assert ev["nightrec"] >= MARGIN * ev["popularity"], f"model NDCG@10 {ev['nightre
 "#;
 
 /// The model's test NDCG@10 on the generated data is at least this many
-/// times popularity's (measured: TBD).
+/// times popularity's (measured at 64ddd29: 0.395 against 0.210, 1.88x).
 const MODEL_OVER_POPULARITY: &str = "1.5";
 
 /// Users with at most this many distinct items get the cold-start blend in
@@ -203,6 +207,7 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
 
     // Every quarantine reason the generator injects shows up, counted by DuckDB.
     let dq = py(CHECK_DUCKDB, &[&fx.output(), DATE, MODEL_OVER_POPULARITY]);
+    eprintln!("quarantine and NDCG@10: {dq}");
     for reason in
         ["malformed", "duplicate", "missing_id", "unknown_event_type", "unknown_item", "bad_timestamp", "out_of_window"]
     {

@@ -323,7 +323,8 @@ impl SeqRec {
         if !self.cfg.text_fusion || self.cfg.delta_max_norm <= 0.0 {
             return None;
         }
-        let rows = tch::no_grad(|| f.text.abs().sum_dim_intlist(-1, false, Kind::Float).gt(0.0).nonzero().squeeze_dim(1));
+        let rows =
+            tch::no_grad(|| f.text.abs().sum_dim_intlist(-1, false, Kind::Float).gt(0.0).nonzero().squeeze_dim(1));
         (rows.numel() > 0).then_some(rows)
     }
 
@@ -464,13 +465,15 @@ mod tests {
     #[test]
     fn bounded_deltas_stay_within_the_norm_for_items_with_text_only() {
         let _rng = crate::device::rng_lock();
-        let (_vs, mut m, mut f) = tiny();
+        let (_vs, mut m, f) = tiny();
         // Item 5 has no text (nor has row 0, padding): their ID embeddings stay free.
         let _ = f.text.get(5).zero_();
         let _ = f.text.get(0).zero_();
-        let grow = |m: &SeqRec| tch::no_grad(|| {
-            let _ = m.item_id.ws.shallow_clone().g_mul_scalar_(100.0);
-        });
+        let grow = |m: &SeqRec| {
+            tch::no_grad(|| {
+                let _ = m.item_id.ws.shallow_clone().g_mul_scalar_(100.0);
+            })
+        };
         let norms = |m: &SeqRec| -> Vec<f64> {
             Vec::try_from(m.item_id.ws.norm_scalaropt_dim(2.0, [1], false).to_kind(Kind::Double)).unwrap()
         };
@@ -499,12 +502,13 @@ mod tests {
     fn id_dropout_leaves_out_deltas_of_items_with_text_in_training_only() {
         let _rng = crate::device::rng_lock();
         tch::manual_seed(5);
-        let (_vs, mut m, mut f) = tiny_model(2001, 6);
+        let (_vs, mut m, f) = tiny_model(2001, 6);
         let _ = f.text.narrow(0, 0, 1001).zero_();
         m.cfg.id_dropout = 0.3;
         let text_part = linear(&m.text_proj, &f.text, false);
         let ids_left = (m.training_item_table(&f) - &text_part).abs().sum_dim_intlist(-1, false, Kind::Float).gt(0.0);
-        let kept = |from: i64, n: i64| ids_left.narrow(0, from, n).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
+        let kept =
+            |from: i64, n: i64| ids_left.narrow(0, from, n).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
         assert_eq!(kept(0, 1001), 1.0, "items without text lost their ID embedding");
         let share = kept(1001, 1000);
         assert!((share - 0.7).abs() < 0.05, "kept {share} of the deltas of items with text, want 0.7");
