@@ -19,7 +19,7 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-topk bench-train bench-scale test test-crash lint fmt sample clean
+.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-ids-only bench-topk bench-train bench-scale test test-crash lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench-ml100k: build ## MovieLens-100k quality and time, 3 seeds: ID-only, fusion
 bench-cold-items: build ## MovieLens-100k: hide every rating of 10% of the movies, then rank those interactions (3 seeds, per variant).
 	@scripts/setup-models.sh >/dev/null
 	"$$(scripts/setup-python.sh)" bench/cold_items.py bin/nightrec "$$(scripts/setup-ml100k.sh)" bench-out/cold-items
+
+bench-ids-only: build ## A generated ids-only catalogue (20k users, 20k items, 300k events, no item text): quality and time per VARIANTS.
+	bench/ids_only.sh
 
 bench-topk: build ## 1M users x 100k items x 64 dims exact top-100: nightrec vs FAISS IndexFlatIP (time, memory, overlap).
 	"$$(scripts/setup-python.sh)" bench/topk.py bin/nightrec bench-out/topk

@@ -201,7 +201,10 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     let ctx = Ctx {
         model: &model,
         feats: &feats,
-        bounded: bounded.as_ref(),
+        bounded: bounded.as_ref().map(|r| {
+            // One more row for the `[MASK]` item, never bounded.
+            (r, Tensor::zeros([n_items + 1], (Kind::Bool, device)).index_fill(0, r, 1))
+        }),
         device,
         max_len: opts.max_len,
         batch_size,
@@ -398,8 +401,8 @@ enum Objective {
 struct Ctx<'a> {
     model: &'a SeqRec,
     feats: &'a ItemFeatures,
-    /// Item rows whose delta is bounded after each step.
-    bounded: Option<&'a Tensor>,
+    /// Item rows whose delta is bounded, and the same as a mask over all rows.
+    bounded: Option<(&'a Tensor, Tensor)>,
     device: tch::Device,
     max_len: usize,
     batch_size: usize,
@@ -436,12 +439,22 @@ impl Ctx<'_> {
                 return Err(Error::Internal(format!("training loss became {value} ({label})")));
             }
             opt.backward_step_clip_norm(&loss.objective, clip);
-            if let Some(rows) = self.bounded {
-                self.model.bound_deltas(rows);
+            // The bounded deltas the step's gradient reached (the sampled
+            // softmax touches a few rows, the full one all): rows Adam's
+            // momentum moves without a gradient drift little and are
+            // projected when next touched and at the end of the epoch.
+            if let Some((rows, mask)) = &self.bounded {
+                match &loss.touched {
+                    Some(ids) => self.model.bound_deltas(&ids.masked_select(&mask.index_select(0, ids))),
+                    None => self.model.bound_deltas(rows),
+                }
             }
             loss_sum += value;
             batches += 1;
             bar.advance(chunk.len(), || format!("loss {:.4}", loss_sum / batches as f64));
+        }
+        if let Some((rows, _)) = &self.bounded {
+            self.model.bound_deltas(rows);
         }
         let secs = started.elapsed().as_secs_f64();
         bar.finish();
@@ -491,10 +504,11 @@ impl Ctx<'_> {
                 let neg = Tensor::randint_low(1, self.n_items, [negatives as i64], (Kind::Int64, self.device));
                 // Only the items this batch touches are represented: the
                 // catalog-wide table would cost more than the step itself.
-                let (table, local) = local_table(self.model, self.feats, &[x, y, &neg]);
+                let (table, local, uniq) = local_table(self.model, self.feats, &[x, y, &neg]);
                 let h = self.model.encode(&local[0], &table, true, causal);
                 let (h, y) = scored_positions(&h, &local[1]);
-                sampled_softmax_loss(&h, &y, &table, &local[2], self.model.trains_in_bf16())
+                let loss = sampled_softmax_loss(&h, &y, &table, &local[2], self.model.trains_in_bf16());
+                StepLoss { touched: Some(uniq), ..loss }
             }
         }
     }
@@ -502,8 +516,8 @@ impl Ctx<'_> {
 
 /// The rows of `ids` (any shapes) in a table of just the items they hold:
 /// the table and each tensor of ids renumbered into it. Id 0 (padding)
-/// stays 0, so padding is still recognised.
-fn local_table(model: &SeqRec, feats: &ItemFeatures, ids: &[&Tensor]) -> (Tensor, Vec<Tensor>) {
+/// stays 0, so padding is still recognised. Also returns the rows' ids.
+fn local_table(model: &SeqRec, feats: &ItemFeatures, ids: &[&Tensor]) -> (Tensor, Vec<Tensor>, Tensor) {
     let device = ids[0].device();
     let mut flat: Vec<Tensor> = vec![Tensor::zeros([1], (Kind::Int64, device))];
     flat.extend(ids.iter().map(|t| t.flatten(0, -1)));
@@ -516,7 +530,7 @@ fn local_table(model: &SeqRec, feats: &ItemFeatures, ids: &[&Tensor]) -> (Tensor
         out.push(inverse.narrow(0, at, n).view(t.size().as_slice()));
         at += n;
     }
-    (model.item_rows(feats, &uniq), out)
+    (model.item_rows(feats, &uniq), out, uniq)
 }
 
 /// The states [P, D] and targets [P] of the positions that have a target
@@ -550,7 +564,7 @@ fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, bf16: bool) -> Step
         (value, products.mm(&zl, &il, kind, true), products.mm(&zl.tr(), &hl, kind, false))
     });
     let objective = (h * gh).sum(kind) + (items * gi).sum(kind);
-    StepLoss { value, objective }
+    StepLoss { value, objective, touched: None }
 }
 
 /// The training loss's matrix products: f32, or bf16 with f32 results and
@@ -630,7 +644,7 @@ fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor, bf
         (value, gh, gt, gn)
     });
     let objective = (h * gh).sum(kind) + (t * gt).sum(kind) + (n * gn).sum(kind);
-    StepLoss { value, objective }
+    StepLoss { value, objective, touched: None }
 }
 
 /// A batch's loss: its value, and the tensor to differentiate (whose
@@ -638,6 +652,8 @@ fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor, bf
 struct StepLoss {
     value: Tensor,
     objective: Tensor,
+    /// The item rows the loss reaches (None: every row).
+    touched: Option<Tensor>,
 }
 
 /// Which steps of each user's sequence are trained on.
@@ -822,7 +838,7 @@ mod tests {
         let whole = m.with_mask(&m.item_table(&f));
         let (h, t) = scored_positions(&m.encode(&x, &whole, false, false), &y);
         let a = sampled_softmax_loss(&h, &t, &whole, &neg, false).value.double_value(&[]);
-        let (table, local) = local_table(&m, &f, &[&x, &y, &neg]);
+        let (table, local, _) = local_table(&m, &f, &[&x, &y, &neg]);
         assert!(table.size()[0] < 31, "the local table holds the whole catalog");
         let (h, t) = scored_positions(&m.encode(&local[0], &table, false, false), &local[1]);
         let b = sampled_softmax_loss(&h, &t, &table, &local[2], false).value.double_value(&[]);
@@ -1024,6 +1040,28 @@ mod tests {
         let seen = seen_items(&data, Part::All);
         assert_eq!(seen.len(), 12);
         assert!(!seen[0] && !seen[11] && seen[1..11].iter().filter(|s| **s).count() > 0);
+    }
+
+    #[test]
+    fn bounded_deltas_hold_after_training_with_either_softmax() {
+        let _rng = crate::device::rng_lock();
+        let data = ring(64, 20, 12);
+        for loss in [LossKind::Full, LossKind::Sampled] {
+            let mut o = opts(1, 4);
+            o.model.loss = loss;
+            o.model.sampled_negatives = 4;
+            o.model.text_delta_max_norm = 0.05;
+            o.model.refit_epochs = 1;
+            let t = train(&data, &o, tch::Device::Cpu, None).unwrap();
+            for w in [
+                t.vs.variables()[ITEM_ROWS].shallow_clone(),
+                t.holdout.as_ref().unwrap().iter().find(|(k, _)| k == ITEM_ROWS).unwrap().1.shallow_clone(),
+            ] {
+                let norms = w.narrow(0, 1, 20).norm_scalaropt_dim(2.0, [1], false);
+                let max = norms.max().double_value(&[]);
+                assert!(max <= 0.05 + 1e-5 && max > 0.04, "{loss:?}: largest delta norm {max}");
+            }
+        }
     }
 
     #[test]

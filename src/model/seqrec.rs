@@ -3,12 +3,13 @@
 //! An item's input representation is a learned projection of its text
 //! embedding plus a learned per-item delta (and α × a projection of its
 //! image embedding when the catalog has one). With `delta_max_norm` > 0 the
-//! delta of every item that has text is kept within that norm after each
-//! optimiser step (text-based initialisation with a bounded trainable
-//! delta): the text projection has to carry the catalog's structure, so
-//! items without interactions (whose delta stays near zero) land where
-//! items like them do. Items without text, or any item with
-//! `delta_max_norm` = 0, have a free ID embedding. A user is encoded from their recent items
+//! delta of every item that has text is kept within that norm (projected
+//! back after each optimiser step, the rows the step reached, and at the end
+//! of each epoch, every row): text-based initialisation with a bounded
+//! trainable delta. The text projection has to carry the catalog's
+//! structure, so items without interactions land where items like them do.
+//! Items without text, or any item with `delta_max_norm` = 0, have a free
+//! ID embedding. A user is encoded from their recent items
 //! with self-attention: causal for next-item prediction (fine-tuning,
 //! serving), bidirectional with a learned `[MASK]` item for masked-item
 //! pretraining. The hidden state at a position scores every item by inner
@@ -328,11 +329,18 @@ impl SeqRec {
         (rows.numel() > 0).then_some(rows)
     }
 
-    /// Project the deltas of `rows` (from [`SeqRec::bounded_rows`]) back
-    /// within `delta_max_norm`; called after each optimiser step.
+    /// Project the deltas of `rows` (a subset of [`SeqRec::bounded_rows`])
+    /// back within `delta_max_norm`: rows over the bound are scaled down to
+    /// it, the others are left alone. Vectorised: libtorch's
+    /// `embedding_renorm_` loops over rows one at a time (15 ms for 10,000
+    /// rows here, against 0.2 ms for this).
     pub fn bound_deltas(&self, rows: &Tensor) {
         tch::no_grad(|| {
-            let _ = self.item_id.ws.shallow_clone().embedding_renorm_(rows, self.cfg.delta_max_norm, 2.0);
+            let mut ws = self.item_id.ws.shallow_clone();
+            let sel = ws.index_select(0, rows);
+            let norms = sel.norm_scalaropt_dim(2.0, [1], true);
+            let scale = (norms.clamp_min(1e-12).reciprocal() * self.cfg.delta_max_norm).clamp_max(1.0);
+            let _ = ws.index_copy_(0, rows, &(sel * scale));
         });
     }
 
