@@ -185,7 +185,11 @@ pub async fn embed(
         }
     }
     let to_encode: Vec<&str> = missing.iter().map(|i| texts[*i]).collect();
-    let (fresh, fresh_dim) = if to_encode.is_empty() { (Vec::new(), cached.dim) } else { encode(&to_encode)? };
+    // Nothing to encode and no cache to tell the width (an ids-only
+    // catalogue: every text empty): the encoder is asked with no texts, for
+    // its width, so empty texts still get zero vectors of the right size.
+    let (fresh, fresh_dim) =
+        if to_encode.is_empty() && cached.dim > 0 { (Vec::new(), cached.dim) } else { encode(&to_encode)? };
     let dim = if cached.dim == 0 || fresh_dim == cached.dim {
         fresh_dim
     } else {

@@ -107,3 +107,45 @@ fn text_embeddings_are_cached_across_dates() {
     let same = night2.as_object().unwrap().iter().filter(|(k, v)| **k != changed && night3[k.as_str()] == **v).count();
     assert_eq!(same, night2.as_object().unwrap().len() - 1);
 }
+
+const ZERO_TEXT: &str = r#"
+import sys
+import pyarrow.parquet as pq
+work, date = sys.argv[1], sys.argv[2]
+rows = pq.read_table(work + "/item_text_embeddings").to_pylist()
+assert rows and all(len(r["embedding"]) == 384 and not any(r["embedding"]) for r in rows), "text embeddings of an ids-only catalogue"
+users = pq.read_table(f"{work}/../../user_embeddings/dt={date}").num_rows
+cand = pq.read_table(f"{work}/../../user_candidates/dt={date}").to_pylist()
+assert users > 50 and len({r["user_id"] for r in cand}) >= users, (users, len(cand))
+ev = {(r["model"], r["metric"]): r["value"] for r in pq.read_table(f"{work}/../../evaluation/dt={date}").to_pylist() if r["segment"] == "all"}
+assert ev[("nightrec", "ndcg")] > 0, ev
+print(ev[("nightrec", "ndcg")], ev[("popularity", "ndcg")])
+"#;
+
+/// A catalogue of ids only (no title, category, brand or description):
+/// every text embedding is a zero vector of the encoder's width, and the
+/// whole night runs (the model falls back to free ID embeddings).
+#[test]
+fn an_ids_only_catalogue_runs_the_whole_night() {
+    use crate::common::*;
+    let fx = Fixture::new("200", "150", "12000");
+    let items = std::path::Path::new(&fx.input()).join("items/items.jsonl");
+    let body = std::fs::read_to_string(&items).unwrap();
+    let stripped: Vec<String> = body
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            for k in ["title", "category", "brand", "description"] {
+                o.remove(k);
+            }
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&items, stripped.join("\n") + "\n").unwrap();
+    let date = "2026-11-21";
+    let args = ["--input", &fx.input(), "--output", &fx.output(), "run", "--date", date];
+    let o = nightrec(&args, &small_env(), fx.dir.path());
+    assert!(o.status.success(), "an ids-only catalogue failed: {}", text(&o));
+    py(ZERO_TEXT, &[&format!("{}/_work/dt={date}", fx.output()), date]);
+}
