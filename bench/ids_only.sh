@@ -67,7 +67,7 @@ for variant in variants:
         pre = [e for e in log if "pretraining epoch" in e.get("message", "")]
         fine = [e for e in log if "fine-tuning epoch" in e.get("message", "")]
         refit = [e for e in log if "refit epoch" in e.get("message", "") and not e.get("held_out_test")]
-        loss = next((l.split("loss", 1)[1].strip() for l in open(f"{out}/{name}.log")
+        loss = next((l.split("loss", 1)[1].strip(" :") for l in open(f"{out}/{name}.log")
                      if not l.startswith("{") and "softmax" in l), "?")
         rows.append((m, t, f"{len(pre)}+{len(fine)}+{len(refit)}", statistics.mean(e["seconds"] for e in fine) if fine else 0, loss))
     col = lambda f: spread([f(r) for r in rows])  # noqa: E731

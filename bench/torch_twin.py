@@ -196,7 +196,10 @@ def main():
     # The loss by cost (train.rs step_costs / full_softmax_chosen).
     encoder = m["layers"] * (12.0 * d * d + 2.0 * max_len * d)
     full_cost, sampled_cost = n_items * d, (m["sampled_negatives"] + 1) * d
-    full = {"full": True, "sampled": False}.get(m["loss"], full_cost <= m["full_softmax_max_cost"] * (encoder + sampled_cost))
+    positions = sum(len(tr) - 1 for tr in trains)
+    full = {"full": True, "sampled": False}.get(
+        m["loss"], full_cost <= m["full_softmax_max_cost"] * (encoder + sampled_cost)
+        or positions * full_cost <= m.get("full_softmax_max_epoch_gmacs", 0.0) * 1e9)
     classes = n_items if full else m["sampled_negatives"] + 1
     budget = m["memory_budget_mb"] * 1024 * 1024
     batch = min(m["batch_size"], max(1, int(budget / (max_len * classes * 4.0 * 3.0))))

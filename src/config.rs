@@ -312,6 +312,10 @@ pub struct ModelConfig {
     /// layer (catalog × dim per trained position) costs at most this many
     /// times a whole sampled-softmax step (transformer + sampled output).
     pub full_softmax_max_cost: f64,
+    /// With `loss = "auto"`, the full softmax is also used while one epoch
+    /// of its output layer (next-item positions × catalog × dim) is at most
+    /// this many billion multiply-adds.
+    pub full_softmax_max_epoch_gmacs: f64,
     /// Negatives per batch for the sampled softmax.
     pub sampled_negatives: usize,
     /// Sequences per training batch.
@@ -575,6 +579,9 @@ impl Config {
         }
         if !(self.model.full_softmax_max_cost.is_finite() && self.model.full_softmax_max_cost >= 0.0) {
             return bad("model.full_softmax_max_cost must be finite and non-negative".into());
+        }
+        if !(self.model.full_softmax_max_epoch_gmacs.is_finite() && self.model.full_softmax_max_epoch_gmacs >= 0.0) {
+            return bad("model.full_softmax_max_epoch_gmacs must be finite and non-negative".into());
         }
         if self.model.sampled_negatives == 0 || self.model.warm_start_epochs == 0 {
             return bad("model.sampled_negatives and model.warm_start_epochs must be at least 1".into());

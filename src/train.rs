@@ -191,7 +191,11 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         model.bound_deltas(rows);
     }
 
-    let full = full_softmax_chosen(cfg, n_items, opts.max_len);
+    let samples = windows(data, &train_users, Part::Train, opts.max_len);
+    // Next-item positions an epoch trains (the windows tile each user's
+    // transitions once).
+    let positions: usize = samples.iter().map(|w| w.len() - 1).sum();
+    let full = full_softmax_chosen(cfg, n_items, opts.max_len, positions);
     // Cap the batch so that the [batch, length, classes] logits stay within
     // the memory budget (forward + backward ≈ 3 copies of f32).
     let classes = if full { n_items as f64 } else { (cfg.sampled_negatives + 1) as f64 };
@@ -211,7 +215,6 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         n_items,
     };
     let loss = if full { Loss::Full } else { Loss::Sampled(cfg.sampled_negatives) };
-    let samples = windows(data, &train_users, Part::Train, opts.max_len);
 
     let mut pretrain = Vec::new();
     if warm_stats.is_none() {
@@ -367,15 +370,20 @@ pub fn step_costs(cfg: &ModelConfig, n_items: i64, max_len: usize) -> (f64, f64,
 
 /// Whether training uses the full softmax: as configured, or with
 /// `loss = "auto"` while the catalog-wide output layer costs at most
-/// `full_softmax_max_cost` times a whole sampled step. Deterministic: the
-/// same data and config always choose the same loss.
-pub fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usize) -> bool {
+/// `full_softmax_max_cost` times a whole sampled step, or while one epoch
+/// of it (`positions` next-item positions × catalog × dim) costs at most
+/// `full_softmax_max_epoch_gmacs` billion multiply-adds: the sampled
+/// softmax is for catalogues and logs too large for the full one, not for
+/// small logs with a large catalogue, where it loses much of the quality.
+/// Deterministic: the same data and config always choose the same loss.
+pub fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usize, positions: usize) -> bool {
     match cfg.loss {
         LossKind::Full => true,
         LossKind::Sampled => false,
         LossKind::Auto => {
             let (encoder, full, sampled) = step_costs(cfg, n_items, max_len);
             full <= cfg.full_softmax_max_cost * (encoder + sampled)
+                || positions as f64 * full <= cfg.full_softmax_max_epoch_gmacs * 1e9
         }
     }
 }
@@ -928,19 +936,24 @@ mod tests {
     fn auto_loss_is_chosen_by_cost() {
         let mut m = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "test", &[]).unwrap().model;
         m.loss = LossKind::Auto;
+        let big = 9_000_000;
         // MovieLens-sized catalogs are cheap enough for the full softmax ...
-        assert!(full_softmax_chosen(&m, 1_683, 50));
-        assert!(full_softmax_chosen(&m, 10_001, 50));
-        // ... a shop's catalog is not, with these dimensions ...
-        assert!(!full_softmax_chosen(&m, 100_001, 50));
-        // ... unless the transformer is much more expensive per position.
+        assert!(full_softmax_chosen(&m, 1_683, 50, big));
+        assert!(full_softmax_chosen(&m, 10_001, 50, big));
+        // ... a shop's catalog with a shop's log is not, with these dimensions ...
+        assert!(!full_softmax_chosen(&m, 100_001, 50, big));
+        // ... unless the log is small enough for a full epoch to be cheap
+        // (300k positions x 55k items x 64 = 1.06e12 multiply-adds) ...
+        assert!(full_softmax_chosen(&m, 55_001, 50, 300_000));
+        assert!(!full_softmax_chosen(&m, 55_001, 50, 3_000_000));
+        // ... or the transformer is much more expensive per position.
         m.dim = 512;
         m.layers = 4;
-        assert!(full_softmax_chosen(&m, 100_001, 50));
+        assert!(full_softmax_chosen(&m, 100_001, 50, big));
         m.loss = LossKind::Full;
-        assert!(full_softmax_chosen(&m, 10_000_000, 50));
+        assert!(full_softmax_chosen(&m, 10_000_000, 50, big));
         m.loss = LossKind::Sampled;
-        assert!(!full_softmax_chosen(&m, 10, 50));
+        assert!(!full_softmax_chosen(&m, 10, 50, 1));
     }
 
     fn opts(pretrain: usize, epochs: usize) -> TrainOptions {
