@@ -48,31 +48,17 @@ for variant in $VARIANTS; do
   done
 done
 "$PY" - "$OUT" "$VARIANTS" "$SEEDS" "$DATE" <<'PYEOF'
-import json, statistics, sys
-import pyarrow.parquet as pq
+import statistics, sys
+sys.path.insert(0, "bench")
+from run_stats import run_stats, spread
 out, variants, seeds, date = sys.argv[1], [v.split(":")[0] for v in sys.argv[2].split()], sys.argv[3].split(), sys.argv[4]
-def spread(v):
-    return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
 print("| variant | NDCG@10 | HR@10 | popularity NDCG@10 | item-kNN NDCG@10 | loss | epochs (pre+fine+refit) | s/epoch | wall s | CPU s |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for variant in variants:
-    rows = []
-    for seed in seeds:
-        name = f"{variant}-seed{seed}"
-        ev = pq.read_table(f"{out}/{name}/evaluation/dt={date}").to_pylist()
-        m = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == "all"}
-        t = json.load(open(f"{out}/{name}.time.json"))
-        log = [json.loads(l) for l in open(f"{out}/{name}.log") if l.startswith("{")]
-        log = [e.get("fields", e) for e in log]
-        pre = [e for e in log if "pretraining epoch" in e.get("message", "")]
-        fine = [e for e in log if "fine-tuning epoch" in e.get("message", "")]
-        refit = [e for e in log if "refit epoch" in e.get("message", "") and not e.get("held_out_test")]
-        loss = next((l.split("loss", 1)[1].strip(" :") for l in open(f"{out}/{name}.log")
-                     if not l.startswith("{") and "softmax" in l), "?")
-        rows.append((m, t, f"{len(pre)}+{len(fine)}+{len(refit)}", statistics.mean(e["seconds"] for e in fine) if fine else 0, loss))
-    col = lambda f: spread([f(r) for r in rows])  # noqa: E731
-    print(f"| {variant} | {col(lambda r: r[0][('nightrec', 'ndcg')])} | {col(lambda r: r[0][('nightrec', 'hr')])} | "
-          f"{col(lambda r: r[0][('popularity', 'ndcg')])} | {col(lambda r: r[0][('item_knn', 'ndcg')])} | {rows[0][4]} | "
-          f"{'/'.join(r[2] for r in rows)} | {statistics.mean(r[3] for r in rows):.1f} | "
-          f"{statistics.mean(r[1]['wall'] for r in rows):.0f} | {statistics.mean(r[1]['user'] + r[1]['sys'] for r in rows):.0f} |")
+    rows = [run_stats(out, f"{variant}-seed{seed}", date) for seed in seeds]
+    col = lambda model, metric: spread([r["metrics"][(model, metric)] for r in rows])  # noqa: E731
+    print(f"| {variant} | {col('nightrec', 'ndcg')} | {col('nightrec', 'hr')} | {col('popularity', 'ndcg')} | "
+          f"{col('item_knn', 'ndcg')} | {rows[0]['loss']} | {'/'.join(r['epochs'] for r in rows)} | "
+          f"{statistics.mean(r['s_per_epoch'] for r in rows):.1f} | {statistics.mean(r['wall'] for r in rows):.0f} | "
+          f"{statistics.mean(r['cpu'] for r in rows):.0f} |")
 PYEOF

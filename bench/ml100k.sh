@@ -45,33 +45,18 @@ for variant in $VARIANTS; do
   done
 done
 "$PY" - "$OUT" "$VARIANTS" "$SEEDS" <<'PYEOF'
-import json, statistics, sys
-import pyarrow.parquet as pq
+import statistics, sys
+sys.path.insert(0, "bench")
+from run_stats import run_stats, spread
 out, variants, seeds = sys.argv[1], [v.split(":")[0] for v in sys.argv[2].split()], sys.argv[3].split()
-def spread(v):
-    return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
 print(f"MovieLens-100k, seeds {', '.join(seeds)}: mean ± standard deviation over the seeds")
 print("| variant | NDCG@10 | HR@10 | MRR@10 | popularity NDCG@10 | item-kNN NDCG@10 | epochs (pre+fine+refit) | s/epoch | wall s | CPU s |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for variant in variants:
-    rows = []
-    for seed in seeds:
-        name = f"{variant}-seed{seed}"
-        ev = pq.read_table(f"{out}/{name}/evaluation/dt=1998-04-22").to_pylist()
-        m = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == "all"}
-        t = json.load(open(f"{out}/{name}.time.json"))
-        epochs = [json.loads(l) for l in open(f"{out}/{name}.log") if l.startswith("{")]
-        # JSON log lines are flat (message and fields at the top level).
-        epochs = [e.get("fields", e) for e in epochs]
-        epochs = [e for e in epochs if "epoch" in e.get("message", "")]
-        pre = [e for e in epochs if "pretraining" in e["message"]]
-        fine = [e for e in epochs if "fine-tuning" in e["message"]]
-        refit = [e for e in epochs if "refit" in e["message"] and not e.get("held_out_test")]
-        rows.append((m, t, len(pre), len(fine), sum(e["seconds"] for e in fine) / max(len(fine), 1), len(refit)))
-    col = lambda f: spread([f(r) for r in rows])  # noqa: E731
-    print(f"| {variant} | {col(lambda r: r[0][('nightrec', 'ndcg')])} | {col(lambda r: r[0][('nightrec', 'hr')])} | "
-          f"{col(lambda r: r[0][('nightrec', 'mrr')])} | {col(lambda r: r[0][('popularity', 'ndcg')])} | "
-          f"{col(lambda r: r[0][('item_knn', 'ndcg')])} | {'/'.join(f'{r[2]}+{r[3]}+{r[5]}' for r in rows)} | "
-          f"{statistics.mean(r[4] for r in rows):.2f} | {statistics.mean(r[1]['wall'] for r in rows):.0f} | "
-          f"{statistics.mean(r[1]['user'] + r[1]['sys'] for r in rows):.0f} |")
+    rows = [run_stats(out, f"{variant}-seed{seed}", "1998-04-22") for seed in seeds]
+    col = lambda model, metric: spread([r["metrics"][(model, metric)] for r in rows])  # noqa: E731
+    print(f"| {variant} | {col('nightrec', 'ndcg')} | {col('nightrec', 'hr')} | {col('nightrec', 'mrr')} | "
+          f"{col('popularity', 'ndcg')} | {col('item_knn', 'ndcg')} | {'/'.join(r['epochs'] for r in rows)} | "
+          f"{statistics.mean(r['s_per_epoch'] for r in rows):.2f} | {statistics.mean(r['wall'] for r in rows):.0f} | "
+          f"{statistics.mean(r['cpu'] for r in rows):.0f} |")
 PYEOF
