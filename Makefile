@@ -19,7 +19,7 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-ids-only bench-topk bench-train bench-scale test test-crash lint fmt sample clean
+.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-ids-only bench-repeat bench-topk bench-train bench-scale test test-crash lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench-cold-items: build ## MovieLens-100k: hide every rating of 10% of the movie
 
 bench-ids-only: build ## A generated ids-only catalogue (20k users, 20k items, 300k events, no item text): quality and time per VARIANTS.
 	bench/ids_only.sh
+
+bench-repeat: build ## Repeat mode on generated grocery logs, 2 shapes x 3 seeds: next-basket Recall/NDCG@10 vs personal top frequency, TIFU-KNN.
+	bench/repeat.sh
 
 bench-topk: build ## 1M users x 100k items x 64 dims exact top-100: nightrec vs FAISS IndexFlatIP (time, memory, overlap).
 	"$$(scripts/setup-python.sh)" bench/topk.py bin/nightrec bench-out/topk

@@ -14,9 +14,10 @@ def spread(v):
     return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
 
 
-def run_stats(out, name, date):
+def run_stats(out, name, date, segment="all"):
     ev = pq.read_table(f"{out}/{name}/evaluation/dt={date}").to_pylist()
-    metrics = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == "all"}
+    metrics = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == segment}
+    users = {(r["model"], r["metric"]): r["users"] for r in ev if r["segment"] == segment}
     time = json.load(open(f"{out}/{name}.time.json"))
     lines = open(f"{out}/{name}.log").read().splitlines()
     # JSON log lines are flat (message and fields at the top level); the
@@ -27,6 +28,7 @@ def run_stats(out, name, date):
     fine = of("fine-tuning epoch")
     return {
         "metrics": metrics,
+        "users": users,
         "wall": time["wall"],
         "cpu": time["user"] + time["sys"],
         "epochs": f"{len(of('pretraining epoch'))}+{len(fine)}+"

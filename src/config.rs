@@ -406,11 +406,19 @@ pub struct CandidatesConfig {
     /// Purchased items may come back, ranked with a "buy again" source
     /// (`--repeat-purchases`; for consumables).
     pub repeat_purchases: bool,
-    /// Half-life in days of a past purchase's weight in "buy again".
+    /// Half-life in days of a past basket's weight in "buy again".
     pub buy_again_half_life_days: f64,
-    /// Weight of "buy again" (0..1, the user's most bought item scores 1)
-    /// added to the model's sigmoid score.
+    /// Each later basket with a purchase multiplies an earlier basket's
+    /// weight in "buy again" by this (0..=1; TIFU-KNN's within-basket decay).
+    pub buy_again_basket_decay: f64,
+    /// Multiplier of the "buy again" chance (the decayed share of the
+    /// user's baskets that bought the item; at most 1 after it).
     pub buy_again_weight: f64,
+    /// Multipliers of the model's chance (next-step probability × the
+    /// user's basket size; at most 1 after it) in repeat mode. With more
+    /// than one, each night uses the one the blend does best with on the
+    /// evaluation's held-out baskets.
+    pub explore_weights: Vec<f64>,
 }
 
 impl CandidatesConfig {
@@ -545,9 +553,16 @@ impl Config {
         if c.segments == 0 || c.category_level == 0 || c.trending_days == 0 {
             return bad("candidates.segments, category_level and trending_days must be at least 1".into());
         }
-        if !(0.0..=1.0).contains(&c.cold_start_model_weight) || c.buy_again_weight.is_nan() || c.buy_again_weight < 0.0
+        if !(0.0..=1.0).contains(&c.cold_start_model_weight) || !(0.0..=1.0).contains(&c.buy_again_basket_decay) {
+            return bad("candidates.cold_start_model_weight and buy_again_basket_decay must be within 0..=1".into());
+        }
+        if !(c.buy_again_weight.is_finite() && c.buy_again_weight >= 0.0)
+            || c.explore_weights.is_empty()
+            || c.explore_weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
         {
-            return bad("candidates.cold_start_model_weight must be within 0..=1, buy_again_weight non-negative".into());
+            return bad("candidates.buy_again_weight and every explore_weights value must be finite and non-negative \
+                 (explore_weights at least one)"
+                .into());
         }
         if !(c.trending_half_life_days > 0.0 && c.buy_again_half_life_days > 0.0) {
             return bad("candidates.trending_half_life_days and buy_again_half_life_days must be positive".into());

@@ -12,6 +12,11 @@
 //! over the user's history). NDCG@10, HR@10 and MRR@10 per model, for all
 //! users and by history length, each with its 95% confidence interval.
 //!
+//! With `--repeat-purchases` the held-out step is the user's last basket,
+//! and [`basket`] adds next-basket Recall, NDCG and HR@10 (segment `next
+//! basket`, history not masked) for the blend that is published, the model
+//! alone, personal top frequency, TIFU-KNN and popularity.
+//!
 //! At most `evaluate.sample_users` users are scored: those with the
 //! smallest keyed hash of their user id ([`sample`]), so the sample is the
 //! same every night and on every machine, and every user has the same
@@ -27,15 +32,19 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use tch::{Kind, Tensor};
 
 use crate::arrays;
+use crate::basket;
 use crate::checkpoint;
 use crate::error::{DfContext, Result};
 use crate::job::Job;
-use crate::metrics::RankSums;
+use crate::metrics::{RankSums, SetSums};
 use crate::parquet_io::WrittenTable;
 use crate::seqdata::{self, SeqData, left_pad};
 
 /// Metrics are reported at this cut-off.
 pub const K: i64 = 10;
+
+/// The segment of the next-basket rows (`--repeat-purchases`, [`basket`]).
+pub const BASKET_SEGMENT: &str = "next basket";
 
 /// Neighbours kept per item by the item-kNN baseline.
 pub const KNN_NEIGHBOURS: usize = 100;
@@ -158,8 +167,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
 
     // (user, test item) cases: each test item is predicted from everything
     // before the user's first test step.
-    let eligible: Vec<usize> = (0..data.seqs.len()).filter(|u| !data.split(*u).test.is_empty()).collect();
-    let chosen = sample(&eligible, &data.users, job.cfg.evaluate.sample_users, job.cfg.run.seed);
+    let (eligible, chosen) = test_users(job, &data);
     let cases: Vec<(usize, i64)> = chosen
         .iter()
         .copied()
@@ -179,8 +187,8 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     let feats = data.features(device);
     let mut sums: Vec<(&str, Sums)> =
         vec![("nightrec", Sums::default()), ("popularity", Sums::default()), ("item_knn", Sums::default())];
+    let items = tch::no_grad(|| model.item_table(&feats));
     tch::no_grad(|| {
-        let items = model.item_table(&feats);
         // Cases of one segment together, so each batch updates one row.
         for (segment, _, _) in SEGMENTS {
             let seg_cases: Vec<&(usize, i64)> =
@@ -208,6 +216,28 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
             rows.push((name, segment.clone(), "hr", r.hr(), r.users, ci_hr));
             rows.push((name, segment.clone(), "mrr", r.mrr(), r.users, ci_mrr));
         }
+    }
+    let mut facts = Vec::new();
+    if job.cfg.candidates.repeat_purchases {
+        let outcome = basket::evaluate(job, &data, &chosen, &model, &items, &counts, true, device).await?;
+        let baskets = outcome.sums;
+        for (name, s) in &baskets {
+            let (ci_recall, ci_ndcg, ci_hr) = s.ci95();
+            rows.push((*name, BASKET_SEGMENT.into(), "recall", s.recall(), s.users, ci_recall));
+            rows.push((*name, BASKET_SEGMENT.into(), "ndcg", s.ndcg(), s.users, ci_ndcg));
+            rows.push((*name, BASKET_SEGMENT.into(), "hr", s.hr(), s.users, ci_hr));
+        }
+        let fmt = |f: fn(&SetSums) -> f64| {
+            baskets.iter().map(|(_, s)| format!("{:.4}", f(s))).collect::<Vec<_>>().join(" / ")
+        };
+        let names = "nightrec / sequence model / personal top frequency / TIFU-KNN / popularity";
+        facts.push(("next-basket users".into(), baskets.first().map(|b| b.1.users).unwrap_or(0).to_string()));
+        facts.push((
+            "next-basket explore weight (chosen; the blend's row is cross-fitted)".into(),
+            format!("{}", outcome.explore_weight),
+        ));
+        facts.push((format!("next-basket Recall@10 {names}"), fmt(SetSums::recall)));
+        facts.push((format!("next-basket NDCG@10 {names}"), fmt(SetSums::ndcg)));
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("model", DataType::Utf8, false),
@@ -242,16 +272,31 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
             .collect::<Vec<_>>()
             .join(" / ")
     };
-    let facts = vec![
-        (
-            "test cases (users sampled / with a test step)".into(),
-            format!("{} ({} / {})", all.get("nightrec").map(|r| r.users).unwrap_or(0), chosen.len(), eligible.len()),
-        ),
-        ("NDCG@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::ndcg)),
-        ("HR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::hr)),
-        ("MRR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::mrr)),
-    ];
+    facts.splice(
+        0..0,
+        [
+            (
+                "test cases (users sampled / with a test step)".into(),
+                format!(
+                    "{} ({} / {})",
+                    all.get("nightrec").map(|r| r.users).unwrap_or(0),
+                    chosen.len(),
+                    eligible.len()
+                ),
+            ),
+            ("NDCG@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::ndcg)),
+            ("HR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::hr)),
+            ("MRR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::mrr)),
+        ],
+    );
     Ok((vec![t], facts))
+}
+
+/// The users with a test step, and the sample of them that is scored.
+pub fn test_users(job: &Job, data: &SeqData) -> (Vec<usize>, Vec<usize>) {
+    let eligible: Vec<usize> = (0..data.seqs.len()).filter(|u| !data.split(*u).test.is_empty()).collect();
+    let chosen = sample(&eligible, &data.users, job.cfg.evaluate.sample_users, job.cfg.run.seed);
+    (eligible, chosen)
 }
 
 /// At most `n` of `users` (indices into `ids`; 0 = all): those whose id

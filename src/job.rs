@@ -91,12 +91,20 @@ impl Stage {
     pub fn config_keys(self) -> &'static [&'static str] {
         match self {
             Stage::Clean => &["clean", "run.lookback_days"],
-            Stage::Trainset => &["trainset"],
+            Stage::Trainset => &["trainset", "candidates.repeat_purchases"],
             Stage::Text => &["text"],
             Stage::Train => &["model", "run.seed"],
             Stage::Embed => &[],
             Stage::Candidates => &["candidates", "run.seed"],
-            Stage::Evaluate => &["evaluate", "run.seed"],
+            Stage::Evaluate => &[
+                "evaluate",
+                "run.seed",
+                "candidates.repeat_purchases",
+                "candidates.buy_again_weight",
+                "candidates.buy_again_half_life_days",
+                "candidates.buy_again_basket_decay",
+                "candidates.explore_weights",
+            ],
             Stage::Publish => &["gate"],
         }
     }

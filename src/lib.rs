@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod arrays;
+pub mod basket;
 pub mod candidates;
 pub mod checkpoint;
 pub mod clean;

@@ -1,5 +1,7 @@
 //! Ranking metrics over full-catalog scores: NDCG@k, HR@k, MRR@k with the
-//! user's history masked (except the target itself).
+//! user's history masked (except the target itself); and, for next-basket
+//! evaluation, Recall@k, NDCG@k and HR@k of a ranked list against a set of
+//! relevant items ([`SetSums`]).
 
 use tch::{Kind, Tensor};
 
@@ -76,9 +78,109 @@ impl RankSums {
     }
 }
 
+/// Sums of per-user metrics of a ranked list against a set of relevant
+/// items (a next basket): Recall@k = hits / relevant items; NDCG@k with
+/// binary gains, normalised by the best possible list (min(relevant, k)
+/// hits on top); HR@k = at least one hit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SetSums {
+    /// Σ Recall@k.
+    pub recall: f64,
+    /// Σ Recall@k².
+    pub recall_sq: f64,
+    /// Σ NDCG@k.
+    pub ndcg: f64,
+    /// Σ NDCG@k².
+    pub ndcg_sq: f64,
+    /// Σ HR@k.
+    pub hr: f64,
+    /// Users counted.
+    pub users: usize,
+}
+
+impl SetSums {
+    /// Add one user: `ranked` best first (only the first `k` count; an
+    /// item listed twice counts once), `relevant` the held-out items
+    /// (duplicates count once). Users without relevant items are skipped.
+    pub fn add(&mut self, ranked: &[i64], relevant: &[i64], k: usize) {
+        let mut rel = relevant.to_vec();
+        rel.sort_unstable();
+        rel.dedup();
+        if rel.is_empty() {
+            return;
+        }
+        let mut seen: Vec<i64> = Vec::with_capacity(k);
+        let (mut hits, mut dcg) = (0usize, 0f64);
+        for (r, item) in ranked.iter().take(k).enumerate() {
+            if seen.contains(item) {
+                continue;
+            }
+            seen.push(*item);
+            if rel.binary_search(item).is_ok() {
+                hits += 1;
+                dcg += 1.0 / (r as f64 + 2.0).log2();
+            }
+        }
+        let idcg: f64 = (0..rel.len().min(k)).map(|r| 1.0 / (r as f64 + 2.0).log2()).sum();
+        let recall = hits as f64 / rel.len() as f64;
+        let ndcg = if idcg > 0.0 { dcg / idcg } else { 0.0 };
+        self.recall += recall;
+        self.recall_sq += recall * recall;
+        self.ndcg += ndcg;
+        self.ndcg_sq += ndcg * ndcg;
+        self.hr += f64::from(u8::from(hits > 0));
+        self.users += 1;
+    }
+
+    /// Mean Recall@k.
+    pub fn recall(&self) -> f64 {
+        self.recall / self.users.max(1) as f64
+    }
+    /// Mean NDCG@k.
+    pub fn ndcg(&self) -> f64 {
+        self.ndcg / self.users.max(1) as f64
+    }
+    /// Mean HR@k.
+    pub fn hr(&self) -> f64 {
+        self.hr / self.users.max(1) as f64
+    }
+    /// 95% confidence half-widths of (Recall, NDCG, HR).
+    pub fn ci95(&self) -> (f64, f64, f64) {
+        (
+            ci95(self.recall, self.recall_sq, self.users),
+            ci95(self.ndcg, self.ndcg_sq, self.users),
+            ci95(self.hr, self.hr, self.users),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_metrics_by_hand() {
+        // Basket {3, 5, 9}; list 5, 1, 9, 2 at k = 3: hits at ranks 0 and 2.
+        let mut s = SetSums::default();
+        s.add(&[5, 1, 9, 2], &[9, 3, 5, 5], 3);
+        let idcg = 1.0 + 1.0 / 3f64.log2() + 0.5;
+        assert!((s.recall() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.ndcg() - (1.0 + 0.5) / idcg).abs() < 1e-12, "{}", s.ndcg());
+        assert_eq!(s.hr(), 1.0);
+        // Fewer relevant items than k: one item found first is perfect.
+        let mut one = SetSums::default();
+        one.add(&[7, 1, 2], &[7], 3);
+        assert_eq!((one.recall(), one.ndcg(), one.hr()), (1.0, 1.0, 1.0));
+        // A repeated item counts once; an empty list and an empty basket.
+        let mut rep = SetSums::default();
+        rep.add(&[4, 4, 8], &[4, 8], 2);
+        assert!((rep.recall() - 0.5).abs() < 1e-12);
+        rep.add(&[], &[4], 2);
+        assert_eq!(rep.users, 2);
+        assert!((rep.recall() - 0.25).abs() < 1e-12 && (rep.hr() - 0.5).abs() < 1e-12);
+        rep.add(&[4], &[], 2);
+        assert_eq!(rep.users, 2, "a user without a basket is not a case");
+    }
 
     #[test]
     fn rank_counts_only_unseen_items() {

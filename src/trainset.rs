@@ -37,6 +37,7 @@ pub async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)
         ("max_length", int(max_length)),
         ("test_steps", int(cfg.test_steps)),
         ("valid_steps", int(cfg.valid_steps)),
+        ("repeat", ScalarValue::Boolean(Some(job.cfg.candidates.repeat_purchases))),
     ];
     tables.push(job.sql_to_work(&ctx, "trainset", "steps", params).await?);
     job.register_work(&ctx, &["steps"]).await?;

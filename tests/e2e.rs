@@ -290,7 +290,8 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     }
 
     // Consumables: with --repeat-purchases bought items may come back, from
-    // a "buy again" source competing with the model in one list.
+    // a "buy again" source competing with the model in one list, and the
+    // evaluation scores each user's held-out last basket.
     let rp = [&args[..], &["--repeat-purchases"]].concat();
     let o = nightrec(&rp, &env, fx.dir.path());
     assert!(o.status.success(), "--repeat-purchases run failed: {}", text(&o));
@@ -306,16 +307,36 @@ out, date = sys.argv[1], sys.argv[2]
 cand = pq.read_table(f"{out}/user_candidates/dt={date}").to_pylist()
 work = f"{out}/_work/dt={date}"
 idx = {r["item_idx"]: r["item_id"] for r in pq.read_table(f"{work}/item_index").to_pylist()}
-bought = {(r["user_id"], idx[r["item_idx"]]) for r in pq.read_table(f"{work}/interactions").to_pylist()
+# Purchases among the steps the model keeps per user (the most recent
+# trainset.max_sequence_length and the held-out ones): what "buy again" reads.
+bought = {(r["user_id"], idx[r["item_idx"]]) for r in pq.read_table(f"{work}/steps").to_pylist()
           if r["event_type"] == "purchase"}
 again = [r for r in cand if r["source"] == "buy_again"]
 assert all((r["user_id"], r["item_id"]) in bought for r in again), "buy_again for an item never bought"
+# Every listed item the user bought before is a buy_again row (except the
+# trending lists of users without a history).
+missed = [r for r in cand if (r["user_id"], r["item_id"]) in bought and r["source"] not in ("buy_again", "popular")]
+assert not missed, f"bought before but not buy_again: {missed[:3]}"
+# Scores are chances that the next basket holds the item.
+assert all(0.0 <= r["score"] <= 1.0 for r in cand if r["source"] != "popular"), "a score outside 0..1"
 by_user = {}
 for r in cand:
     by_user.setdefault(r["user_id"], []).append(r)
 for u, rows in by_user.items():
     rows.sort(key=lambda r: r["rank"])
     assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:])), u
+# Next-basket evaluation: every model on the same users, the blend above popularity.
+ev = [r for r in pq.read_table(f"{out}/evaluation/dt={date}").to_pylist() if r["segment"] == "next basket"]
+models = {"nightrec", "sequence_model", "personal_top_frequency", "tifu_knn", "popularity"}
+assert {r["model"] for r in ev} == models, ev
+assert {r["metric"] for r in ev} == {"recall", "ndcg", "hr"}, ev
+assert len({r["users"] for r in ev}) == 1 and ev[0]["users"] > 0, ev
+val = {(r["model"], r["metric"]): r["value"] for r in ev}
+assert all(0.0 <= v <= 1.0 for v in val.values()), val
+assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in ev), ev
+assert val[("nightrec", "recall")] > val[("popularity", "recall")], val
+print(len(again), len({r["user_id"] for r in again}), val[("nightrec", "recall")], val[("personal_top_frequency", "recall")],
+      val[("tifu_knn", "recall")], file=sys.stderr)
 print(len(again), len({r["user_id"] for r in again}))
 "#;
 

@@ -3,6 +3,8 @@
 //! stem = table name; `raw_*` tables are read as text like real raw input),
 //! optional `params.json`, and `expected.txt` with the result rows sorted,
 //! so a reviewer reads a query, its inputs and its result side by side.
+//! Further cases of the same statement (other parameters, say) live in
+//! `tests/sql/<stage>/<table>@<case>/`.
 //! `NIGHTREC_BLESS=1 make test` rewrites `expected.txt` (review the diff!).
 
 use std::path::{Path, PathBuf};
@@ -50,6 +52,7 @@ fn params(dir: &Path) -> Vec<(String, ScalarValue)> {
     v.into_iter()
         .map(|(k, v)| {
             let s = match v {
+                serde_json::Value::Bool(b) => ScalarValue::Boolean(Some(b)),
                 serde_json::Value::Number(n) if n.is_i64() => ScalarValue::Int64(n.as_i64()),
                 serde_json::Value::Number(n) => ScalarValue::Float64(n.as_f64()),
                 serde_json::Value::String(s) if s.starts_with("ts:") => {
@@ -91,27 +94,38 @@ async fn every_sql_file_matches_its_golden_result() {
             failures.push(format!("sql/{}/{}.sql has no fixtures in {}", f.stage, f.table, dir.display()));
             continue;
         }
-        let ctx = SessionContext::new_with_config(nightrec::engine::session_config(2));
-        nightrec::engine::register_functions(&ctx);
-        register_inputs(&ctx, &dir).await;
-        let p = params(&dir);
-        let p: Vec<(&str, ScalarValue)> = p.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        let batches = f.plan(&ctx, p).await.unwrap().collect().await;
-        let got = match batches {
-            Ok(b) => render(&b),
-            Err(e) => {
-                failures.push(format!("sql/{}/{}.sql failed: {e}", f.stage, f.table));
+        let mut cases = vec![dir];
+        let prefix = format!("{}@", f.table);
+        let mut more: Vec<PathBuf> = std::fs::read_dir(fixtures_root().join(f.stage))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix)))
+            .collect();
+        more.sort();
+        cases.extend(more);
+        for dir in cases {
+            let ctx = SessionContext::new_with_config(nightrec::engine::session_config(2));
+            nightrec::engine::register_functions(&ctx);
+            register_inputs(&ctx, &dir).await;
+            let p = params(&dir);
+            let p: Vec<(&str, ScalarValue)> = p.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let batches = f.plan(&ctx, p).await.unwrap().collect().await;
+            let got = match batches {
+                Ok(b) => render(&b),
+                Err(e) => {
+                    failures.push(format!("sql/{}/{}.sql ({}) failed: {e}", f.stage, f.table, dir.display()));
+                    continue;
+                }
+            };
+            let expected_path = dir.join("expected.txt");
+            if bless {
+                std::fs::write(&expected_path, &got).unwrap();
                 continue;
             }
-        };
-        let expected_path = dir.join("expected.txt");
-        if bless {
-            std::fs::write(&expected_path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if want != got {
-            failures.push(format!("sql/{}/{}.sql:\n--- expected\n{want}--- got\n{got}", f.stage, f.table));
+            let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
+            if want != got {
+                failures.push(format!("{}:\n--- expected\n{want}--- got\n{got}", dir.display()));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

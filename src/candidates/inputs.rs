@@ -89,8 +89,11 @@ pub struct Inputs {
     pub excluded: PerUser<i64>,
     /// Each served user's items with their event-weighted interaction counts.
     pub weighted: PerUser<(i64, f64)>,
-    /// Each served user's purchased items with a buy-again weight in (0, 1].
+    /// Repeat mode: each served user's bought items with the chance that
+    /// the next basket holds them again ([`crate::basket::repeat_chance`]).
     pub buy_again: PerUser<(i64, f32)>,
+    /// Repeat mode: each served user's mean distinct items per basket.
+    pub basket_size: Vec<f32>,
 }
 
 impl Inputs {
@@ -185,14 +188,13 @@ pub async fn load(
     let weights: HashMap<&str, f64> =
         job.cfg.trainset.event_weights.pairs().iter().map(|(e, w)| (e.as_str(), *w)).collect();
     let end = (job.date.plus_days(1).start_millis() / 1000) as f64;
-    let (mut excl, mut weighted, mut buy) = (Vec::new(), Vec::new(), Vec::new());
-    let sql = "SELECT user_id, item_idx, event_type, events, to_unixtime(last_ts) AS last_s FROM interactions";
+    let (mut excl, mut weighted) = (Vec::new(), Vec::new());
+    let sql = "SELECT user_id, item_idx, event_type, events FROM interactions";
     job.stream_work(ctx, "interactions", sql, |b| {
         let (ids, types) = (text_column(b, "user_id")?, text_column(b, "event_type")?);
         let (ids, types) = (ids.as_string::<i32>(), types.as_string::<i32>());
-        let (items, events, last) = (int_column(b, "item_idx")?, int_column(b, "events")?, int_column(b, "last_s")?);
-        let (items, events, last) =
-            (items.as_primitive::<Int64Type>(), events.as_primitive::<Int64Type>(), last.as_primitive::<Int64Type>());
+        let (items, events) = (int_column(b, "item_idx")?, int_column(b, "events")?);
+        let (items, events) = (items.as_primitive::<Int64Type>(), events.as_primitive::<Int64Type>());
         for r in 0..b.num_rows() {
             let Some(u) = find(ids.value(r)) else { continue };
             let (i, t, n) = (items.value(r), types.value(r), events.value(r) as f64);
@@ -200,19 +202,25 @@ pub async fn load(
                 excl.push((u, i));
             }
             weighted.push((u, (i, n * weights.get(t).copied().unwrap_or(0.0))));
-            if c.repeat_purchases && t == "purchase" {
-                let age_days = (end - last.value(r) as f64).max(0.0) / 86_400.0;
-                buy.push((u, (i, (n * 0.5f64.powf(age_days / c.buy_again_half_life_days)) as f32)));
-            }
         }
         Ok(())
     })
     .await?;
-    let mut buy_again = PerUser::from_pairs(served.len(), buy);
-    buy_again.for_each_mut(|v| {
-        let top = v.iter().map(|x| x.1).fold(0f32, f32::max).max(f32::MIN_POSITIVE);
-        v.iter_mut().for_each(|x| x.1 /= top);
-    });
+    // Repeat mode: each served user's baskets (every step, the last
+    // basket too) give the "buy again" chances and the basket size.
+    let mut buy = Vec::new();
+    let mut basket_size = vec![1f32; served.len()];
+    if c.repeat_purchases {
+        let want: HashMap<&str, usize> = served.iter().enumerate().map(|(r, u)| (u.as_str(), r)).collect();
+        for (r, h) in crate::basket::histories(job, &want, false).await? {
+            basket_size[r] = h.basket_size() as f32;
+            let shares = h.repeat_shares(end, c.buy_again_half_life_days, c.buy_again_basket_decay);
+            buy.extend(
+                shares.into_iter().map(|(i, w)| (r as u32, (i, crate::basket::repeat_chance(w, c.buy_again_weight)))),
+            );
+        }
+    }
+    let buy_again = PerUser::from_pairs(served.len(), buy);
     Ok(Inputs {
         item_ids,
         in_stock,
@@ -228,6 +236,7 @@ pub async fn load(
         excluded: PerUser::from_pairs(served.len(), excl),
         weighted: PerUser::from_pairs(served.len(), weighted),
         buy_again,
+        basket_size,
         served,
     })
 }

@@ -4,10 +4,12 @@
 //! scores against every item, masked, reduced to the top K. A user's score
 //! for an item is
 //! - `model`: the inner product of user and item embeddings;
-//! - with `--repeat-purchases`: sigmoid(inner product) + `buy_again_weight`
-//!   × the user's own purchase weight of the item (frequency, decayed by
-//!   recency; the most bought item is 1); rows where the purchase part is
-//!   the larger come as `buy_again`;
+//! - with `--repeat-purchases`: the chance that the user's next basket
+//!   holds the item, a noisy-or of the model's chance (next-step
+//!   probability × basket size × the explore weight, [`basket::explore_weight`]) and the chance of buying
+//!   it again (the decayed share of the user's baskets that bought it ×
+//!   `buy_again_weight`), [`crate::basket`]; items the user bought before
+//!   come as `buy_again`;
 //! - users with at most `cold_start_max_history` items:
 //!   (1 − w) × the share of their segment's users who had the item + w ×
 //!   sigmoid(inner product), `w = cold_start_model_weight`; rows where the
@@ -30,6 +32,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tch::Tensor;
 
 use super::{Inputs, kmeans::Clusters};
+use crate::basket;
 use crate::error::{DfContext, Result};
 use crate::job::Job;
 use crate::parquet_io::{PartWriter, WrittenTable};
@@ -178,7 +181,6 @@ pub async fn write(
     let k = clusters.sizes.len().max(1) as i64;
     let seg_share = Tensor::from_slice(share_host).view([k, n1]).to_device(device);
     let w_model = c.cold_start_model_weight;
-    let ba_weight = c.buy_again_weight;
     let budget = c.memory_budget_mb.saturating_mul(1024 * 1024);
     let reason_len = c.reason_history.max(1);
 
@@ -200,6 +202,7 @@ pub async fn write(
         job.cfg.runtime.max_rows_per_file,
     )
     .await?;
+    let explore = if c.repeat_purchases { basket::explore_weight(job, device).await? } else { 0.0 };
     let selected: Vec<usize> = (0..inp.user_ids.len()).filter(|u| (target.select)(&inp.user_ids[*u])).collect();
     // The selected users' embeddings as one host matrix (all users: no copy).
     let d = inp.dim;
@@ -236,27 +239,30 @@ pub async fn write(
                 }
             }
         }
-        let mut scores = tch::no_grad(|| {
+        let sizes: Vec<f32> = rows.iter().map(|r| r.map(|r| inp.basket_size[r]).unwrap_or(1.0)).collect();
+        let (mut scores, log_norm) = tch::no_grad(|| {
             let raw = search.scores(block.clone());
-            let sig = raw.sigmoid();
-            let mut scores = if c.repeat_purchases { sig.copy() } else { raw };
+            let (mut scores, log_norm) = if c.repeat_purchases {
+                let (p, n) = basket::model_chances(&raw, &sizes, explore);
+                (p, Some(n))
+            } else {
+                (raw.shallow_clone(), None)
+            };
             if !cold.is_empty() {
                 let rows = Tensor::from_slice(&cold).to_device(device);
                 let segs: Vec<i64> = cold.iter().map(|r| seg_of(chunk[*r as usize]) as i64).collect();
                 let share = seg_share.index_select(0, &Tensor::from_slice(&segs).to_device(device)) * (1.0 - w_model);
-                let _ = scores.index_copy_(0, &rows, &(&share + sig.index_select(0, &rows) * w_model));
+                let sig = raw.index_select(0, &rows).sigmoid();
+                let _ = scores.index_copy_(0, &rows, &(share + sig * w_model).to_kind(scores.kind()));
             }
-            if !ba_pairs.is_empty() {
-                let flat: Vec<i64> = ba_pairs.iter().map(|(r, i, _)| r * n1 + i).collect();
-                let v: Vec<f32> = ba_pairs.iter().map(|p| p.2 * ba_weight as f32).collect();
-                let _ = scores.view([-1]).index_add_(
-                    0,
-                    &Tensor::from_slice(&flat).to_device(device),
-                    &Tensor::from_slice(&v).to_device(device),
-                );
-            }
-            scores
+            basket::add_repeat(&scores, &ba_pairs);
+            (scores, log_norm)
         });
+        let log_norm = match log_norm {
+            Some(n) => Vec::<f64>::try_from(n.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu).contiguous())
+                .ctx("copying the normalisers to the host")?,
+            None => Vec::new(),
+        };
         let masks = Masks { all: Some(&inp.blocked), pairs: &pairs, per_row: None };
         topk::mask_scores(&mut scores, &masks);
         let scorer = Scorer {
@@ -268,7 +274,10 @@ pub async fn write(
             cold: cold.iter().map(|r| (*r as usize, seg_of(chunk[*r as usize]))).collect(),
             share: share_host,
             w_model,
-            ba: ba_pairs.iter().map(|(r, i, v)| ((*r as usize, *i), f64::from(*v) * ba_weight)).collect(),
+            ba: ba_pairs.iter().map(|(r, i, v)| ((*r as usize, *i), f64::from(*v))).collect(),
+            log_norm,
+            sizes: sizes.iter().map(|s| f64::from(*s)).collect(),
+            explore,
         };
         let top = topk::exact_top_k(&scores, c.k, |r, i| scorer.score(r, i))?;
 
@@ -388,8 +397,13 @@ struct Scorer<'a> {
     /// Segment shares, `segments × n1`, already without the model weight.
     share: &'a [f32],
     w_model: f64,
-    /// (row, item) → buy-again weight × `buy_again_weight`.
+    /// Repeat mode: (row, item) → the chance of buying it again.
     ba: HashMap<(usize, i64), f64>,
+    /// Repeat mode: each row's log normaliser of the model's softmax.
+    log_norm: Vec<f64>,
+    /// Repeat mode: each row's basket size.
+    sizes: Vec<f64>,
+    explore: f64,
 }
 
 impl Scorer<'_> {
@@ -397,13 +411,21 @@ impl Scorer<'_> {
     fn parts(&self, r: usize, i: i64) -> (f64, f64, f64) {
         let d = self.dim;
         let x = topk::dot(&self.users[r * d..(r + 1) * d], &self.items[i as usize * d..(i as usize + 1) * d]);
-        let sig = 1.0 / (1.0 + (-x).exp());
-        let ba = self.ba.get(&(r, i)).copied().unwrap_or(0.0);
-        match self.cold.get(&r) {
-            Some(s) => (self.w_model * sig, (1.0 - self.w_model) * f64::from(self.share[s * self.n1 + i as usize]), ba),
-            None if self.repeat => (sig, 0.0, ba),
-            None => (x, 0.0, 0.0),
-        }
+        let (m, s) = match self.cold.get(&r) {
+            Some(s) => {
+                let sig = 1.0 / (1.0 + (-x).exp());
+                (self.w_model * sig, (1.0 - self.w_model) * f64::from(self.share[s * self.n1 + i as usize]))
+            }
+            None if self.repeat => {
+                let (n, size) =
+                    (self.log_norm.get(r).copied().unwrap_or(0.0), self.sizes.get(r).copied().unwrap_or(1.0));
+                (basket::model_chance(x, n, size, self.explore), 0.0)
+            }
+            None => (x, 0.0),
+        };
+        // Noisy-or: buying again adds its chance where the rest leaves room.
+        let b = self.ba.get(&(r, i)).map(|c| basket::repeat_blend(m + s, *c) - (m + s)).unwrap_or(0.0);
+        (m, s, b)
     }
 
     fn score(&self, r: usize, i: i64) -> f64 {
@@ -412,11 +434,11 @@ impl Scorer<'_> {
     }
 
     fn source(&self, r: usize, i: i64) -> &'static str {
-        let (m, s, b) = self.parts(r, i);
-        if s > m && s >= b {
-            "cold_start"
-        } else if b > m {
+        let (m, s, _) = self.parts(r, i);
+        if self.ba.contains_key(&(r, i)) {
             "buy_again"
+        } else if s > m {
+            "cold_start"
         } else {
             "model"
         }
