@@ -137,6 +137,15 @@ pub struct TrainOptions {
     pub threads: usize,
 }
 
+/// Early stopping's patience for a validation NDCG with standard error
+/// `se`: `patience` while `se` is at most `noise`, proportionally more for
+/// a noisier (smaller) validation sample, at most `max` (and never less
+/// than `patience`).
+pub fn noisy_patience(patience: usize, max: usize, se: f64, noise: f64) -> usize {
+    let scaled = (patience as f64 * (se / noise).max(1.0)).round();
+    if scaled.is_finite() { (scaled as usize).clamp(patience, max.max(patience)) } else { patience }
+}
+
 /// Train on `data` (optionally from a warm start) on `device`.
 pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Option<&WarmStart>) -> Result<Trained> {
     let cfg = &opts.model;
@@ -238,7 +247,13 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     let mut finetune = Vec::new();
     for epoch in 1..=max_epochs {
         let mut stats = ctx.epoch(&mut opt, &mut rng, &samples, cfg.grad_clip, objective, "fine-tune")?;
-        stats.valid_ndcg = validate(&model, data, &feats, &valid_users, device).ndcg();
+        let valid = validate(&model, data, &feats, &valid_users, device);
+        stats.valid_ndcg = valid.ndcg();
+        let patience = if warm_stats.is_some() {
+            cfg.warm_start_patience
+        } else {
+            noisy_patience(cfg.patience, cfg.max_patience, valid.ci95().0 / 1.96, cfg.patience_noise)
+        };
         tracing::info!(
             epoch,
             loss = stats.loss,
@@ -251,8 +266,8 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         if stats.valid_ndcg > best.0 {
             best = (stats.valid_ndcg, epoch);
             best_weights = vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
-        } else if epoch - best.1 >= if warm_stats.is_some() { cfg.warm_start_patience } else { cfg.patience } {
-            tracing::info!(epoch, best_epoch = best.1, "early stop: validation NDCG@10 stopped improving");
+        } else if epoch - best.1 >= patience {
+            tracing::info!(epoch, best_epoch = best.1, patience, "early stop: validation NDCG@10 stopped improving");
             break;
         }
     }
@@ -811,6 +826,19 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(CheckpointMeta, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patience_grows_with_validation_noise_within_bounds() {
+        // A large validation sample: the configured patience.
+        assert_eq!(noisy_patience(5, 20, 0.0012, 0.0025), 5);
+        assert_eq!(noisy_patience(5, 20, 0.0025, 0.0025), 5);
+        // MovieLens-100k-sized (943 users, standard error ~0.0085): 17.
+        assert_eq!(noisy_patience(5, 20, 0.0085, 0.0025), 17);
+        // Very noisy: capped; a patience above the cap is kept.
+        assert_eq!(noisy_patience(5, 20, 0.05, 0.0025), 20);
+        assert_eq!(noisy_patience(30, 20, 0.05, 0.0025), 30);
+        assert_eq!(noisy_patience(5, 20, f64::NAN, 0.0025), 5);
+    }
     use crate::config::{Config, DEFAULT_CONFIG_TOML};
 
     /// Users walk a ring of items: after item i comes item i + 1.
