@@ -2,7 +2,8 @@
 # Training: nightrec's train stage against the same model in PyTorch eager
 # mode (bench/torch_twin.py), on the same work tables (nightrec's own
 # sequences and item text embeddings), with the same windows, batch size,
-# dimensions, loss, epochs and thread count, one after the other on an
+# dimensions, loss (uniform negatives: the twin draws no others), epochs
+# and thread count, one after the other on an
 # otherwise idle machine. nightrec runs twice: as configured (bf16 products
 # on a CPU with AVX512-BF16) and in fp32, the twin's arithmetic. Both get the same allocator thresholds (nightrec
 # sets them with mallopt; the twin through glibc's MALLOC_*_ environment).
@@ -45,13 +46,13 @@ for size in $SIZES; do
   fi
   echo "bench-train: $size: nightrec ..." >&2
   NIGHTREC_RUN__THREADS="$THREADS" NIGHTREC_MODEL__PRETRAIN_EPOCHS="$PRETRAIN" NIGHTREC_MODEL__EPOCHS="$EPOCHS" \
-    NIGHTREC_MODEL__PATIENCE="$EPOCHS" NIGHTREC_LOG=info \
+    NIGHTREC_MODEL__PATIENCE="$EPOCHS" NIGHTREC_MODEL__NEGATIVE_SAMPLING=uniform NIGHTREC_LOG=info \
     /usr/bin/time -f '{"wall": %e, "user": %U, "sys": %S, "max_rss_kb": %M}' -o "$OUT/$size/nightrec.time.json" \
     bin/nightrec --config "$config" --input "$input" --output "$out" --log-format json \
     run --date "$date" --stage train --full-retrain --force > "$OUT/$size/nightrec.summary" 2> "$OUT/$size/nightrec.log"
   echo "bench-train: $size: nightrec in fp32 ..." >&2
   NIGHTREC_RUN__THREADS="$THREADS" NIGHTREC_MODEL__PRETRAIN_EPOCHS="$PRETRAIN" NIGHTREC_MODEL__EPOCHS="$EPOCHS" \
-    NIGHTREC_MODEL__PATIENCE="$EPOCHS" NIGHTREC_MODEL__PRECISION=fp32 NIGHTREC_LOG=info \
+    NIGHTREC_MODEL__PATIENCE="$EPOCHS" NIGHTREC_MODEL__NEGATIVE_SAMPLING=uniform NIGHTREC_MODEL__PRECISION=fp32 NIGHTREC_LOG=info \
     bin/nightrec --config "$config" --input "$input" --output "$out" --log-format json \
     run --date "$date" --stage train --full-retrain --force > "$OUT/$size/nightrec-fp32.summary" 2> "$OUT/$size/nightrec-fp32.log"
   echo "bench-train: $size: PyTorch eager ..." >&2

@@ -326,6 +326,8 @@ pub struct ModelConfig {
     pub full_softmax_max_epoch_gmacs: f64,
     /// Negatives per batch for the sampled softmax.
     pub sampled_negatives: usize,
+    /// How the sampled softmax draws its negatives.
+    pub negative_sampling: NegativeSampling,
     /// Sequences per training batch.
     pub batch_size: usize,
     /// AdamW learning rate.
@@ -365,6 +367,18 @@ pub enum LossKind {
     Sampled,
     /// Full while it costs at most `full_softmax_max_cost` sampled steps.
     Auto,
+}
+
+/// How the sampled softmax draws negatives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NegativeSampling {
+    /// Every item equally likely.
+    Uniform,
+    /// In proportion to (training occurrences + 1)^0.75, with every logit
+    /// corrected by −log(expected draws) (logQ), so that frequent items are
+    /// not pushed down for being drawn often.
+    Popularity,
 }
 
 /// Candidate generation.

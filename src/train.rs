@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use tch::{Kind, Tensor, nn, nn::OptimizerConfig};
 
 use crate::checkpoint::{self, CheckpointMeta, WarmStart};
-use crate::config::{LossKind, ModelConfig, Precision};
+use crate::config::{LossKind, ModelConfig, NegativeSampling, Precision};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::metrics::RankSums;
@@ -218,6 +218,8 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
             // One more row for the `[MASK]` item, never bounded.
             (r, Tensor::zeros([n_items + 1], (Kind::Bool, device)).index_fill(0, r, 1))
         }),
+        negatives: (cfg.negative_sampling == NegativeSampling::Popularity)
+            .then(|| popularity_negatives(data, &train_users, n_items, cfg.sampled_negatives, device)),
         device,
         max_len: opts.max_len,
         batch_size,
@@ -426,6 +428,9 @@ struct Ctx<'a> {
     feats: &'a ItemFeatures,
     /// Item rows whose delta is bounded, and the same as a mask over all rows.
     bounded: Option<(&'a Tensor, Tensor)>,
+    /// Popularity negatives: the sampling weights and each item's log of
+    /// its expected draws per step (row 0, padding, is never drawn).
+    negatives: Option<(Tensor, Tensor)>,
     device: tch::Device,
     max_len: usize,
     batch_size: usize,
@@ -524,17 +529,53 @@ impl Ctx<'_> {
                 full_softmax_loss(&h, &y, &items, self.model.trains_in_bf16())
             }
             Loss::Sampled(negatives) => {
-                let neg = Tensor::randint_low(1, self.n_items, [negatives as i64], (Kind::Int64, self.device));
+                let neg = match &self.negatives {
+                    Some((weights, _)) => weights.multinomial(negatives as i64, true),
+                    None => Tensor::randint_low(1, self.n_items, [negatives as i64], (Kind::Int64, self.device)),
+                };
                 // Only the items this batch touches are represented: the
                 // catalog-wide table would cost more than the step itself.
                 let (table, local, uniq) = local_table(self.model, self.feats, &[x, y, &neg]);
                 let h = self.model.encode(&local[0], &table, true, causal);
                 let (h, y) = scored_positions(&h, &local[1]);
-                let loss = sampled_softmax_loss(&h, &y, &table, &local[2], self.model.trains_in_bf16());
+                let correction = self.negatives.as_ref().map(|(_, log_draws)| log_draws.index_select(0, &uniq));
+                let loss =
+                    sampled_softmax_loss(&h, &y, &table, &local[2], correction.as_ref(), self.model.trains_in_bf16());
                 StepLoss { touched: Some(uniq), ..loss }
             }
         }
     }
+}
+
+/// Popularity negatives: weights (training occurrences + 1)^0.75 over
+/// items 1.., and the log of each item's expected draws among `negatives`
+/// (with a last row for the `[MASK]` item).
+fn popularity_negatives(
+    data: &SeqData,
+    users: &[usize],
+    n_items: i64,
+    negatives: usize,
+    device: tch::Device,
+) -> (Tensor, Tensor) {
+    let mut w = vec![0f64; n_items as usize];
+    for u in users {
+        for i in data.split(*u).train {
+            w[*i as usize] += 1.0;
+        }
+    }
+    for x in w.iter_mut().skip(1) {
+        *x = (*x + 1.0).powf(0.75);
+    }
+    w[0] = 0.0;
+    let total: f64 = w.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    // One more row for pretraining's `[MASK]` item (never drawn, never a target).
+    let log_draws: Vec<f32> = w
+        .iter()
+        .map(|x| if *x > 0.0 { (negatives as f64 * x / total).ln() as f32 } else { 0.0 })
+        .chain(std::iter::once(0.0))
+        .collect();
+    let weights: Vec<f32> = w.iter().map(|x| *x as f32).collect();
+    (Tensor::from_slice(&weights).to_device(device), Tensor::from_slice(&log_draws).to_device(device))
 }
 
 /// The rows of `ids` (any shapes) in a table of just the items they hold:
@@ -622,7 +663,9 @@ impl Products {
 
 /// Mean cross-entropy of states `h` [P, D] over the target and the shared
 /// negatives `neg` (rows of `items`); a negative that is the target itself
-/// is left out of that position's softmax.
+/// is left out of that position's softmax. With `log_draws` (per row of
+/// `items`, the log of its expected draws per step) every logit is
+/// corrected by it (sampled softmax with the logQ correction).
 ///
 /// The gradient is worked out here rather than by autograd: the [P, K]
 /// logits are scored once with no graph, turned into softmax weights in
@@ -632,7 +675,14 @@ impl Products {
 /// its backward pass carries exactly the loss's gradients into the encoder
 /// and the item table, without autograd's copies of the logits (the
 /// concatenation, the masked copy, log-softmax forward and backward).
-fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor, bf16: bool) -> StepLoss {
+fn sampled_softmax_loss(
+    h: &Tensor,
+    y: &Tensor,
+    items: &Tensor,
+    neg: &Tensor,
+    log_draws: Option<&Tensor>,
+    bf16: bool,
+) -> StepLoss {
     let t = items.index_select(0, y);
     let n = items.index_select(0, neg);
     let rows = h.size()[0];
@@ -642,8 +692,13 @@ fn sampled_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, neg: &Tensor, bf
         let (hd, td, nd) = (h.detach(), t.detach(), n.detach());
         let products = Products::new(bf16, rows);
         let (hl, nl) = (products.low(&hd, true), products.low(&nd, false));
-        let pos = (&hd * &td).sum_dim_intlist(-1, true, kind);
+        let mut pos = (&hd * &td).sum_dim_intlist(-1, true, kind);
         let mut z = products.mm(&hl, &nl.tr(), kind, true);
+        // logQ: each logit less the log of how often its item is drawn.
+        if let Some(c) = log_draws {
+            pos -= c.index_select(0, y).unsqueeze(-1).to_kind(kind);
+            let _ = z.g_sub_(&c.index_select(0, neg).unsqueeze(0).to_kind(kind));
+        }
         // Targets drawn as negatives are rare: mask only the rows that have one.
         let is_neg = Tensor::zeros([items.size()[0]], (Kind::Bool, h.device())).index_fill(0, neg, 1);
         let hit_rows = is_neg.index_select(0, y).nonzero().squeeze_dim(1);
@@ -873,12 +928,57 @@ mod tests {
         let neg = Tensor::from_slice(&[1i64, 8, 12, 29]);
         let whole = m.with_mask(&m.item_table(&f));
         let (h, t) = scored_positions(&m.encode(&x, &whole, false, false), &y);
-        let a = sampled_softmax_loss(&h, &t, &whole, &neg, false).value.double_value(&[]);
+        let a = sampled_softmax_loss(&h, &t, &whole, &neg, None, false).value.double_value(&[]);
         let (table, local, _) = local_table(&m, &f, &[&x, &y, &neg]);
         assert!(table.size()[0] < 31, "the local table holds the whole catalog");
         let (h, t) = scored_positions(&m.encode(&local[0], &table, false, false), &local[1]);
-        let b = sampled_softmax_loss(&h, &t, &table, &local[2], false).value.double_value(&[]);
+        let b = sampled_softmax_loss(&h, &t, &table, &local[2], None, false).value.double_value(&[]);
         assert!(a.is_finite() && (a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+
+    #[test]
+    fn the_logq_corrected_sampled_softmax_is_autograds_too() {
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(5);
+        let opts = (Kind::Double, tch::Device::Cpu);
+        let h = Tensor::randn([6, 4], opts).set_requires_grad(true);
+        let items = Tensor::randn([10, 4], opts).set_requires_grad(true);
+        let y = Tensor::from_slice(&[3i64, 1, 8, 3, 5, 2]);
+        let neg = Tensor::from_slice(&[8i64, 4, 6, 9]);
+        let log_draws = Tensor::randn([10], opts);
+        let ours = sampled_softmax_loss(&h, &y, &items, &neg, Some(&log_draws), false);
+        ours.objective.backward();
+        let (h2, items2) = (h.detach().copy().set_requires_grad(true), items.detach().copy().set_requires_grad(true));
+        let pos = (&h2 * items2.index_select(0, &y)).sum_dim_intlist(-1, true, Kind::Double)
+            - log_draws.index_select(0, &y).unsqueeze(-1);
+        let negl = (h2.matmul(&items2.index_select(0, &neg).tr()) - log_draws.index_select(0, &neg).unsqueeze(0))
+            .masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.unsqueeze(0)), f64::NEG_INFINITY);
+        let logits = Tensor::cat(&[pos, negl], -1);
+        let zero = Tensor::zeros([6], (Kind::Int64, tch::Device::Cpu));
+        let reference = logits.cross_entropy_loss::<Tensor>(&zero, None, tch::Reduction::Mean, -100, 0.0);
+        reference.backward();
+        let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        assert!(close(&ours.value, &reference) < 1e-12, "{} vs {}", ours.value, reference);
+        assert!(close(&h.grad(), &h2.grad()) < 1e-12, "state gradients differ");
+        assert!(close(&items.grad(), &items2.grad()) < 1e-12, "item gradients differ");
+        // Without the correction the loss differs: it is not ignored.
+        let plain = sampled_softmax_loss(&h.detach(), &y, &items.detach(), &neg, None, false);
+        assert!(close(&plain.value, &reference) > 1e-3);
+    }
+
+    #[test]
+    fn popularity_negatives_follow_counts() {
+        let data = ring(10, 12, 8);
+        let users: Vec<usize> = (0..data.seqs.len()).collect();
+        let (w, log_draws) = popularity_negatives(&data, &users, data.n_items(), 100, tch::Device::Cpu);
+        let w: Vec<f32> = Vec::try_from(&w).unwrap();
+        let c: Vec<f32> = Vec::try_from(&log_draws).unwrap();
+        assert_eq!(w[0], 0.0, "padding is never drawn");
+        assert!(w[1..].iter().all(|x| *x >= 1.0));
+        // Expected draws sum to the number of negatives.
+        assert_eq!(c.len(), w.len() + 1, "a row for [MASK]");
+        let total: f64 = c[1..w.len()].iter().map(|x| f64::from(*x).exp()).sum();
+        assert!((total - 100.0).abs() < 1e-3, "{total}");
     }
 
     #[test]
@@ -893,7 +993,7 @@ mod tests {
         let y = Tensor::from_slice(&[4i64, 1, 9, 4, 11, 2, 6]);
         let neg = Tensor::from_slice(&[9i64, 3, 4, 9, 7, 10]);
         let (h, items) = leaves();
-        let ours = sampled_softmax_loss(&h, &y, &items, &neg, false);
+        let ours = sampled_softmax_loss(&h, &y, &items, &neg, None, false);
         ours.objective.backward();
         // The same loss written for autograd.
         let (h2, items2) = (h.detach().copy().set_requires_grad(true), items.detach().copy().set_requires_grad(true));
@@ -913,7 +1013,7 @@ mod tests {
         // bf16 products (rows padded to 64 inside): within bf16 rounding.
         let (hf, itf) = (h.detach().to_kind(Kind::Float).set_requires_grad(true), items.detach().to_kind(Kind::Float));
         let itf = itf.set_requires_grad(true);
-        let low = sampled_softmax_loss(&hf, &y, &itf, &neg, true);
+        let low = sampled_softmax_loss(&hf, &y, &itf, &neg, None, true);
         low.objective.backward();
         let rel = |a: &Tensor, b: &Tensor| close(&a.to_kind(Kind::Double), b) / b.abs().max().double_value(&[]);
         assert!(rel(&low.value, &reference) < 0.02, "bf16 loss {} vs {}", low.value, reference);
@@ -926,9 +1026,9 @@ mod tests {
         // As many negatives as padded rows (7 -> 64): shapes must not be confused.
         let neg64 = Tensor::randint_low(1, 12, [64], (Kind::Int64, tch::Device::Cpu));
         let (hf, itf) = (hf.detach().set_requires_grad(true), itf.detach().set_requires_grad(true));
-        let low = sampled_softmax_loss(&hf, &y, &itf, &neg64, true);
+        let low = sampled_softmax_loss(&hf, &y, &itf, &neg64, None, true);
         low.objective.backward();
-        let exact = sampled_softmax_loss(&h2.detach(), &y, &items2.detach(), &neg64, false);
+        let exact = sampled_softmax_loss(&h2.detach(), &y, &items2.detach(), &neg64, None, false);
         assert!(rel(&low.value, &exact.value) < 0.02, "bf16 loss {} vs {}", low.value, exact.value);
         assert_eq!(hf.grad().size(), [7, 5]);
         assert_eq!(itf.grad().size(), [12, 5]);
