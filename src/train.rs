@@ -936,6 +936,39 @@ mod tests {
         assert!(a.is_finite() && (a - b).abs() < 1e-5, "{a} vs {b}");
     }
 
+    /// The sampled softmax written for autograd (each logit less
+    /// `log_draws` when given): asserts that `ours` (whose objective has
+    /// been differentiated into `h` and `items`) has its value and
+    /// gradients; returns the reference loss and a max-difference measure.
+    fn same_as_autograd(
+        ours: &StepLoss,
+        h: &Tensor,
+        items: &Tensor,
+        y: &Tensor,
+        neg: &Tensor,
+        log_draws: Option<&Tensor>,
+    ) -> (Tensor, fn(&Tensor, &Tensor) -> f64) {
+        let (h2, items2) = (h.detach().copy().set_requires_grad(true), items.detach().copy().set_requires_grad(true));
+        let mut pos = (&h2 * items2.index_select(0, y)).sum_dim_intlist(-1, true, Kind::Double);
+        let mut negl = h2.matmul(&items2.index_select(0, neg).tr());
+        if let Some(c) = log_draws {
+            pos = pos - c.index_select(0, y).unsqueeze(-1);
+            negl = negl - c.index_select(0, neg).unsqueeze(0);
+        }
+        let negl = negl.masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.unsqueeze(0)), f64::NEG_INFINITY);
+        let logits = Tensor::cat(&[pos, negl], -1);
+        let zero = Tensor::zeros([y.size()[0]], (Kind::Int64, tch::Device::Cpu));
+        let reference = logits.cross_entropy_loss::<Tensor>(&zero, None, tch::Reduction::Mean, -100, 0.0);
+        reference.backward();
+        fn close(a: &Tensor, b: &Tensor) -> f64 {
+            (a - b).abs().max().double_value(&[])
+        }
+        assert!(close(&ours.value, &reference) < 1e-12, "{} vs {}", ours.value, reference);
+        assert!(close(&h.grad(), &h2.grad()) < 1e-12, "state gradients differ");
+        assert!(close(&items.grad(), &items2.grad()) < 1e-12, "item gradients differ");
+        (reference, close)
+    }
+
     #[test]
     fn the_logq_corrected_sampled_softmax_is_autograds_too() {
         let _rng = crate::device::rng_lock();
@@ -948,19 +981,7 @@ mod tests {
         let log_draws = Tensor::randn([10], opts);
         let ours = sampled_softmax_loss(&h, &y, &items, &neg, Some(&log_draws), false);
         ours.objective.backward();
-        let (h2, items2) = (h.detach().copy().set_requires_grad(true), items.detach().copy().set_requires_grad(true));
-        let pos = (&h2 * items2.index_select(0, &y)).sum_dim_intlist(-1, true, Kind::Double)
-            - log_draws.index_select(0, &y).unsqueeze(-1);
-        let negl = (h2.matmul(&items2.index_select(0, &neg).tr()) - log_draws.index_select(0, &neg).unsqueeze(0))
-            .masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.unsqueeze(0)), f64::NEG_INFINITY);
-        let logits = Tensor::cat(&[pos, negl], -1);
-        let zero = Tensor::zeros([6], (Kind::Int64, tch::Device::Cpu));
-        let reference = logits.cross_entropy_loss::<Tensor>(&zero, None, tch::Reduction::Mean, -100, 0.0);
-        reference.backward();
-        let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
-        assert!(close(&ours.value, &reference) < 1e-12, "{} vs {}", ours.value, reference);
-        assert!(close(&h.grad(), &h2.grad()) < 1e-12, "state gradients differ");
-        assert!(close(&items.grad(), &items2.grad()) < 1e-12, "item gradients differ");
+        let (reference, close) = same_as_autograd(&ours, &h, &items, &y, &neg, Some(&log_draws));
         // Without the correction the loss differs: it is not ignored.
         let plain = sampled_softmax_loss(&h.detach(), &y, &items.detach(), &neg, None, false);
         assert!(close(&plain.value, &reference) > 1e-3);
@@ -995,20 +1016,7 @@ mod tests {
         let (h, items) = leaves();
         let ours = sampled_softmax_loss(&h, &y, &items, &neg, None, false);
         ours.objective.backward();
-        // The same loss written for autograd.
-        let (h2, items2) = (h.detach().copy().set_requires_grad(true), items.detach().copy().set_requires_grad(true));
-        let pos = (&h2 * items2.index_select(0, &y)).sum_dim_intlist(-1, true, Kind::Double);
-        let negl = h2
-            .matmul(&items2.index_select(0, &neg).tr())
-            .masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.unsqueeze(0)), f64::NEG_INFINITY);
-        let logits = Tensor::cat(&[pos, negl], -1);
-        let zero = Tensor::zeros([7], (Kind::Int64, tch::Device::Cpu));
-        let reference = logits.cross_entropy_loss::<Tensor>(&zero, None, tch::Reduction::Mean, -100, 0.0);
-        reference.backward();
-        let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
-        assert!(close(&ours.value, &reference) < 1e-12, "{} vs {}", ours.value, reference);
-        assert!(close(&h.grad(), &h2.grad()) < 1e-12, "state gradients differ");
-        assert!(close(&items.grad(), &items2.grad()) < 1e-12, "item gradients differ");
+        let (reference, close) = same_as_autograd(&ours, &h, &items, &y, &neg, None);
         assert!(items.grad().abs().sum(Kind::Double).double_value(&[]) > 0.1);
         // bf16 products (rows padded to 64 inside): within bf16 rounding.
         let (hf, itf) = (h.detach().to_kind(Kind::Float).set_requires_grad(true), items.detach().to_kind(Kind::Float));
@@ -1017,18 +1025,18 @@ mod tests {
         low.objective.backward();
         let rel = |a: &Tensor, b: &Tensor| close(&a.to_kind(Kind::Double), b) / b.abs().max().double_value(&[]);
         assert!(rel(&low.value, &reference) < 0.02, "bf16 loss {} vs {}", low.value, reference);
-        assert!(rel(&hf.grad(), &h2.grad()) < 0.03, "bf16 state gradients off by {}", rel(&hf.grad(), &h2.grad()));
+        assert!(rel(&hf.grad(), &h.grad()) < 0.03, "bf16 state gradients off by {}", rel(&hf.grad(), &h.grad()));
         assert!(
-            rel(&itf.grad(), &items2.grad()) < 0.03,
+            rel(&itf.grad(), &items.grad()) < 0.03,
             "bf16 item gradients off by {}",
-            rel(&itf.grad(), &items2.grad())
+            rel(&itf.grad(), &items.grad())
         );
         // As many negatives as padded rows (7 -> 64): shapes must not be confused.
         let neg64 = Tensor::randint_low(1, 12, [64], (Kind::Int64, tch::Device::Cpu));
         let (hf, itf) = (hf.detach().set_requires_grad(true), itf.detach().set_requires_grad(true));
         let low = sampled_softmax_loss(&hf, &y, &itf, &neg64, None, true);
         low.objective.backward();
-        let exact = sampled_softmax_loss(&h2.detach(), &y, &items2.detach(), &neg64, None, false);
+        let exact = sampled_softmax_loss(&h.detach(), &y, &items.detach(), &neg64, None, false);
         assert!(rel(&low.value, &exact.value) < 0.02, "bf16 loss {} vs {}", low.value, exact.value);
         assert_eq!(hf.grad().size(), [7, 5]);
         assert_eq!(itf.grad().size(), [12, 5]);
