@@ -952,8 +952,8 @@ mod tests {
         let mut pos = (&h2 * items2.index_select(0, y)).sum_dim_intlist(-1, true, Kind::Double);
         let mut negl = h2.matmul(&items2.index_select(0, neg).tr());
         if let Some(c) = log_draws {
-            pos = pos - c.index_select(0, y).unsqueeze(-1);
-            negl = negl - c.index_select(0, neg).unsqueeze(0);
+            pos -= c.index_select(0, y).unsqueeze(-1);
+            negl -= c.index_select(0, neg).unsqueeze(0);
         }
         let negl = negl.masked_fill(&y.unsqueeze(-1).eq_tensor(&neg.unsqueeze(0)), f64::NEG_INFINITY);
         let logits = Tensor::cat(&[pos, negl], -1);
