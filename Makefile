@@ -28,6 +28,7 @@ setup: ## Fetch and verify libtorch, the text encoder and the Python readers (ca
 	@$(LIBTORCH_ENV) echo "libtorch: $${LIBTORCH:-from PyTorch}"
 	@echo "text encoder: $$(scripts/setup-models.sh)"
 	@echo "python readers: $$(scripts/setup-python.sh)"
+	@echo "chromium (report test): $$(scripts/setup-chromium.sh)"
 
 build: ## Build the release binary at bin/nightrec.
 	@$(LIBTORCH_ENV) cargo build --release --locked --bin nightrec
@@ -69,9 +70,10 @@ bench-train: build ## Training vs the same model in PyTorch eager (bench/torch_t
 bench-scale: build ## Two nights (scratch, then warm) at S, M and L (1M/3M/10M events): per-stage wall, CPU, RSS -> bench/results/scale.md.
 	SIZES="$(or $(SIZES),S M L)" bench/scale.sh
 
-test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers, the Airflow DAG in Airflow 3).
-	@$(LIBTORCH_ENV) export NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; \
-	  export NIGHTREC_AIRFLOW_PYTHON="$$(scripts/setup-airflow.sh)"; \
+test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers, the report in headless Chromium, the Airflow DAG in Airflow 3).
+	@$(LIBTORCH_ENV) NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; export NIGHTREC_PYTHON; \
+	  NIGHTREC_AIRFLOW_PYTHON="$$(scripts/setup-airflow.sh)"; export NIGHTREC_AIRFLOW_PYTHON; \
+	  NIGHTREC_CHROMIUM="$$(scripts/setup-chromium.sh)"; export NIGHTREC_CHROMIUM; \
 	  scripts/setup-models.sh >/dev/null; \
 	  cargo test --release --locked
 

@@ -125,7 +125,7 @@ def run(name, env):
         hr_cold += ranked(s[cold_cols], target)[0]
         ranks.append(rank)
     ev = pq.read_table(f"{o}/evaluation/dt={DATE}").to_pylist()
-    warm = {r["metric"]: r["value"] for r in ev if r["model"] == "nightrec" and r["segment"] == "all"}
+    warm = {r["metric"]: r["value"] for r in ev if r["model"] == "nightrec" and r["segment"] == "all" and r.get("k", 10) == 10}
     return {"cold_hr": hr / cases, "cold_ndcg": ndcg / cases, "cold_hr_among_cold": hr_cold / cases,
             "cold_median_rank": float(np.median(ranks)),
             "warm_ndcg": warm["ndcg"], "warm_hr": warm["hr"], "cases": cases, "wall": wall}

@@ -16,8 +16,8 @@ def spread(v):
 
 def run_stats(out, name, date, segment="all"):
     ev = pq.read_table(f"{out}/{name}/evaluation/dt={date}").to_pylist()
-    metrics = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == segment}
-    users = {(r["model"], r["metric"]): r["users"] for r in ev if r["segment"] == segment}
+    metrics = {(r["model"], r["metric"]): r["value"] for r in ev if r["segment"] == segment and r.get("k", 10) == 10}
+    users = {(r["model"], r["metric"]): r["users"] for r in ev if r["segment"] == segment and r.get("k", 10) == 10}
     time = json.load(open(f"{out}/{name}.time.json"))
     lines = open(f"{out}/{name}.log").read().splitlines()
     # JSON log lines are flat (message and fields at the top level); the

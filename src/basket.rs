@@ -1,8 +1,8 @@
 //! Next-basket evaluation (`--repeat-purchases`): each user's last session
 //! (basket) is held out by `sql/trainset/steps.sql`, and the models rank
 //! the whole catalog from everything before it. Items the user had before
-//! are *not* masked: buying them again is the point. Per user, Recall@10,
-//! NDCG@10 and HR@10 against the basket's distinct items, for
+//! are *not* masked: buying them again is the point. Per user, Recall, NDCG,
+//! HR and MRR at 10, 20 and 50 against the basket's distinct items, for
 //! - `nightrec`: what `user_candidates` ranks by in this mode
 //!   ([`model_chances`], [`add_repeat`]): the chance that the next basket holds the item,
 //!   as a noisy-or of the repeat chance ([`History::repeat_shares`]: the
@@ -16,7 +16,7 @@
 //!   fixed hash sample of the users with a history);
 //! - `popularity`: the most frequent items of every history.
 //!
-//! Lists shorter than 10 (a user who bought few items, with the frequency
+//! Lists shorter than 50 (a user who bought few items, with the frequency
 //! baselines) are filled with the most popular items not in them, so no
 //! baseline is handicapped by an empty slot.
 
@@ -28,12 +28,15 @@ use tch::{Kind, Tensor};
 use crate::arrays;
 use crate::error::Result;
 use crate::job::Job;
-use crate::metrics::SetSums;
+use crate::metrics::{Accuracy, KS, list_positions};
 use crate::model::seqrec::SeqRec;
 use crate::seqdata::{SeqData, left_pad};
 
-/// Metrics are reported at this cut-off.
-pub const K: usize = 10;
+/// Length of every ranked list: the largest cut-off reported ([`KS`]).
+pub const K: usize = KS[KS.len() - 1];
+
+/// The cut-off the explore weight is chosen at.
+pub const CHOICE_K: usize = 10;
 
 /// Most users whose histories TIFU-KNN takes neighbours from.
 pub const NEIGHBOUR_POOL: usize = 20_000;
@@ -376,7 +379,7 @@ pub async fn histories(job: &Job, want: &HashMap<&str, usize>, hold_out: bool) -
 /// What the next-basket evaluation of a night found.
 pub struct Outcome {
     /// Each model of [`MODELS`] with its sums (empty without baselines).
-    pub sums: Vec<(&'static str, SetSums)>,
+    pub sums: Vec<(&'static str, Accuracy)>,
     /// The explore weight the blend does best with over every scored user:
     /// what tomorrow's lists use.
     pub explore_weight: f64,
@@ -463,7 +466,7 @@ pub async fn evaluate(
         Vec::new()
     };
 
-    let mut sums = [SetSums::default(); MODELS.len()];
+    let mut sums = [Accuracy::default(); MODELS.len()];
     // Per user: the blend's list and (recall, ndcg) with each weight.
     let mut lists: Vec<Vec<Vec<i64>>> = Vec::with_capacity(cases.len());
     let mut metrics: Vec<Vec<(f64, f64)>> = Vec::with_capacity(cases.len());
@@ -500,24 +503,24 @@ pub async fn evaluate(
             metrics.push(
                 mine.iter()
                     .map(|l| {
-                        let mut one = SetSums::default();
-                        one.add(l, basket, K);
-                        (one.recall, one.ndcg)
+                        let (positions, n) = list_positions(l, basket);
+                        let [recall, ndcg, _, _] = Accuracy::user(&positions, n, CHOICE_K);
+                        (recall, ndcg)
                     })
                     .collect(),
             );
             lists.push(mine);
             if baselines {
                 let (ptf, tifu) = &sparse[b * 256 + r];
-                sums[1].add(&model_top[r * k..(r + 1) * k], basket, K);
-                sums[2].add(ptf, basket, K);
-                sums[3].add(tifu, basket, K);
-                sums[4].add(&order[..K.min(order.len())], basket, K);
+                sums[1].add_list(&model_top[r * k..(r + 1) * k], basket);
+                sums[2].add_list(ptf, basket);
+                sums[3].add_list(tifu, basket);
+                sums[4].add_list(&order[..K.min(order.len())], basket);
             }
         }
     }
     for (u, w) in cross_fitted(&metrics).into_iter().enumerate() {
-        sums[0].add(&lists[u][w], data.split(cases[u]).test, K);
+        sums[0].add_list(&lists[u][w], data.split(cases[u]).test);
     }
     let chosen_weight = weights.get(best_weight(&metrics, 0..metrics.len())).copied().unwrap_or(0.0);
     Ok(Outcome {

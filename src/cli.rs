@@ -51,7 +51,11 @@ pub enum Command {
     Tables(TablesArgs),
     /// Generate a deterministic synthetic dataset in the input format.
     Gen(GenArgs),
-    /// Re-run the offline evaluation of a date and print it.
+    /// Rebuild the report (`_runs/dt=D/report.html`) of a published date
+    /// from its published tables, without rerunning anything; prints its URL.
+    Report(ReportArgs),
+    /// Recompute the offline evaluation of a date from its tables and
+    /// checkpoint (no training, nothing written) and print it.
     Eval(EvalArgs),
     /// Benchmark hook: exact top-K of every row of one .npy matrix against
     /// another, the way the candidates stage computes it.
@@ -173,10 +177,33 @@ pub struct GenArgs {
     pub end_date: RunDate,
 }
 
+/// `nightrec report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The published date whose report to rebuild.
+    #[arg(long)]
+    pub date: RunDate,
+}
+
 /// `nightrec eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The date to evaluate (its model must have been trained).
     #[arg(long)]
     pub date: RunDate,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
+    pub format: EvalFormat,
+    /// Where tensors live.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceChoice>,
+}
+
+/// Formats of `nightrec eval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalFormat {
+    /// An aligned text table, one row per (model, segment, metric, k).
+    Table,
+    /// One JSON object: the date, the lists evaluated and every row.
+    Json,
 }

@@ -1,26 +1,42 @@
-//! Stage `evaluate`: checkpoint + held-out items → `evaluation`.
+//! Stage `evaluate`: checkpoint + held-out items + tomorrow's lists →
+//! `evaluation` (`nightrec eval` prints the same rows without writing).
 //!
-//! Leave-one-out by time: each user's test steps (the last, by default) are
-//! predicted from everything before them, by the checkpoint's holdout model
-//! when training refit the published one on every step (`crate::train`):
-//! the model scored never saw a test step; the whole catalog is ranked, and
-//! the user's history is masked the same way for every model (an item the
-//! user already saw cannot take a rank). Baselines run in the same pass on
-//! the same cases: popularity (counted on everything but the test steps) and
-//! item-kNN (cosine over `item_cooccurrence`, which counts training steps
-//! only; each item's `KNN_NEIGHBOURS` most similar items, scores summed
-//! over the user's history). NDCG@10, HR@10 and MRR@10 per model, for all
-//! users and by history length, each with its 95% confidence interval.
+//! **Accuracy.** Leave-one-out by time: each user's test steps (the last,
+//! by default) are predicted from everything before them, by the
+//! checkpoint's holdout model when training refit the published one on
+//! every step (`crate::train`): the model scored never saw a test step.
+//! The whole catalog is ranked, and the user's history is masked the same
+//! way for every model (an item the user already saw cannot take a place).
+//! Baselines run in the same pass on the same cases ([`MODELS`]):
+//! popularity (counted on everything but the test steps), recent
+//! popularity (the trending score of `popular_items`, on the steps inside
+//! `candidates.trending_days` that are not held out:
+//! `sql/evaluate/recent_popularity.sql`) and item-kNN (cosine over
+//! `item_cooccurrence`, which counts training steps only; each item's
+//! [`KNN_NEIGHBOURS`] most similar items, scores summed over the user's
+//! history). Recall, NDCG, HR and MRR at 10, 20 and 50 per user
+//! ([`crate::metrics`]), each with its 95% confidence interval, for all
+//! users and by slice ([`Slices`]): history length, new or established
+//! held-out item, the held-out item's category (the most frequent ones),
+//! and whether tomorrow's list of the user comes from the model or from a
+//! fallback.
 //!
 //! With `--repeat-purchases` the held-out step is the user's last basket,
-//! and [`basket`] adds next-basket Recall, NDCG and HR@10 (segment `next
-//! basket`, history not masked) for the blend that is published, the model
-//! alone, personal top frequency, TIFU-KNN and popularity.
+//! and [`basket`] adds next-basket rows (segment `next basket`, history not
+//! masked) for the blend that is published, the model alone, personal top
+//! frequency, TIFU-KNN and popularity.
 //!
-//! At most `evaluate.sample_users` users are scored: those with the
-//! smallest keyed hash of their user id ([`sample`]), so the sample is the
-//! same every night and on every machine, and every user has the same
-//! chance to be in it.
+//! **Beyond accuracy**, on tomorrow's `user_candidates` (segment
+//! `published lists`, every user with a list): catalog coverage, novelty
+//! and intra-list category diversity at 10, 20 and 50
+//! (`sql/evaluate/beyond_accuracy.sql`), and the shares of users whose
+//! list comes from the cold-start and popular fallbacks (k = 0: the whole
+//! list).
+//!
+//! At most `evaluate.sample_users` users are scored for accuracy: those
+//! with the smallest keyed hash of their user id ([`sample`]), so the
+//! sample is the same every night and on every machine, and every user has
+//! the same chance to be in it.
 //!
 //! Safe to re-run: the output folder is replaced whole.
 
@@ -28,30 +44,162 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Float64Array, Int32Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::arrays;
 use crate::basket;
 use crate::checkpoint;
-use crate::error::{DfContext, Result};
+use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
-use crate::metrics::{RankSums, SetSums};
+use crate::metrics::{ACCURACY, Accuracy, KS, Moments, target_positions};
 use crate::parquet_io::WrittenTable;
 use crate::seqdata::{self, SeqData, left_pad};
+use crate::sql::ts_param;
 
-/// Metrics are reported at this cut-off.
-pub const K: i64 = 10;
+/// The models of the leave-one-out rows, in the order they are scored.
+pub const MODELS: [&str; 4] = ["nightrec", "popularity", "recent_popularity", "item_knn"];
 
 /// The segment of the next-basket rows (`--repeat-purchases`, [`basket`]).
 pub const BASKET_SEGMENT: &str = "next basket";
 
+/// The segment of the beyond-accuracy rows (tomorrow's lists).
+pub const LISTS_SEGMENT: &str = "published lists";
+
 /// Neighbours kept per item by the item-kNN baseline.
 pub const KNN_NEIGHBOURS: usize = 100;
 
-/// History-length segments: (name, shortest, longest) history in steps.
-const SEGMENTS: [(&str, usize, usize); 3] =
-    [("history 1-5", 1, 5), ("history 6-20", 6, 20), ("history 21+", 21, usize::MAX)];
+/// Categories of held-out items given a slice of their own (the most
+/// frequent among the scored cases).
+pub const TOP_CATEGORIES: usize = 5;
+
+/// History-length slices: (name, shortest, longest) history in steps.
+const HISTORY: [(&str, usize, usize); 3] =
+    [("history cold (1-5)", 1, 5), ("history light (6-20)", 6, 20), ("history heavy (21+)", 21, usize::MAX)];
+
+/// Sources of `user_candidates` that are fallbacks, not the model.
+const FALLBACKS: [&str; 2] = ["cold_start", "popular"];
+
+/// One row of `evaluation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The model or baseline.
+    pub model: String,
+    /// The slice of cases (`all`, a history length, ...).
+    pub segment: String,
+    /// The metric.
+    pub metric: String,
+    /// The cut-off (0: not a cut-off metric).
+    pub k: i32,
+    /// The value (a mean over users, or a share).
+    pub value: f64,
+    /// Users behind the value.
+    pub users: i64,
+    /// Lower end of the 95% confidence interval (the value itself when
+    /// there is no sample behind it).
+    pub ci_low: f64,
+    /// Upper end of the 95% confidence interval.
+    pub ci_high: f64,
+}
+
+impl Row {
+    /// A mean over users with its confidence interval; `share` bounds the
+    /// interval to [0, 1].
+    fn mean(model: &str, segment: &str, metric: &str, k: usize, m: Moments, share: bool) -> Row {
+        let (v, h) = (m.mean(), m.ci95());
+        let (lo, hi) = if share { ((v - h).max(0.0), (v + h).min(1.0)) } else { (v - h, v + h) };
+        Row {
+            model: model.into(),
+            segment: segment.into(),
+            metric: metric.into(),
+            k: k as i32,
+            value: v,
+            users: m.n as i64,
+            ci_low: lo,
+            ci_high: hi,
+        }
+    }
+}
+
+/// The schema of `evaluation`.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("model", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("k", DataType::Int32, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("users", DataType::Int32, false),
+        Field::new("ci_low", DataType::Float64, false),
+        Field::new("ci_high", DataType::Float64, false),
+    ]))
+}
+
+/// `evaluation` rows as one batch.
+pub fn batch(rows: &[Row]) -> Result<RecordBatch> {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.model.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.segment.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.metric.as_str()))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.k))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.users.clamp(0, i32::MAX as i64) as i32))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.ci_low))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.ci_high))),
+        ],
+    )
+    .ctx("building evaluation")
+}
+
+/// `evaluation` rows read back from batches (of [`schema`]).
+pub fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>> {
+    let model = arrays::strings_required(batches, "model")?;
+    let segment = arrays::strings_required(batches, "segment")?;
+    let metric = arrays::strings_required(batches, "metric")?;
+    let k = arrays::ints(batches, "k")?;
+    let value = arrays::floats(batches, "value")?;
+    let users = arrays::ints(batches, "users")?;
+    let lo = arrays::floats(batches, "ci_low")?;
+    let hi = arrays::floats(batches, "ci_high")?;
+    Ok((0..model.len())
+        .map(|i| Row {
+            model: model[i].clone(),
+            segment: segment[i].clone(),
+            metric: metric[i].clone(),
+            k: k[i] as i32,
+            value: value[i].unwrap_or(f64::NAN),
+            users: users[i],
+            ci_low: lo[i].unwrap_or(f64::NAN),
+            ci_high: hi[i].unwrap_or(f64::NAN),
+        })
+        .collect())
+}
+
+/// What an evaluation found: the rows of `evaluation` and the run
+/// summary's facts.
+pub struct Evaluation {
+    /// Rows of `evaluation`.
+    pub rows: Vec<Row>,
+    /// Facts for the run summary.
+    pub facts: Vec<(String, String)>,
+}
+
+impl Evaluation {
+    /// The value of one row, if present.
+    pub fn value(&self, model: &str, segment: &str, metric: &str, k: i32) -> Option<f64> {
+        find(&self.rows, model, segment, metric, k)
+    }
+}
+
+/// The value of one row of `rows`, if present.
+pub fn find(rows: &[Row], model: &str, segment: &str, metric: &str, k: i32) -> Option<f64> {
+    rows.iter().find(|r| r.model == model && r.segment == segment && r.metric == metric && r.k == k).map(|r| r.value)
+}
 
 /// Item-kNN: for each item, its most similar items and their cosine.
 pub struct ItemKnn {
@@ -119,177 +267,367 @@ impl KnnBuilder {
     }
 }
 
-/// Metric sums per segment ("all" first).
-#[derive(Default)]
-struct Sums(Vec<(String, RankSums)>);
+/// The slices of the scored cases: names (0 is `all`) and, per case, the
+/// slices it is in.
+#[derive(Debug, Default, PartialEq)]
+pub struct Slices {
+    /// Slice names, in the order rows are written.
+    pub names: Vec<String>,
+    /// Per case, the indices of its slices (0 always).
+    pub of_case: Vec<Vec<usize>>,
+}
 
-impl Sums {
-    fn add(&mut self, segment: &str, scores: &Tensor, targets: &Tensor, history: &Tensor) {
-        match self.0.iter_mut().find(|(s, _)| s == segment) {
-            Some((_, r)) => r.add(scores, targets, history, K),
-            None => {
-                let mut r = RankSums::default();
-                r.add(scores, targets, history, K);
-                self.0.push((segment.to_string(), r));
+/// What a case's slices are decided by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseFacts {
+    /// Steps before the held-out ones.
+    pub history: usize,
+    /// The held-out item was created within the trending window.
+    pub new_item: bool,
+    /// The held-out item's category (cut at `candidates.category_level`).
+    pub category: Option<String>,
+    /// Whether tomorrow's list of the user comes from a fallback (None:
+    /// the user has no list).
+    pub fallback: Option<bool>,
+}
+
+impl Slices {
+    /// The slices of `cases`: all; history length; new or established
+    /// item; the [`TOP_CATEGORIES`] most frequent categories (ties by
+    /// name); served by the model or by a fallback.
+    pub fn of(cases: &[CaseFacts]) -> Slices {
+        let mut names: Vec<String> = vec!["all".into()];
+        names.extend(HISTORY.iter().map(|h| h.0.to_string()));
+        names.extend(["items new".to_string(), "items established".to_string()]);
+        let mut per_cat: HashMap<&str, usize> = HashMap::new();
+        for c in cases.iter().filter_map(|c| c.category.as_deref()) {
+            *per_cat.entry(c).or_default() += 1;
+        }
+        let mut cats: Vec<(&str, usize)> = per_cat.into_iter().collect();
+        cats.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        cats.truncate(TOP_CATEGORIES);
+        let cat_base = names.len();
+        names.extend(cats.iter().map(|(c, _)| format!("category {c}")));
+        let served = names.len();
+        names.extend(["served by model".to_string(), "served by fallback".to_string()]);
+        let of_case = cases
+            .iter()
+            .map(|c| {
+                let mut s = vec![0];
+                if let Some(h) = HISTORY.iter().position(|(_, lo, hi)| c.history >= *lo && c.history <= *hi) {
+                    s.push(1 + h);
+                }
+                s.push(if c.new_item { 1 + HISTORY.len() } else { 2 + HISTORY.len() });
+                if let Some(i) = c.category.as_deref().and_then(|x| cats.iter().position(|(y, _)| *y == x)) {
+                    s.push(cat_base + i);
+                }
+                if let Some(f) = c.fallback {
+                    s.push(served + usize::from(f));
+                }
+                s
+            })
+            .collect();
+        Slices { names, of_case }
+    }
+
+    /// Per slice, the accuracy of one model: `users[c]` is case c's user
+    /// (a user's cases are consecutive), `positions[c]` its held-out
+    /// item's position in the model's ranking.
+    pub fn accuracy(&self, users: &[usize], positions: &[f64]) -> Vec<Accuracy> {
+        let mut out = vec![Accuracy::default(); self.names.len()];
+        let mut start = 0;
+        while start < users.len() {
+            let end = (start..users.len()).find(|c| users[*c] != users[start]).unwrap_or(users.len());
+            for (s, acc) in out.iter_mut().enumerate() {
+                let mine: Vec<f64> =
+                    (start..end).filter(|c| self.of_case[*c].contains(&s)).map(|c| positions[c]).collect();
+                acc.add_positions(&mine, mine.len());
             }
+            start = end;
+        }
+        out
+    }
+}
+
+/// A category path cut at `level` parts (None when empty).
+pub fn category_at(path: &str, level: usize) -> Option<String> {
+    let parts: Vec<&str> = path.split('>').map(str::trim).filter(|p| !p.is_empty()).take(level).collect();
+    (!parts.is_empty()).then(|| parts.join(" > "))
+}
+
+fn push_accuracy(rows: &mut Vec<Row>, model: &str, segment: &str, acc: &Accuracy) {
+    if acc.users() == 0 {
+        return;
+    }
+    for metric in ACCURACY {
+        for k in KS {
+            rows.push(Row::mean(model, segment, metric, k, acc.get(metric, k), true));
         }
     }
-
-    fn all(&self) -> RankSums {
-        self.0.iter().find(|(s, _)| s == "all").map(|(_, r)| *r).unwrap_or_default()
-    }
 }
 
-fn segment_of(history: usize) -> &'static str {
-    SEGMENTS.iter().find(|(_, lo, hi)| history >= *lo && history <= *hi).map(|s| s.0).unwrap_or("history 21+")
-}
-
-/// Run the stage.
-pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
-    let data = seqdata::load(job).await?;
-    let (_vs, model, _meta) = checkpoint::load(job, device, checkpoint::Weights::Holdout).await?;
-    let ctx = job.session()?;
-    let n_items = data.n_items() as usize;
-    // The co-occurrence table can hold far more pairs than the catalog has
-    // items: it is read a batch at a time into bounded neighbour lists.
-    let item_users = train_item_users(&data);
-    let mut knn = KnnBuilder::new(n_items, KNN_NEIGHBOURS);
+/// Item-kNN from `item_cooccurrence`, read a batch at a time into bounded
+/// neighbour lists (the table can hold far more pairs than the catalog
+/// has items).
+async fn item_knn(job: &Job, ctx: &SessionContext, data: &SeqData) -> Result<ItemKnn> {
+    let item_users = train_item_users(data);
+    let mut knn = KnnBuilder::new(data.n_items() as usize, KNN_NEIGHBOURS);
     let sql = "SELECT item_a, item_b, users FROM item_cooccurrence";
-    job.stream_work(&ctx, "item_cooccurrence", sql, |b| {
+    job.stream_work(ctx, "item_cooccurrence", sql, |b| {
         let b = std::slice::from_ref(b);
         let (a, i, u) = (arrays::ints(b, "item_a")?, arrays::ints(b, "item_b")?, arrays::ints(b, "users")?);
         knn.add(a.into_iter().zip(i).zip(u).map(|((a, b), u)| (a, b, u as f64)), &item_users);
         Ok(())
     })
     .await?;
-    let knn = knn.finish();
+    Ok(knn.finish())
+}
+
+/// The first day of the trending window (`candidates.trending_days`
+/// ending on the run date).
+fn trending_start(job: &Job) -> crate::config::RunDate {
+    job.date.minus_days(job.cfg.candidates.trending_days.saturating_sub(1))
+}
+
+/// Recent popularity per item index (`sql/evaluate/recent_popularity.sql`).
+async fn recent_popularity(job: &Job, ctx: &SessionContext, n_items: usize) -> Result<Vec<f32>> {
+    let c = &job.cfg.candidates;
+    job.register_work(ctx, &["steps"]).await?;
+    let params = vec![
+        ("start", ts_param(trending_start(job).start_millis())),
+        ("end_seconds", ScalarValue::Int64(Some(job.date.plus_days(1).start_millis() / 1000))),
+        ("half_life_days", ScalarValue::Float64(Some(c.trending_half_life_days))),
+    ];
+    let b = crate::sql::file("evaluate", "recent_popularity")?.collect(ctx, params).await?;
+    let mut out = vec![0f32; n_items];
+    for (i, s) in arrays::ints(&b, "item_idx")?.into_iter().zip(arrays::floats(&b, "score")?) {
+        if let Some(slot) = out.get_mut(i.max(0) as usize) {
+            *slot = s.unwrap_or(0.0) as f32;
+        }
+    }
+    Ok(out)
+}
+
+/// Per item index: its category at `candidates.category_level`, and
+/// whether it was created within the trending window.
+async fn item_facts(job: &Job, ctx: &SessionContext, n_items: usize) -> Result<(Vec<Option<String>>, Vec<bool>)> {
+    let sql = "SELECT item_idx, category, to_unixtime(created_at) AS created_s FROM item_index";
+    let b = job.read_work(ctx, "item_index", sql).await?;
+    let since = trending_start(job).start_millis() as f64 / 1000.0;
+    let level = job.cfg.candidates.category_level;
+    let (mut cats, mut new) = (vec![None; n_items], vec![false; n_items]);
+    let (idx, cat, created) =
+        (arrays::ints(&b, "item_idx")?, arrays::strings(&b, "category")?, arrays::floats(&b, "created_s")?);
+    for ((i, c), t) in idx.into_iter().zip(cat).zip(created) {
+        let i = i.max(0) as usize;
+        if i < n_items {
+            cats[i] = c.as_deref().and_then(|c| category_at(c, level));
+            new[i] = t.is_some_and(|t| t >= since);
+        }
+    }
+    Ok((cats, new))
+}
+
+/// Register `user_candidates`: the published files of the date when
+/// `published` and the date has a manifest, else the work table.
+async fn register_lists(job: &Job, ctx: &SessionContext, published: bool) -> Result<&'static str> {
+    if published
+        && let Some(m) = crate::publish::read_manifest(&job.output, job.date).await?
+        && let Some(t) = m.tables.iter().find(|t| t.name == "user_candidates")
+    {
+        let files: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
+        crate::publish::register_files(ctx, "user_candidates", &job.output, &files).await?;
+        return Ok("published");
+    }
+    job.register_work(ctx, &["user_candidates"]).await?;
+    Ok("staged")
+}
+
+/// For the users of `want` (id → index): whether tomorrow's list comes
+/// from a fallback (its first candidate's source is one of [`FALLBACKS`]).
+async fn served(ctx: &SessionContext, want: &HashMap<&str, usize>) -> Result<HashMap<usize, bool>> {
+    use futures::StreamExt;
+    let what = "reading the first candidate of each user";
+    let df = ctx.sql("SELECT user_id, source FROM user_candidates WHERE rank = 1").await.ctx(what)?;
+    let mut stream = df.execute_stream().await.ctx(what)?;
+    let mut out = HashMap::new();
+    while let Some(b) = stream.next().await {
+        let b = [b.ctx(what)?];
+        for (id, source) in arrays::strings_required(&b, "user_id")?.iter().zip(arrays::strings(&b, "source")?) {
+            if let Some(u) = want.get(id.as_str()) {
+                out.insert(*u, source.as_deref().is_some_and(|s| FALLBACKS.contains(&s)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The beyond-accuracy rows of tomorrow's lists (`sql/evaluate/beyond_accuracy.sql`).
+async fn beyond_accuracy(job: &Job, ctx: &SessionContext) -> Result<Vec<Row>> {
+    job.register_work(ctx, &["item_index", "interactions"]).await?;
+    let level = job.cfg.candidates.category_level as i64;
+    let b = crate::sql::file("evaluate", "beyond_accuracy")?
+        .collect(ctx, vec![("category_level", ScalarValue::Int64(Some(level)))])
+        .await?;
+    let (metric, k) = (arrays::strings_required(&b, "metric")?, arrays::ints(&b, "k")?);
+    let (users, n) = (arrays::ints(&b, "users")?, arrays::ints(&b, "n")?);
+    let (sum, sum_sq) = (arrays::floats(&b, "sum")?, arrays::floats(&b, "sum_sq")?);
+    let mut rows = Vec::new();
+    for i in 0..metric.len() {
+        let m = Moments { sum: sum[i].unwrap_or(0.0), sum_sq: sum_sq[i].unwrap_or(0.0), n: n[i].max(0) as usize };
+        let mut row = Row::mean("nightrec", LISTS_SEGMENT, &metric[i], k[i].max(0) as usize, m, metric[i] != "novelty");
+        if metric[i] == "coverage" {
+            // Not a sample: the catalog's share, without an interval.
+            (row.ci_low, row.ci_high) = (row.value, row.value);
+        }
+        row.users = users[i];
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
+    Vec::<f64>::try_from(t.to_device(tch::Device::Cpu).to_kind(Kind::Double).contiguous().view([-1]))
+        .map_err(|e| Error::torch("copying positions to the host", e))
+}
+
+/// Run the stage.
+pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+    let e = compute(job, device, false).await?;
+    let t = job.write_work_batches("evaluation", schema(), &[batch(&e.rows)?]).await?;
+    Ok((vec![t], e.facts))
+}
+
+/// Evaluate the date's holdout model, baselines and tomorrow's lists;
+/// with `published`, the lists are the date's published `user_candidates`
+/// when it has been published (else the staged ones).
+pub async fn compute(job: &Job, device: tch::Device, published: bool) -> Result<Evaluation> {
+    let data = seqdata::load(job).await?;
+    let (_vs, model, _meta) = checkpoint::load(job, device, checkpoint::Weights::Holdout).await?;
+    let ctx = job.session()?;
+    let n_items = data.n_items() as usize;
+    let knn = item_knn(job, &ctx, &data).await?;
     let max_len = model.config().max_len as usize;
 
-    // (user, test item) cases: each test item is predicted from everything
-    // before the user's first test step.
+    // (user, test item) cases, a user's distinct test items together:
+    // each is predicted from everything before the user's first test step.
     let (eligible, chosen) = test_users(job, &data);
-    let cases: Vec<(usize, i64)> = chosen
-        .iter()
-        .copied()
-        .flat_map(|u| {
-            let s = data.split(u);
-            let ok = !s.before_test.is_empty();
-            s.test.iter().filter(move |_| ok).map(move |t| (u, *t))
-        })
-        .collect();
+    let mut cases: Vec<(usize, i64)> = Vec::new();
+    for u in &chosen {
+        let s = data.split(*u);
+        if s.before_test.is_empty() {
+            continue;
+        }
+        let mut seen = Vec::new();
+        for t in s.test {
+            if !seen.contains(t) {
+                seen.push(*t);
+                cases.push((*u, *t));
+            }
+        }
+    }
     let mut counts = vec![0f32; n_items];
     for u in 0..data.seqs.len() {
         for i in data.split(u).before_test {
             counts[*i as usize] += 1.0;
         }
     }
+    let recent = recent_popularity(job, &ctx, n_items).await?;
+    let (categories, new_items) = item_facts(job, &ctx, n_items).await?;
+    let lists = register_lists(job, &ctx, published).await?;
+    let want: HashMap<&str, usize> = chosen.iter().map(|u| (data.users[*u].as_str(), *u)).collect();
+    let fallback = served(&ctx, &want).await?;
+    let facts_of: Vec<CaseFacts> = cases
+        .iter()
+        .map(|(u, t)| CaseFacts {
+            history: data.split(*u).before_test.len(),
+            new_item: new_items[*t as usize],
+            category: categories[*t as usize].clone(),
+            fallback: fallback.get(u).copied(),
+        })
+        .collect();
+    let slices = Slices::of(&facts_of);
+
     let pop = Tensor::from_slice(&counts).to_device(device).unsqueeze(0);
+    let rec = Tensor::from_slice(&recent).to_device(device).unsqueeze(0);
     let feats = data.features(device);
-    let mut sums: Vec<(&str, Sums)> =
-        vec![("nightrec", Sums::default()), ("popularity", Sums::default()), ("item_knn", Sums::default())];
     let items = tch::no_grad(|| model.item_table(&feats));
-    tch::no_grad(|| {
-        // Cases of one segment together, so each batch updates one row.
-        for (segment, _, _) in SEGMENTS {
-            let seg_cases: Vec<&(usize, i64)> =
-                cases.iter().filter(|(u, _)| segment_of(data.split(*u).before_test.len()) == segment).collect();
-            for chunk in seg_cases.chunks(256) {
-                let inputs: Vec<&[i64]> = chunk.iter().map(|(u, _)| data.split(*u).before_test).collect();
-                let targets =
-                    Tensor::from_slice(&chunk.iter().map(|(_, t)| *t).collect::<Vec<i64>>()).to_device(device);
-                let hist = left_pad(&inputs, usize::MAX, device);
-                let model_scores = model.encode_last(&left_pad(&inputs, max_len, device), &items).matmul(&items.tr());
-                let pop_scores = pop.expand([chunk.len() as i64, n_items as i64], false).to_kind(Kind::Float);
-                let knn_scores = knn.scores(&inputs).to_device(device);
-                for ((_, s), scores) in sums.iter_mut().zip([&model_scores, &pop_scores, &knn_scores]) {
-                    s.add("all", scores, &targets, &hist);
-                    s.add(segment, scores, &targets, &hist);
-                }
+    let mut positions: Vec<Vec<f64>> = vec![Vec::with_capacity(cases.len()); MODELS.len()];
+    tch::no_grad(|| -> Result<()> {
+        for chunk in cases.chunks(256) {
+            let inputs: Vec<&[i64]> = chunk.iter().map(|(u, _)| data.split(*u).before_test).collect();
+            let targets = Tensor::from_slice(&chunk.iter().map(|(_, t)| *t).collect::<Vec<i64>>()).to_device(device);
+            let hist = left_pad(&inputs, usize::MAX, device);
+            let shape = [chunk.len() as i64, n_items as i64];
+            let scores = [
+                model.encode_last(&left_pad(&inputs, max_len, device), &items).matmul(&items.tr()),
+                pop.expand(shape, false),
+                rec.expand(shape, false),
+                knn.scores(&inputs).to_device(device),
+            ];
+            for (m, s) in scores.iter().enumerate() {
+                positions[m].extend(host_f64(&target_positions(s, &targets, &hist))?);
             }
         }
-    });
-    let mut rows: Vec<(&str, String, &str, f64, usize, f64)> = Vec::new();
-    for (name, s) in &sums {
-        for (segment, r) in &s.0 {
-            let (ci_ndcg, ci_hr, ci_mrr) = r.ci95();
-            rows.push((name, segment.clone(), "ndcg", r.ndcg(), r.users, ci_ndcg));
-            rows.push((name, segment.clone(), "hr", r.hr(), r.users, ci_hr));
-            rows.push((name, segment.clone(), "mrr", r.mrr(), r.users, ci_mrr));
+        Ok(())
+    })?;
+    let users: Vec<usize> = cases.iter().map(|c| c.0).collect();
+    let mut rows: Vec<Row> = Vec::new();
+    for (m, name) in MODELS.iter().enumerate() {
+        for (s, acc) in slices.accuracy(&users, &positions[m]).iter().enumerate() {
+            push_accuracy(&mut rows, name, &slices.names[s], acc);
         }
     }
-    let mut facts = Vec::new();
+    let scored = rows.iter().find(|r| r.model == "nightrec" && r.segment == "all").map_or(0, |r| r.users);
+    let mut facts = vec![(
+        "test cases (users scored / sampled / with a test step)".to_string(),
+        format!("{} ({scored} / {} / {})", cases.len(), chosen.len(), eligible.len()),
+    )];
+    for metric in ["ndcg", "recall", "mrr"] {
+        let values: Vec<String> =
+            MODELS.iter().map(|m| format!("{:.4}", find(&rows, m, "all", metric, 10).unwrap_or(0.0))).collect();
+        facts.push((format!("{}@10 {}", metric_label(metric), MODELS.join(" / ")), values.join(" / ")));
+    }
     if job.cfg.candidates.repeat_purchases {
         let outcome = basket::evaluate(job, &data, &chosen, &model, &items, &counts, true, device).await?;
-        let baskets = outcome.sums;
-        for (name, s) in &baskets {
-            let (ci_recall, ci_ndcg, ci_hr) = s.ci95();
-            rows.push((*name, BASKET_SEGMENT.into(), "recall", s.recall(), s.users, ci_recall));
-            rows.push((*name, BASKET_SEGMENT.into(), "ndcg", s.ndcg(), s.users, ci_ndcg));
-            rows.push((*name, BASKET_SEGMENT.into(), "hr", s.hr(), s.users, ci_hr));
+        for (name, acc) in &outcome.sums {
+            push_accuracy(&mut rows, name, BASKET_SEGMENT, acc);
         }
-        let fmt = |f: fn(&SetSums) -> f64| {
-            baskets.iter().map(|(_, s)| format!("{:.4}", f(s))).collect::<Vec<_>>().join(" / ")
+        let names: Vec<&str> = outcome.sums.iter().map(|s| s.0).collect();
+        let of = |metric: &str| {
+            outcome.sums.iter().map(|(_, a)| format!("{:.4}", a.mean(metric, 10))).collect::<Vec<_>>().join(" / ")
         };
-        let names = "nightrec / sequence model / personal top frequency / TIFU-KNN / popularity";
-        facts.push(("next-basket users".into(), baskets.first().map(|b| b.1.users).unwrap_or(0).to_string()));
+        facts.push(("next-basket users".into(), outcome.sums.first().map_or(0, |s| s.1.users()).to_string()));
         facts.push((
             "next-basket explore weight (chosen; the blend's row is cross-fitted)".into(),
             format!("{}", outcome.explore_weight),
         ));
-        facts.push((format!("next-basket Recall@10 {names}"), fmt(SetSums::recall)));
-        facts.push((format!("next-basket NDCG@10 {names}"), fmt(SetSums::ndcg)));
+        facts.push((format!("next-basket Recall@10 {}", names.join(" / ")), of("recall")));
+        facts.push((format!("next-basket NDCG@10 {}", names.join(" / ")), of("ndcg")));
     }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("model", DataType::Utf8, false),
-        Field::new("segment", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("k", DataType::Int32, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("users", DataType::Int32, false),
-        Field::new("ci_low", DataType::Float64, false),
-        Field::new("ci_high", DataType::Float64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|_| K as i32))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.4 as i32))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| (r.3 - r.5).max(0.0)))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| (r.3 + r.5).min(1.0)))),
-        ],
-    )
-    .ctx("building evaluation")?;
-    let t = job.write_work_batches("evaluation", schema, &[batch]).await?;
-    let all: HashMap<&str, RankSums> = sums.iter().map(|(n, s)| (*n, s.all())).collect();
-    let fmt = |f: fn(&RankSums) -> f64| {
-        ["nightrec", "popularity", "item_knn"]
-            .iter()
-            .map(|n| format!("{:.4}", all.get(n).map(f).unwrap_or(0.0)))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
-    facts.splice(
-        0..0,
-        [
-            (
-                "test cases (users sampled / with a test step)".into(),
-                format!(
-                    "{} ({} / {})",
-                    all.get("nightrec").map(|r| r.users).unwrap_or(0),
-                    chosen.len(),
-                    eligible.len()
-                ),
-            ),
-            ("NDCG@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::ndcg)),
-            ("HR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::hr)),
-            ("MRR@10 nightrec / popularity / item-kNN".into(), fmt(RankSums::mrr)),
-        ],
-    );
-    Ok((vec![t], facts))
+    let beyond = beyond_accuracy(job, &ctx).await?;
+    let get = |metric: &str, k: i32| find(&beyond, "nightrec", LISTS_SEGMENT, metric, k).unwrap_or(0.0);
+    facts.push((
+        format!("{lists} lists @10: coverage / novelty (bits) / category diversity"),
+        format!("{:.3} / {:.2} / {:.3}", get("coverage", 10), get("novelty", 10), get("diversity", 10)),
+    ));
+    facts.push((
+        "users served by cold start / popular".into(),
+        format!("{:.3} / {:.3}", get("cold_start_users", 0), get("popular_users", 0)),
+    ));
+    rows.extend(beyond);
+    Ok(Evaluation { rows, facts })
+}
+
+/// How a metric is written in facts and reports.
+pub fn metric_label(metric: &str) -> &str {
+    match metric {
+        "ndcg" => "NDCG",
+        "recall" => "Recall",
+        "hr" => "HR",
+        "mrr" => "MRR",
+        other => other,
+    }
 }
 
 /// The users with a test step, and the sample of them that is scored.
@@ -375,5 +713,89 @@ mod tests {
         }
         let batched: Vec<f32> = Vec::try_from(b.finish().scores(&[&[1], &[2, 3]]).view([-1])).unwrap();
         assert_eq!(batched, s);
+    }
+
+    fn case(history: usize, new_item: bool, category: Option<&str>, fallback: Option<bool>) -> CaseFacts {
+        CaseFacts { history, new_item, category: category.map(str::to_string), fallback }
+    }
+
+    #[test]
+    fn slices_by_history_item_category_and_service() {
+        let cases = vec![
+            case(3, true, Some("Home"), Some(false)),
+            case(30, false, Some("Toys"), Some(true)),
+            case(8, false, Some("Home"), None),
+            case(8, false, None, Some(false)),
+        ];
+        let s = Slices::of(&cases);
+        assert_eq!(
+            s.names,
+            [
+                "all",
+                "history cold (1-5)",
+                "history light (6-20)",
+                "history heavy (21+)",
+                "items new",
+                "items established",
+                "category Home",
+                "category Toys",
+                "served by model",
+                "served by fallback"
+            ]
+        );
+        assert_eq!(s.of_case[0], [0, 1, 4, 6, 8]);
+        assert_eq!(s.of_case[1], [0, 3, 5, 7, 9]);
+        assert_eq!(s.of_case[2], [0, 2, 5, 6], "no list: in no service slice");
+        assert_eq!(s.of_case[3], [0, 2, 5, 8], "no category: in no category slice");
+        // Only the most frequent categories get a slice (ties by name).
+        let many: Vec<CaseFacts> =
+            ["f", "e", "d", "c", "b", "a", "a"].iter().map(|c| case(1, false, Some(c), None)).collect();
+        let names = Slices::of(&many).names;
+        let cats: Vec<&str> = names.iter().filter(|n| n.starts_with("category ")).map(String::as_str).collect();
+        assert_eq!(cats, ["category a", "category b", "category c", "category d", "category e"]);
+    }
+
+    #[test]
+    fn slice_accuracy_is_per_user() {
+        // User 7 has two held-out items (positions 0 and 30), user 9 one
+        // (position 4). The second item of user 7 is new.
+        let cases = vec![case(3, false, None, None), case(3, true, None, None), case(10, false, None, None)];
+        let s = Slices::of(&cases);
+        let acc = s.accuracy(&[7, 7, 9], &[0.0, 30.0, 4.0]);
+        let all = &acc[0];
+        assert_eq!(all.users(), 2);
+        // Recall@10: user 7 found 1 of 2, user 9 1 of 1.
+        assert!((all.mean("recall", 10) - 0.75).abs() < 1e-12);
+        assert!((all.mean("recall", 50) - 1.0).abs() < 1e-12);
+        let new = &acc[s.names.iter().position(|n| n == "items new").unwrap()];
+        assert_eq!(new.users(), 1);
+        assert_eq!(new.mean("hr", 10), 0.0);
+        assert_eq!(new.mean("hr", 50), 1.0);
+        assert_eq!(acc[s.names.iter().position(|n| n == "history heavy (21+)").unwrap()].users(), 0);
+    }
+
+    #[test]
+    fn categories_are_cut_at_a_level() {
+        assert_eq!(category_at("Home > Kitchen > Pans", 1).as_deref(), Some("Home"));
+        assert_eq!(category_at("Home > Kitchen > Pans", 2).as_deref(), Some("Home > Kitchen"));
+        assert_eq!(category_at("Home", 3).as_deref(), Some("Home"));
+        assert_eq!(category_at("  ", 1), None);
+    }
+
+    #[test]
+    fn rows_round_trip_through_a_batch() {
+        let mut m = Moments::default();
+        for v in [0.0, 1.0, 1.0] {
+            m.push(v);
+        }
+        let rows = vec![
+            Row::mean("nightrec", "all", "hr", 10, m, true),
+            Row::mean("nightrec", LISTS_SEGMENT, "novelty", 10, m, false),
+        ];
+        assert!(rows[0].ci_high <= 1.0 && rows[1].ci_high > 1.0, "only shares are bounded");
+        assert_eq!(rows[0].users, 3);
+        assert_eq!(rows_of(&[batch(&rows).unwrap()]).unwrap(), rows);
+        assert_eq!(find(&rows, "nightrec", "all", "hr", 10), Some(2.0 / 3.0));
+        assert_eq!(find(&rows, "nightrec", "all", "hr", 20), None);
     }
 }

@@ -78,7 +78,7 @@ impl Stage {
             Stage::Train => &[Stage::Trainset, Stage::Text],
             Stage::Embed => &[Stage::Train],
             Stage::Candidates => &[Stage::Embed],
-            Stage::Evaluate => &[Stage::Train],
+            Stage::Evaluate => &[Stage::Train, Stage::Candidates],
             Stage::Publish => &[Stage::Clean, Stage::Candidates, Stage::Evaluate],
         }
     }

@@ -6,6 +6,7 @@
 //! <table>/dt=D/part-NNNNN-<publication>.parquet  published tables
 //! _runs/dt=D/manifest.json                        the publication: every file with rows, bytes, sha256
 //! _runs/dt=D/summary.json                         the run summary (listed in the manifest)
+//! _runs/dt=D/report.html                          the night's report (listed in the manifest)
 //! _runs/dt=D/_SUCCESS                             written last; while it exists the date's table
 //!                                                 folders hold exactly the manifest's files
 //! _work/dt=D/<table>/part-*.parquet               work tables (publish's staging area)
@@ -112,6 +113,11 @@ pub fn success(date: RunDate) -> String {
 /// A date's run summary, as JSON.
 pub fn summary(date: RunDate) -> String {
     format!("{}/summary.json", runs(date))
+}
+
+/// A date's report (HTML, listed in the manifest).
+pub fn report(date: RunDate) -> String {
+    format!("{}/report.html", runs(date))
 }
 
 /// One text encoder's embedding cache.

@@ -30,6 +30,7 @@ pub mod parquet_io;
 pub mod pipeline;
 pub mod progress;
 pub mod publish;
+pub mod report;
 pub mod resources;
 pub mod rng;
 pub mod seqdata;

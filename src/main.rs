@@ -6,12 +6,12 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use nightrec::cli::{Cli, Command, LogFormat};
+use nightrec::cli::{Cli, Command, EvalFormat, LogFormat};
 use nightrec::config::Config;
 use nightrec::error::{Error, ExitCode, Result};
-use nightrec::job::{Job, Stage};
+use nightrec::job::Job;
 use nightrec::pipeline::{self, RunOptions, RunSummary};
-use nightrec::{datagen, sqlcmd, storage};
+use nightrec::{datagen, evaluate, sqlcmd, storage};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,6 +67,9 @@ fn print_summary(s: &RunSummary) {
         }
     }
     println!("outputs: {}", s.output);
+    if let Some(r) = &s.report {
+        println!("report: {r}");
+    }
 }
 
 async fn run(cli: Cli, mut cfg: Config) -> Result<()> {
@@ -130,14 +133,32 @@ async fn run(cli: Cli, mut cfg: Config) -> Result<()> {
             let rows: usize = written.iter().map(|w| w.1).sum();
             println!("wrote {} files ({rows} rows) under {}", written.len(), out.folder_url(""));
         }
-        Command::Eval(a) => {
-            let opts = RunOptions { stages: vec![Stage::Evaluate], force: true, ..RunOptions::new(a.date) };
-            pipeline::run(cfg.clone(), opts).await?;
+        Command::Report(a) => {
             let job = Job::new(cfg, a.date, false)?;
-            let ctx = job.session()?;
-            let sql = "SELECT model, segment, metric, k, value, users FROM evaluation ORDER BY metric, model";
-            let batches = job.read_work(&ctx, "evaluation", sql).await?;
-            sqlcmd::write(&mut std::io::stdout().lock(), &batches, sqlcmd::Format::Table)?;
+            let url = nightrec::publish::rebuild_report(&job).await?;
+            println!("report: {url}");
+        }
+        Command::Eval(a) => {
+            let device = nightrec::device::choose(a.device.unwrap_or(cfg.run.device))?;
+            nightrec::device::init(cfg.run.seed, nightrec::engine::threads(&cfg));
+            let job = Job::new(cfg, a.date, false)?;
+            let e = evaluate::compute(&job, device, true).await?;
+            let version = nightrec::checkpoint::meta(&job).await?.map(|m| m.version).unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            match a.format {
+                EvalFormat::Table => sqlcmd::write(&mut out, &[evaluate::batch(&e.rows)?], sqlcmd::Format::Table)?,
+                EvalFormat::Json => {
+                    let doc = serde_json::json!({
+                        "date": a.date.to_string(),
+                        "model_version": version,
+                        "facts": e.facts.iter().map(|(k, v)| serde_json::json!({"fact": k, "value": v})).collect::<Vec<_>>(),
+                        "rows": e.rows,
+                    });
+                    let text = serde_json::to_string_pretty(&doc)
+                        .map_err(|e| Error::Internal(format!("eval as JSON: {e}")))?;
+                    writeln!(out, "{text}").map_err(|e| Error::io("stdout", e))?;
+                }
+            }
         }
         Command::Topk(a) => {
             let device = nightrec::device::choose(cfg.run.device)?;

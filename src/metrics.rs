@@ -1,11 +1,171 @@
-//! Ranking metrics over full-catalog scores: NDCG@k, HR@k, MRR@k with the
-//! user's history masked (except the target itself); and, for next-basket
-//! evaluation, Recall@k, NDCG@k and HR@k of a ranked list against a set of
-//! relevant items ([`SetSums`]).
+//! Ranking metrics. Every accuracy figure is per user, then averaged, with
+//! a normal 95% confidence interval over users:
+//! - Recall@k: share of the user's relevant (held-out) items in the top k;
+//! - NDCG@k: binary gains, normalised by the best possible list
+//!   (min(relevant, k) hits on top);
+//! - HR@k: at least one relevant item in the top k;
+//! - MRR@k: 1 / (1 + position of the first relevant item), 0 beyond k.
+//!
+//! Two ways in: the positions of the relevant items in a full-catalog
+//! ranking ([`target_positions`], with the user's history masked), or a
+//! ranked list ([`Accuracy::add_list`]). A relevant item's position is the
+//! number of items ranked above it; items scoring the same as it take half
+//! a place each (the expected position under a random tie-break), so an
+//! item that every model scores 0 does not rank first by luck.
 
 use tch::{Kind, Tensor};
 
-/// Sums of per-user metric values.
+/// The cut-offs every accuracy metric is reported at.
+pub const KS: [usize; 3] = [10, 20, 50];
+
+/// The accuracy metrics, in the order of [`Accuracy::user`]'s values.
+pub const ACCURACY: [&str; 4] = ["recall", "ndcg", "hr", "mrr"];
+
+/// Sum and sum of squares of per-user values.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Moments {
+    /// Σ value.
+    pub sum: f64,
+    /// Σ value².
+    pub sum_sq: f64,
+    /// Values.
+    pub n: usize,
+}
+
+impl Moments {
+    /// Add one value.
+    pub fn push(&mut self, v: f64) {
+        self.sum += v;
+        self.sum_sq += v * v;
+        self.n += 1;
+    }
+    /// The mean (0 without values).
+    pub fn mean(&self) -> f64 {
+        self.sum / self.n.max(1) as f64
+    }
+    /// Half-width of the 95% confidence interval of the mean.
+    pub fn ci95(&self) -> f64 {
+        ci95(self.sum, self.sum_sq, self.n)
+    }
+}
+
+/// Recall, NDCG, HR and MRR at each of [`KS`], per user.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Accuracy {
+    /// `m[k][metric]`: k indexes [`KS`], metric [`ACCURACY`].
+    pub m: [[Moments; 4]; 3],
+}
+
+impl Accuracy {
+    /// Users counted.
+    pub fn users(&self) -> usize {
+        self.m[0][0].n
+    }
+
+    /// The moments of `metric` (a name of [`ACCURACY`]) at `k` (one of [`KS`]).
+    pub fn get(&self, metric: &str, k: usize) -> Moments {
+        let (Some(ki), Some(mi)) = (KS.iter().position(|x| *x == k), ACCURACY.iter().position(|x| *x == metric)) else {
+            return Moments::default();
+        };
+        self.m[ki][mi]
+    }
+
+    /// The mean of `metric` at `k` (0 for an unknown metric or cut-off).
+    pub fn mean(&self, metric: &str, k: usize) -> f64 {
+        self.get(metric, k).mean()
+    }
+
+    /// One user's (recall, ndcg, hr, mrr) at `k`: `positions` are those of
+    /// the relevant items found in the ranking (0 = first; fractional for
+    /// ties), `relevant` how many relevant items the user has.
+    pub fn user(positions: &[f64], relevant: usize, k: usize) -> [f64; 4] {
+        if relevant == 0 {
+            return [0.0; 4];
+        }
+        let within: Vec<f64> = positions.iter().copied().filter(|p| *p < k as f64).collect();
+        let dcg: f64 = within.iter().map(|p| 1.0 / (p + 2.0).log2()).sum();
+        let idcg: f64 = (0..relevant.min(k)).map(|r| 1.0 / (r as f64 + 2.0).log2()).sum();
+        let first = within.iter().copied().fold(f64::INFINITY, f64::min);
+        [
+            within.len() as f64 / relevant as f64,
+            dcg / idcg,
+            f64::from(u8::from(!within.is_empty())),
+            if first.is_finite() { 1.0 / (first + 1.0) } else { 0.0 },
+        ]
+    }
+
+    /// Add one user from the positions of their relevant items (see
+    /// [`Accuracy::user`]); a user without relevant items is no case.
+    pub fn add_positions(&mut self, positions: &[f64], relevant: usize) {
+        if relevant == 0 {
+            return;
+        }
+        for (ki, k) in KS.iter().enumerate() {
+            for (mi, v) in Self::user(positions, relevant, *k).into_iter().enumerate() {
+                self.m[ki][mi].push(v);
+            }
+        }
+    }
+
+    /// Add one user from a ranked list (best first; an item listed twice
+    /// counts at its first place) and their relevant items (duplicates
+    /// count once). A user without relevant items is no case.
+    pub fn add_list(&mut self, ranked: &[i64], relevant: &[i64]) {
+        let (positions, n) = list_positions(ranked, relevant);
+        self.add_positions(&positions, n);
+    }
+
+    /// Add every user of another sum.
+    pub fn merge(&mut self, other: &Accuracy) {
+        for (a, b) in self.m.iter_mut().flatten().zip(other.m.iter().flatten()) {
+            a.sum += b.sum;
+            a.sum_sq += b.sum_sq;
+            a.n += b.n;
+        }
+    }
+}
+
+/// The positions in `ranked` (first places of distinct items) of the
+/// distinct items of `relevant` it holds, and how many distinct relevant
+/// items there are.
+pub fn list_positions(ranked: &[i64], relevant: &[i64]) -> (Vec<f64>, usize) {
+    let mut rel = relevant.to_vec();
+    rel.sort_unstable();
+    rel.dedup();
+    let mut seen: Vec<i64> = Vec::new();
+    let mut positions = Vec::new();
+    for item in ranked {
+        if seen.contains(item) {
+            continue;
+        }
+        if rel.binary_search(item).is_ok() {
+            positions.push(seen.len() as f64);
+        }
+        seen.push(*item);
+    }
+    (positions, rel.len())
+}
+
+/// Position of each row's target among that row's items: `scores` [B, N]
+/// (column 0 is padding), `targets` [B], `history` [B, H] item indices
+/// padded with 0, whose items cannot take a place (the target keeps its
+/// own score even when it is in the history). Items scoring strictly
+/// higher count 1, other items scoring the same count ½. Returns [B]
+/// doubles on the scores' device.
+pub fn target_positions(scores: &Tensor, targets: &Tensor, history: &Tensor) -> Tensor {
+    let scores = scores.to_kind(Kind::Float);
+    let t = scores.gather(1, &targets.unsqueeze(1), false);
+    let mut masked = scores.copy();
+    let _ = masked.scatter_value_(1, history, f64::NEG_INFINITY);
+    let _ = masked.select(1, 0).fill_(f64::NEG_INFINITY);
+    let _ = masked.scatter_value_(1, &targets.unsqueeze(1), f64::NEG_INFINITY);
+    let above = masked.gt_tensor(&t).sum_dim_intlist(1, false, Kind::Double);
+    let tied = masked.eq_tensor(&t).sum_dim_intlist(1, false, Kind::Double);
+    above + tied * 0.5
+}
+
+/// Sums of per-row NDCG@k, HR@k and MRR@k with one target per row (the
+/// training's validation).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RankSums {
     /// Σ NDCG@k.
@@ -57,15 +217,9 @@ impl RankSums {
     }
 
     /// Add a batch: `scores` [B, N] (column 0 is padding), `targets` [B],
-    /// `history` [B, H] item indices padded with 0. The target's rank is the
-    /// number of non-history items scoring strictly higher.
+    /// `history` [B, H] item indices padded with 0 ([`target_positions`]).
     pub fn add(&mut self, scores: &Tensor, targets: &Tensor, history: &Tensor, k: i64) {
-        let scores = scores.to_kind(Kind::Float);
-        let t = scores.gather(1, &targets.unsqueeze(1), false);
-        let mut masked = scores.copy();
-        let _ = masked.scatter_value_(1, history, f64::NEG_INFINITY);
-        let _ = masked.select(1, 0).fill_(f64::NEG_INFINITY);
-        let rank = masked.gt_tensor(&t).sum_dim_intlist(1, false, Kind::Int64).to_kind(Kind::Double);
+        let rank = target_positions(scores, targets, history);
         let hit = rank.lt(k as f64).to_kind(Kind::Double);
         self.hr += hit.sum(Kind::Double).double_value(&[]);
         let ndcg = &hit / (&rank + 2.0).log2();
@@ -78,125 +232,92 @@ impl RankSums {
     }
 }
 
-/// Sums of per-user metrics of a ranked list against a set of relevant
-/// items (a next basket): Recall@k = hits / relevant items; NDCG@k with
-/// binary gains, normalised by the best possible list (min(relevant, k)
-/// hits on top); HR@k = at least one hit.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SetSums {
-    /// Σ Recall@k.
-    pub recall: f64,
-    /// Σ Recall@k².
-    pub recall_sq: f64,
-    /// Σ NDCG@k.
-    pub ndcg: f64,
-    /// Σ NDCG@k².
-    pub ndcg_sq: f64,
-    /// Σ HR@k.
-    pub hr: f64,
-    /// Users counted.
-    pub users: usize,
-}
-
-impl SetSums {
-    /// Add one user: `ranked` best first (only the first `k` count; an
-    /// item listed twice counts once), `relevant` the held-out items
-    /// (duplicates count once). Users without relevant items are skipped.
-    pub fn add(&mut self, ranked: &[i64], relevant: &[i64], k: usize) {
-        let mut rel = relevant.to_vec();
-        rel.sort_unstable();
-        rel.dedup();
-        if rel.is_empty() {
-            return;
-        }
-        let mut seen: Vec<i64> = Vec::with_capacity(k);
-        let (mut hits, mut dcg) = (0usize, 0f64);
-        for (r, item) in ranked.iter().take(k).enumerate() {
-            if seen.contains(item) {
-                continue;
-            }
-            seen.push(*item);
-            if rel.binary_search(item).is_ok() {
-                hits += 1;
-                dcg += 1.0 / (r as f64 + 2.0).log2();
-            }
-        }
-        let idcg: f64 = (0..rel.len().min(k)).map(|r| 1.0 / (r as f64 + 2.0).log2()).sum();
-        let recall = hits as f64 / rel.len() as f64;
-        let ndcg = if idcg > 0.0 { dcg / idcg } else { 0.0 };
-        self.recall += recall;
-        self.recall_sq += recall * recall;
-        self.ndcg += ndcg;
-        self.ndcg_sq += ndcg * ndcg;
-        self.hr += f64::from(u8::from(hits > 0));
-        self.users += 1;
-    }
-
-    /// Mean Recall@k.
-    pub fn recall(&self) -> f64 {
-        self.recall / self.users.max(1) as f64
-    }
-    /// Mean NDCG@k.
-    pub fn ndcg(&self) -> f64 {
-        self.ndcg / self.users.max(1) as f64
-    }
-    /// Mean HR@k.
-    pub fn hr(&self) -> f64 {
-        self.hr / self.users.max(1) as f64
-    }
-    /// 95% confidence half-widths of (Recall, NDCG, HR).
-    pub fn ci95(&self) -> (f64, f64, f64) {
-        (
-            ci95(self.recall, self.recall_sq, self.users),
-            ci95(self.ndcg, self.ndcg_sq, self.users),
-            ci95(self.hr, self.hr, self.users),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn set_metrics_by_hand() {
-        // Basket {3, 5, 9}; list 5, 1, 9, 2 at k = 3: hits at ranks 0 and 2.
-        let mut s = SetSums::default();
-        s.add(&[5, 1, 9, 2], &[9, 3, 5, 5], 3);
-        let idcg = 1.0 + 1.0 / 3f64.log2() + 0.5;
-        assert!((s.recall() - 2.0 / 3.0).abs() < 1e-12);
-        assert!((s.ndcg() - (1.0 + 0.5) / idcg).abs() < 1e-12, "{}", s.ndcg());
-        assert_eq!(s.hr(), 1.0);
-        // Fewer relevant items than k: one item found first is perfect.
-        let mut one = SetSums::default();
-        one.add(&[7, 1, 2], &[7], 3);
-        assert_eq!((one.recall(), one.ndcg(), one.hr()), (1.0, 1.0, 1.0));
-        // A repeated item counts once; an empty list and an empty basket.
-        let mut rep = SetSums::default();
-        rep.add(&[4, 4, 8], &[4, 8], 2);
-        assert!((rep.recall() - 0.5).abs() < 1e-12);
-        rep.add(&[], &[4], 2);
-        assert_eq!(rep.users, 2);
-        assert!((rep.recall() - 0.25).abs() < 1e-12 && (rep.hr() - 0.5).abs() < 1e-12);
-        rep.add(&[4], &[], 2);
-        assert_eq!(rep.users, 2, "a user without a basket is not a case");
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
     }
 
     #[test]
-    fn rank_counts_only_unseen_items() {
+    fn list_metrics_by_hand() {
+        // Relevant {3, 5, 9}; list 5, 1, 9, 2, ...: hits at positions 0 and 2.
+        let mut a = Accuracy::default();
+        a.add_list(&[5, 1, 9, 2], &[9, 3, 5, 5]);
+        let idcg = 1.0 + 1.0 / 3f64.log2() + 0.5;
+        assert!(close(a.mean("recall", 10), 2.0 / 3.0));
+        assert!(close(a.mean("ndcg", 10), 1.5 / idcg), "{}", a.mean("ndcg", 10));
+        assert_eq!((a.mean("hr", 10), a.mean("mrr", 10)), (1.0, 1.0));
+        assert_eq!(a.users(), 1);
+        // The same user at k = 2 (via the per-user function): one hit.
+        let (pos, n) = list_positions(&[5, 1, 9, 2], &[9, 3, 5, 5]);
+        assert_eq!((pos.as_slice(), n), (&[0.0, 2.0][..], 3));
+        let [recall, ndcg, hr, mrr] = Accuracy::user(&pos, n, 2);
+        assert!(close(recall, 1.0 / 3.0) && close(ndcg, 1.0 / (1.0 + 1.0 / 3f64.log2())), "{ndcg}");
+        assert_eq!((hr, mrr), (1.0, 1.0));
+        // Fewer relevant items than k: one item found first is perfect.
+        let mut one = Accuracy::default();
+        one.add_list(&[7, 1, 2], &[7]);
+        for k in KS {
+            assert_eq!(ACCURACY.map(|m| one.mean(m, k)), [1.0; 4]);
+        }
+        // Found at position 11: a miss at 10, a hit at 20 and 50.
+        let list: Vec<i64> = (100..150).collect();
+        let mut late = Accuracy::default();
+        late.add_list(&list, &[111]);
+        assert_eq!(late.mean("hr", 10), 0.0);
+        assert_eq!(late.mean("mrr", 10), 0.0);
+        assert!(close(late.mean("ndcg", 20), 1.0 / 13f64.log2()));
+        assert!(close(late.mean("mrr", 50), 1.0 / 12.0));
+        // A repeated item counts at its first place; an empty list is all
+        // misses; a user without relevant items is no case.
+        let mut rep = Accuracy::default();
+        rep.add_list(&[4, 4, 8], &[8]);
+        assert!(close(rep.mean("mrr", 10), 0.5), "the repeat took a place");
+        rep.add_list(&[], &[4]);
+        assert_eq!(rep.users(), 2);
+        assert!(close(rep.mean("recall", 10), 0.5) && close(rep.mean("hr", 50), 0.5));
+        rep.add_list(&[4], &[]);
+        assert_eq!(rep.users(), 2);
+        assert_eq!(Accuracy::default().mean("ndcg", 10), 0.0);
+        assert_eq!(rep.mean("ndcg", 15), 0.0, "not a reported cut-off");
+        // Merging sums is adding the users.
+        let mut m = one;
+        m.merge(&late);
+        assert_eq!(m.users(), 2);
+        assert!(close(m.mean("hr", 10), 0.5));
+    }
+
+    #[test]
+    fn positions_count_only_unseen_items_and_split_ties() {
         // Items 1..=4; target 3 scores third-highest but item 4 is history.
         let scores = Tensor::from_slice(&[0f32, 0.9, 0.1, 0.5, 0.8]).view([1, 5]);
-        let targets = Tensor::from_slice(&[3i64]);
         let history = Tensor::from_slice(&[4i64]).view([1, 1]);
+        let p = target_positions(&scores, &Tensor::from_slice(&[3i64]), &history);
+        assert_eq!(p.double_value(&[0]), 1.0);
         let mut s = RankSums::default();
-        s.add(&scores, &targets, &history, 10);
-        // Only item 1 beats it: rank 1 → NDCG = 1/log2(3), MRR = 1/2.
+        s.add(&scores, &Tensor::from_slice(&[3i64]), &history, 10);
+        // Only item 1 beats it: NDCG = 1/log2(3), MRR = 1/2.
         assert!((s.ndcg() - 1.0 / 3f64.log2()).abs() < 1e-9);
         assert!((s.mrr() - 0.5).abs() < 1e-9);
         assert_eq!(s.hr(), 1.0);
         let mut s1 = RankSums::default();
-        s1.add(&scores, &targets, &history, 1);
+        s1.add(&scores, &Tensor::from_slice(&[3i64]), &history, 1);
         assert_eq!(s1.hr(), 0.0);
+        // Ties: every item scores 0. The target has 6 other items level
+        // with it: expected position 3, not 0; with item 2 seen, 2.5.
+        let flat = Tensor::zeros([1, 8], (Kind::Float, tch::Device::Cpu));
+        let none = Tensor::zeros([1, 1], (Kind::Int64, tch::Device::Cpu));
+        let hist2 = Tensor::from_slice(&[2i64, 0]).view([1, 2]);
+        assert_eq!(target_positions(&flat, &Tensor::from_slice(&[5i64]), &none).double_value(&[0]), 3.0);
+        assert_eq!(target_positions(&flat, &Tensor::from_slice(&[5i64]), &hist2).double_value(&[0]), 2.5);
+        // A target in the history keeps its score.
+        let own = Tensor::from_slice(&[4i64]).view([1, 1]);
+        assert_eq!(target_positions(&scores, &Tensor::from_slice(&[4i64]), &own).double_value(&[0]), 1.0);
+        // Fractional positions feed the per-user metrics as they are.
+        let [_, ndcg, hr, mrr] = Accuracy::user(&[2.5], 1, 10);
+        assert!(close(ndcg, 1.0 / 4.5f64.log2()) && hr == 1.0 && close(mrr, 1.0 / 3.5));
     }
 
     #[test]
@@ -206,6 +327,11 @@ mod tests {
         assert!((half - 1.96 * (1.0f64 / 3.0 / 4.0).sqrt()).abs() < 1e-12, "{half}");
         assert_eq!(ci95(1.0, 1.0, 1), 0.0);
         assert_eq!(ci95(3.0, 3.0, 3), 0.0, "no spread, no interval");
+        let mut m = Moments::default();
+        for v in [0.0, 1.0, 0.0, 1.0] {
+            m.push(v);
+        }
+        assert_eq!((m.mean(), m.ci95()), (0.5, half));
         // Two users, both hit at rank 0: NDCG 1 each, no spread.
         let scores = Tensor::from_slice(&[0f32, 0.9, 0.1, 0.2, 0.3, 0.0, 0.9, 0.1, 0.2, 0.3]).view([2, 5]);
         let history = Tensor::zeros([2, 1], (Kind::Int64, tch::Device::Cpu));

@@ -45,6 +45,9 @@ pub struct RunSummary {
     pub threads: crate::resources::Threads,
     /// Per stage.
     pub stages: Vec<StageReport>,
+    /// The URL of the date's report, once the date is published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
 }
 
 /// Run a nightly job.
@@ -116,10 +119,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
             Stage::Clean => clean::run(&job, &inputs).await?,
             Stage::Trainset => crate::trainset::run(&job).await?,
             Stage::Text => crate::text::run(&job, device).await?,
-            Stage::Train => {
-                let (_meta, facts) = crate::train::run(&job, device).await?;
-                (Vec::new(), facts)
-            }
+            Stage::Train => crate::train::run(&job, device).await?,
             Stage::Embed => crate::embed::run(&job, device).await?,
             Stage::Candidates => crate::candidates::run(&job, device, &fingerprint).await?,
             Stage::Evaluate => crate::evaluate::run(&job, device).await?,
@@ -142,7 +142,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         );
         reports.push(StageReport::from_marker(marker, true));
     }
-    Ok(summary(&job, device, reports))
+    let mut done = summary(&job, device, reports);
+    if selected.contains(&Stage::Publish)
+        && let Some(m) = crate::publish::read_manifest(&job.output, job.date).await?
+    {
+        done.report = m.report.map(|r| job.output.object_url(&job.output.path(&r.path)));
+    }
+    Ok(done)
 }
 
 /// A backfill: `opts.date` to `to` in order, each date warm-started from
@@ -197,5 +203,6 @@ fn summary(job: &Job, device: tch::Device, stages: Vec<StageReport>) -> RunSumma
         device: format!("{device:?}"),
         threads: crate::resources::threads_now(crate::engine::threads(&job.cfg)),
         stages,
+        report: None,
     }
 }

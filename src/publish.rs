@@ -56,7 +56,7 @@ use crate::error::{DfContext, Error, Result};
 use crate::job::{Job, Stage};
 use crate::parquet_io::{FileInfo, Lineage, WrittenTable};
 use crate::storage::Root;
-use crate::{layout, state};
+use crate::{layout, report, state};
 
 /// Tables published each day, and the stage that writes each.
 pub const PUBLISHED: &[(&str, Stage)] = &[
@@ -69,9 +69,14 @@ pub const PUBLISHED: &[(&str, Stage)] = &[
     ("user_embeddings", Stage::Embed),
     ("item_embeddings", Stage::Embed),
     ("evaluation", Stage::Evaluate),
+    ("training_epochs", Stage::Train),
     ("quarantine", Stage::Clean),
     ("data_quality", Stage::Clean),
 ];
+
+/// Published tables that a stage of an older nightrec did not write: a
+/// date staged by one is published without them.
+const OPTIONAL: &[&str] = &["training_epochs"];
 
 /// The manifest of a published date.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +105,10 @@ pub struct Manifest {
     /// the stages before publish. `rows` is the number of stages.
     #[serde(default)]
     pub summary: Option<FileInfo>,
+    /// The night's report (`_runs/dt=D/report.html`, see
+    /// [`crate::report`]); `rows` is 0.
+    #[serde(default)]
+    pub report: Option<FileInfo>,
 }
 
 /// Figures of a published date (sql/publish/day_stats.sql).
@@ -113,6 +122,18 @@ pub struct DayStats {
     pub ndcg: Option<f64>,
     /// Users with candidates.
     pub users: u64,
+    /// The model's Recall@10 on the held-out split.
+    #[serde(default)]
+    pub recall: Option<f64>,
+    /// Popularity's NDCG@10 on the held-out split.
+    #[serde(default)]
+    pub popularity_ndcg: Option<f64>,
+    /// Novelty (bits) of the first 10 candidates.
+    #[serde(default)]
+    pub novelty: Option<f64>,
+    /// Category diversity of the first 10 candidates.
+    #[serde(default)]
+    pub diversity: Option<f64>,
 }
 
 /// One day-over-day check.
@@ -145,11 +166,12 @@ async fn staged(job: &Job) -> Result<Vec<WrittenTable>> {
         let marker = job.marker(*stage).await?.ok_or_else(|| {
             Error::Usage(format!("cannot publish {name}: stage {} has not run for {}", stage.name(), job.date))
         })?;
-        let t = marker
-            .tables
-            .into_iter()
-            .find(|t| t.name == *name)
-            .ok_or_else(|| Error::Internal(format!("stage {} did not record table {name}", stage.name())))?;
+        let Some(t) = marker.tables.into_iter().find(|t| t.name == *name) else {
+            if OPTIONAL.contains(name) {
+                continue;
+            }
+            return Err(Error::Internal(format!("stage {} did not record table {name}", stage.name())));
+        };
         for f in &t.files {
             let meta =
                 job.output.store.head(&job.output.path(&f.path)).await.map_err(|e| Error::storage(&f.path, e))?;
@@ -244,7 +266,21 @@ async fn day_stats(job: &Job, ctx: &SessionContext) -> Result<DayStats> {
         cold_share: f("cold_share")?.unwrap_or(0.0),
         ndcg: f("ndcg")?,
         users: arrays::ints(&b, "users")?.first().copied().unwrap_or(0).max(0) as u64,
+        recall: f("recall")?,
+        popularity_ndcg: f("popularity_ndcg")?,
+        novelty: f("novelty")?,
+        diversity: f("diversity")?,
     })
+}
+
+/// The overlap of `user_candidates` with `previous_candidates` per user
+/// (`sql/publish/candidate_overlap.sql`): (bucket 0..=10, users, sum of
+/// their shares).
+pub async fn overlap(ctx: &SessionContext) -> Result<Vec<(i64, u64, f64)>> {
+    let b = crate::sql::file("publish", "candidate_overlap")?.collect(ctx, vec![]).await?;
+    let (bucket, users, sum) =
+        (arrays::ints(&b, "bucket")?, arrays::ints(&b, "users")?, arrays::floats(&b, "overlap_sum")?);
+    Ok(bucket.into_iter().zip(users).zip(sum).map(|((b, u), s)| (b, u.max(0) as u64, s.unwrap_or(0.0))).collect())
 }
 
 /// Compare today with the latest earlier publication; Err when a check fails.
@@ -258,10 +294,9 @@ async fn gate(job: &Job, ctx: &SessionContext, today: &DayStats) -> Result<(Opti
     if let Some(t) = prev.tables.iter().find(|t| t.name == "user_candidates") {
         let files: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
         register_files(ctx, "previous_candidates", &job.output, &files).await?;
-        let b = crate::sql::file("publish", "candidate_overlap")?.collect(ctx, vec![]).await?;
-        let users = arrays::ints(&b, "users")?.first().copied().unwrap_or(0);
+        let (users, sum) = overlap(ctx).await?.iter().fold((0, 0.0), |(n, s), b| (n + b.1, s + b.2));
         if users > 0 {
-            let overlap = arrays::floats(&b, "overlap")?.first().copied().flatten().unwrap_or(1.0);
+            let overlap = sum / users as f64;
             checks.push(("candidate_overlap", overlap, g.min_candidate_overlap, overlap >= g.min_candidate_overlap));
         }
     }
@@ -298,6 +333,63 @@ async fn gate(job: &Job, ctx: &SessionContext, today: &DayStats) -> Result<(Opti
     Ok((Some(prev.date), checks))
 }
 
+/// Register the `user_candidates` of the latest publication before this
+/// date as `previous_candidates`; returns that date.
+async fn register_previous(job: &Job, ctx: &SessionContext) -> Result<Option<String>> {
+    let Some(prev) = previous_publication(&job.output, job.date).await? else { return Ok(None) };
+    let Some(t) = prev.tables.iter().find(|t| t.name == "user_candidates") else { return Ok(None) };
+    let files: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
+    register_files(ctx, "previous_candidates", &job.output, &files).await?;
+    Ok(Some(prev.date))
+}
+
+/// Write a report in one PUT; its manifest entry.
+async fn write_report(out: &Root, path: &str, html: String) -> Result<FileInfo> {
+    let bytes = Bytes::from(html);
+    let info = FileInfo {
+        path: path.to_string(),
+        rows: 0,
+        bytes: bytes.len() as u64,
+        sha256: crate::config::hex(&Sha256::digest(&bytes)),
+    };
+    out.put(&out.path(path), bytes).await?;
+    Ok(info)
+}
+
+/// `nightrec report`: rebuild the report of a published date from its
+/// published tables and manifests (nothing reruns), write it, and point
+/// the manifest at it when its bytes changed. Returns the report's URL.
+pub async fn rebuild_report(job: &Job) -> Result<String> {
+    let (date, out) = (job.date, &job.output);
+    let mut m = read_manifest(out, date).await?.ok_or_else(|| {
+        Error::Usage(format!("{date} is not published (no _SUCCESS and manifest): nothing to report"))
+    })?;
+    let ctx = job.session()?;
+    for name in ["evaluation", "user_candidates", "data_quality", "training_epochs"] {
+        match m.tables.iter().find(|t| t.name == name) {
+            Some(t) => {
+                let files: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
+                register_files(&ctx, name, out, &files).await?;
+            }
+            None if OPTIONAL.contains(&name) => {}
+            None => return Err(Error::Internal(format!("the manifest of {date} lists no table {name}"))),
+        }
+    }
+    let previous = register_previous(job, &ctx).await?;
+    let summary: serde_json::Value = match &m.summary {
+        Some(f) => state::read(out, &f.path).await?.unwrap_or(serde_json::Value::Null),
+        None => serde_json::Value::Null,
+    };
+    let html = report::build(job, &ctx, &report::About::of(&m, summary), previous.as_deref()).await?;
+    let path = layout::report(date);
+    let info = write_report(out, &path, html).await?;
+    if m.report.as_ref().is_none_or(|r| r.sha256 != info.sha256 || r.path != info.path) {
+        m.report = Some(info);
+        state::write(out, &layout::manifest(date), &m).await?;
+    }
+    Ok(out.object_url(&out.path(&path)))
+}
+
 /// Id of a publication: a hash of the staged files' checksums.
 fn publication_id(tables: &[WrittenTable]) -> String {
     let mut h = Sha256::new();
@@ -319,6 +411,27 @@ pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(
     let (compared_with, checks) = gate(job, &ctx, &stats).await?;
     let (date, out) = (job.date, &job.output);
     let publication = publication_id(&tables);
+    // The report, built before anything changes: when it cannot be built,
+    // nothing is published.
+    let about = report::About {
+        run_id: job.lineage.run_id.clone(),
+        model_version: job.lineage.model_version.clone(),
+        publication: publication.clone(),
+        compared_with: compared_with.clone(),
+        gate: checks.clone(),
+        stats: stats.clone(),
+        summary: serde_json::to_value(summary).unwrap_or(serde_json::Value::Null),
+    };
+    let report_html = {
+        let staged: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        let mut names = vec!["evaluation", "user_candidates", "data_quality"];
+        if staged.contains(&"training_epochs") {
+            names.push("training_epochs");
+        }
+        job.register_work(&ctx, &names).await?;
+        let previous = register_previous(job, &ctx).await?;
+        report::build(job, &ctx, &about, previous.as_deref()).await?
+    };
     // 1. From here until step 5 the date reads as not published.
     let success = out.path(&layout::success(date));
     let before: Option<Manifest> = state::read(out, &layout::manifest(date)).await?;
@@ -349,6 +462,8 @@ pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(
         .ok()
         .and_then(|v| v.get("stages").and_then(|s| s.as_array()).map(|a| a.len() as u64))
         .unwrap_or(0);
+    let report_path = layout::report(date);
+    let report_info = write_report(out, &report_path, report_html).await?;
     let manifest = Manifest {
         date: date.to_string(),
         published_at: chrono::Utc::now().to_rfc3339(),
@@ -364,6 +479,7 @@ pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(
             bytes: summary_bytes.len() as u64,
             sha256: crate::config::hex(&Sha256::digest(&summary_bytes)),
         }),
+        report: Some(report_info),
     };
     state::write(out, &layout::manifest(date), &manifest).await?;
     // 4. Only now may files of earlier publications of this date go, in
@@ -389,6 +505,7 @@ pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(
     out.put(&success, Bytes::from(job.run_id.clone())).await?;
     let mut facts = vec![
         ("published".into(), out.object_url(&out.path(&layout::manifest(date)))),
+        ("report".into(), out.object_url(&out.path(&report_path))),
         ("publication".into(), publication),
         (
             "coverage / cold-start share".into(),

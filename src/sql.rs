@@ -46,9 +46,12 @@ pub const ALL: &[SqlFile] = &[
     sql_file!("trainset", "item_text"),
     sql_file!("candidates", "popular_items"),
     sql_file!("candidates", "top_queries"),
+    sql_file!("evaluate", "recent_popularity"),
+    sql_file!("evaluate", "beyond_accuracy"),
     sql_file!("publish", "candidate_checks"),
     sql_file!("publish", "day_stats"),
     sql_file!("publish", "candidate_overlap"),
+    sql_file!("report", "score_histogram"),
 ];
 
 /// Look up a statement by stage and table.

@@ -35,11 +35,12 @@ use tch::{Kind, Tensor, nn, nn::OptimizerConfig};
 
 use crate::checkpoint::{self, CheckpointMeta, WarmStart};
 use crate::config::{LossKind, ModelConfig, NegativeSampling, Precision};
-use crate::error::{Error, Result};
+use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 use crate::metrics::RankSums;
 use crate::model::seqrec::ItemFeatures;
 use crate::model::{SeqRec, SeqRecConfig};
+use crate::parquet_io::WrittenTable;
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::seqdata::{SeqData, left_pad};
@@ -835,8 +836,43 @@ fn apply_warm_start(
     Ok(Some((kept, new, dropped)))
 }
 
-/// Run the stage.
-pub async fn run(job: &Job, device: tch::Device) -> Result<(CheckpointMeta, Vec<(String, String)>)> {
+/// The phases of training, in order, as `training_epochs.phase` names them.
+pub const PHASES: [&str; 3] = ["pretrain", "fine-tune", "refit"];
+
+/// `training_epochs`: one row per epoch of each phase ([`PHASES`]), with
+/// its mean loss and validation NDCG@10 (fine-tuning only). Times are left
+/// to the log and the run summary: a rerun writes the same table.
+pub fn epochs_batch(r: &TrainReport) -> Result<datafusion::arrow::array::RecordBatch> {
+    use datafusion::arrow::array::{Float64Array, Int32Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let rows: Vec<(&str, usize, &EpochStats)> = PHASES
+        .iter()
+        .zip([&r.pretrain, &r.finetune, &r.refit])
+        .flat_map(|(p, v)| v.iter().enumerate().map(move |(i, e)| (*p, i + 1, e)))
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("phase", DataType::Utf8, false),
+        Field::new("epoch", DataType::Int32, false),
+        Field::new("loss", DataType::Float64, false),
+        Field::new("valid_ndcg", DataType::Float64, true),
+    ]));
+    datafusion::arrow::array::RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1 as i32))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2.loss))),
+            Arc::new(Float64Array::from_iter(
+                rows.iter().map(|r| r.2.valid_ndcg.is_finite().then_some(r.2.valid_ndcg)),
+            )),
+        ],
+    )
+    .ctx("building training_epochs")
+}
+
+/// Run the stage: the checkpoint, and `training_epochs`.
+pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let data = crate::seqdata::load(job).await?;
     let warm = if job.full_retrain { None } else { checkpoint::previous(job).await? };
     let opts = TrainOptions {
@@ -875,7 +911,9 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(CheckpointMeta, Vec<
     if let Some((date, kept, new, dropped)) = &r.warm_start {
         facts.push(("warm start".into(), format!("from {date}: {kept} items kept, {new} new, {dropped} dropped")));
     }
-    Ok((meta, facts))
+    let batch = epochs_batch(r)?;
+    let table = job.write_work_batches("training_epochs", batch.schema(), &[batch]).await?;
+    Ok((vec![table], facts))
 }
 
 #[cfg(test)]

@@ -119,7 +119,14 @@ m = json.load(open(f"{out}/_runs/dt={date}/manifest.json"))
 assert os.path.exists(f"{out}/_runs/dt={date}/_SUCCESS")
 names = {t["name"] for t in m["tables"]}
 assert {"user_candidates", "cross_category", "item_similar", "popular_items", "user_segments", "query_candidates",
-        "user_embeddings", "item_embeddings", "evaluation", "quarantine", "data_quality"} == names, names
+        "user_embeddings", "item_embeddings", "evaluation", "quarantine", "data_quality", "training_epochs"} == names, names
+# training_epochs: every epoch of the run, fine-tuning ones with a validation NDCG.
+ep = table("training_epochs")
+phases = [r["phase"] for r in ep]
+assert "fine-tune" in phases and set(phases) <= {"pretrain", "fine-tune", "refit"}, phases
+assert all((r["valid_ndcg"] is not None) == (r["phase"] == "fine-tune") and r["loss"] > 0 for r in ep), ep
+for p in set(phases):
+    assert [r["epoch"] for r in ep if r["phase"] == p] == list(range(1, phases.count(p) + 1)), (p, ep)
 listed = {f["path"] for t in m["tables"] for f in t["files"]}
 on_disk = {os.path.relpath(p, out) for t in names for p in glob.glob(f"{out}/{t}/dt={date}/*")}
 assert listed == on_disk, (listed ^ on_disk)
@@ -153,11 +160,80 @@ con = duckdb.connect()
 q = f"select reason, count(*) from read_parquet('{out}/quarantine/dt={date}/*.parquet') group by reason order by reason"
 print(dict(con.execute(q).fetchall()))
 ev = dict(con.execute(f"select model, value from read_parquet('{out}/evaluation/dt={date}/*.parquet') "
-                     "where metric = 'ndcg' and segment = 'all'").fetchall())
+                     "where metric = 'ndcg' and segment = 'all' and k = 10").fetchall())
 print(ev)
 # The generated users follow their favourite categories and item-to-item
 # transitions: the model must beat popularity clearly, not by noise.
 assert ev["nightrec"] >= MARGIN * ev["popularity"], f"model NDCG@10 {ev['nightrec']:.4f} < {MARGIN} x popularity {ev['popularity']:.4f}"
+"#;
+
+const CHECK_EVALUATION: &str = r#"
+import sys, json
+from collections import Counter
+import pyarrow.parquet as pq
+out, date, evaljson = sys.argv[1], sys.argv[2], sys.argv[3]
+ev = pq.read_table(f"{out}/evaluation/dt={date}").to_pylist()
+cand = pq.read_table(f"{out}/user_candidates/dt={date}").to_pylist()
+catalog = {r["item_id"]: r for r in pq.read_table(f"{out}/_work/dt={date}/item_index").to_pylist()}
+KS, ACC = (10, 20, 50), ("recall", "ndcg", "hr", "mrr")
+MODELS = ("nightrec", "popularity", "recent_popularity", "item_knn")
+LISTS = "published lists"
+val = {(r["model"], r["segment"], r["metric"], r["k"]): r for r in ev}
+assert len(val) == len(ev), "duplicate rows"
+assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in ev), [r for r in ev if not r["ci_low"] <= r["value"] <= r["ci_high"]]
+segs = {r["segment"] for r in ev}
+for s in ("all", "items established", "served by model", LISTS):
+    assert s in segs, (s, segs)
+assert len([s for s in segs if s.startswith("history ")]) >= 2, segs
+assert any(s.startswith("category ") for s in segs), segs
+# Every model at every cut-off of every slice, on the same users.
+for seg in segs - {LISTS}:
+    assert len({val[(m, seg, "ndcg", 10)]["users"] for m in MODELS}) == 1, seg
+    for m in MODELS:
+        for metric in ACC:
+            at = [val[(m, seg, metric, k)]["value"] for k in KS]
+            assert all(0 <= v <= 1 for v in at), (m, seg, metric, at)
+            if metric != "ndcg":
+                assert at == sorted(at), (m, seg, metric, at)
+        # One held-out step per user: Recall@k and HR@k are the same figure.
+        assert all(abs(val[(m, seg, "recall", k)]["value"] - val[(m, seg, "hr", k)]["value"]) < 1e-12 for k in KS)
+# Slices that split the users add up to all of them.
+n = lambda s: val.get(("nightrec", s, "ndcg", 10), {"users": 0})["users"]
+assert n("history cold (1-5)") + n("history light (6-20)") + n("history heavy (21+)") == n("all")
+assert n("items new") + n("items established") == n("all")
+assert n("served by model") + n("served by fallback") == n("all")
+# Beyond accuracy, recomputed from the published lists and the catalog.
+lists = {}
+for r in cand:
+    lists.setdefault(r["user_id"], []).append(r)
+in_stock = sum(1 for r in catalog.values() if r["in_stock"])
+top = lambda c: (c or "").split(" > ")[0]
+for k in KS:
+    cov = val[("nightrec", LISTS, "coverage", k)]
+    assert abs(cov["value"] - len({r["item_id"] for r in cand if r["rank"] <= k}) / in_stock) < 1e-9, (k, cov)
+    divs = []
+    for rows in lists.values():
+        its = [r["item_id"] for r in rows if r["rank"] <= k]
+        if len(its) >= 2:
+            c = Counter(top(catalog[i]["category"]) for i in its)
+            divs.append(1 - sum(v * (v - 1) for v in c.values()) / (len(its) * (len(its) - 1)))
+    div = val[("nightrec", LISTS, "diversity", k)]
+    assert abs(div["value"] - sum(divs) / len(divs)) < 1e-8, (k, div, sum(divs) / len(divs))
+    nov = val[("nightrec", LISTS, "novelty", k)]
+    assert nov["value"] > 0 and nov["users"] == len(lists), nov
+firsts = [r for r in cand if r["rank"] == 1]
+for src in ("cold_start", "popular"):
+    share = sum(1 for r in firsts if r["source"] == src) / len(firsts)
+    assert abs(val[("nightrec", LISTS, src + "_users", 0)]["value"] - share) < 1e-9, src
+assert val[("nightrec", LISTS, "popular_users", 0)]["value"] > 0, "the users without history are served by popularity"
+# `nightrec eval --format json` recomputes the same rows without training.
+doc = json.load(open(evaljson))
+again = {(r["model"], r["segment"], r["metric"], r["k"]): r["value"] for r in doc["rows"]}
+assert set(again) == set(val), set(again) ^ set(val)
+off = [(key, again[key], val[key]["value"]) for key in val if abs(again[key] - val[key]["value"]) > 1e-9]
+assert not off, off[:5]
+assert doc["date"] == date and len(doc["model_version"]) == 16, doc["model_version"]
+print(len(ev), val[("nightrec", "all", "ndcg", 10)]["value"], val[("nightrec", LISTS, "coverage", 10)]["value"])
 "#;
 
 /// The model's test NDCG@10 on the generated data is at least this many
@@ -167,6 +243,25 @@ const MODEL_OVER_POPULARITY: &str = "1.5";
 /// Users with at most this many distinct items get the cold-start blend in
 /// the end-to-end run (the generator's users have more than the default 2).
 const COLD_MAX: &str = "12";
+
+/// Every file under `dir` with its size and modification time.
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push((e.path(), m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 /// The published bytes of a table, file by file, in manifest order.
 pub fn published_bytes(out: &std::path::Path, table: &str) -> Vec<Vec<u8>> {
@@ -214,8 +309,26 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
         assert!(dq.contains(reason), "no {reason} rows in quarantine: {dq}");
     }
 
-    // A rerun with nothing changed skips every stage and keeps the contents.
+    // `nightrec eval` recomputes the evaluation from the date's tables and
+    // checkpoint, writes nothing, and agrees with the published table.
     let out_dir = fx.dir.path().join("out");
+    let files_before = tree(&out_dir);
+    let o = nightrec(
+        &["--input", &fx.input(), "--output", &fx.output(), "eval", "--date", DATE, "--format", "json"],
+        &env,
+        fx.dir.path(),
+    );
+    assert!(o.status.success(), "eval failed: {}", text(&o));
+    let eval_json = fx.dir.path().join("eval.json");
+    std::fs::write(&eval_json, &o.stdout).unwrap();
+    assert_eq!(files_before, tree(&out_dir), "eval wrote something");
+    let got = py(CHECK_EVALUATION, &[&fx.output(), DATE, eval_json.to_str().unwrap()]);
+    eprintln!("evaluation rows, NDCG@10, coverage@10: {got}");
+    let o = nightrec(&["--input", &fx.input(), "--output", &fx.output(), "eval", "--date", DATE], &env, fx.dir.path());
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && table.contains("recent_popularity") && table.contains("ci_high"), "{table}");
+
+    // A rerun with nothing changed skips every stage and keeps the contents.
     let before = published_bytes(&out_dir, "user_candidates");
     let o = nightrec(&args, &[&env[..], &[("NIGHTREC_LOG", "info")]].concat(), fx.dir.path());
     assert!(o.status.success(), "rerun failed: {}", text(&o));
@@ -329,9 +442,14 @@ for u, rows in by_user.items():
 ev = [r for r in pq.read_table(f"{out}/evaluation/dt={date}").to_pylist() if r["segment"] == "next basket"]
 models = {"nightrec", "sequence_model", "personal_top_frequency", "tifu_knn", "popularity"}
 assert {r["model"] for r in ev} == models, ev
-assert {r["metric"] for r in ev} == {"recall", "ndcg", "hr"}, ev
+assert {(r["metric"], r["k"]) for r in ev} == {(m, k) for m in ("recall", "ndcg", "hr", "mrr") for k in (10, 20, 50)}, ev
 assert len({r["users"] for r in ev}) == 1 and ev[0]["users"] > 0, ev
-val = {(r["model"], r["metric"]): r["value"] for r in ev}
+# Recall and HR only grow with k.
+for m in models:
+    for metric in ("recall", "hr"):
+        at = [next(r["value"] for r in ev if r["model"] == m and r["metric"] == metric and r["k"] == k) for k in (10, 20, 50)]
+        assert at == sorted(at), (m, metric, at)
+val = {(r["model"], r["metric"]): r["value"] for r in ev if r["k"] == 10}
 assert all(0.0 <= v <= 1.0 for v in val.values()), val
 assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in ev), ev
 assert val[("nightrec", "recall")] > val[("popularity", "recall")], val

@@ -7,6 +7,7 @@ mod e2e;
 mod ingest;
 mod ops;
 mod publish;
+mod report;
 mod s3;
 mod sql_golden;
 mod text_encoder;

@@ -64,7 +64,8 @@ fn each_change_reruns_exactly_the_stages_that_depend_on_it() {
         // One key of each section, and the run keys stages read.
         ("NIGHTREC_GATE__MAX_NDCG_DROP", "0.9", vec!["publish"]),
         ("NIGHTREC_EVALUATE__SAMPLE_USERS", "60", vec!["evaluate", "publish"]),
-        ("NIGHTREC_CANDIDATES__SIMILAR_K", "30", vec!["candidates", "publish"]),
+        // evaluate reads the lists (beyond-accuracy figures, slices by service).
+        ("NIGHTREC_CANDIDATES__SIMILAR_K", "30", vec!["candidates", "evaluate", "publish"]),
         ("NIGHTREC_MODEL__LEARNING_RATE", "0.003", from_train.to_vec()),
         ("NIGHTREC_RUN__SEED", "7", from_train.to_vec()),
         ("NIGHTREC_TEXT__MAX_TOKENS", "64", [&["text"][..], &from_train].concat()),

@@ -170,4 +170,6 @@ fn the_day_over_day_gate_stops_a_bad_day_and_publishes_nothing() {
     let checks: Vec<&str> = m["gate"].as_array().unwrap().iter().map(|c| c["check"].as_str().unwrap()).collect();
     assert_eq!(checks, ["candidate_overlap", "coverage_ratio", "cold_share_increase", "ndcg_drop"]);
     assert!(m["gate"].as_array().unwrap().iter().all(|c| c["passed"] == true));
+    // Its report, as a person would look at it.
+    crate::report::check_report(&fx, next_day, &String::from_utf8_lossy(&o.stdout));
 }

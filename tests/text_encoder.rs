@@ -117,7 +117,7 @@ assert rows and all(len(r["embedding"]) == 384 and not any(r["embedding"]) for r
 users = pq.read_table(f"{work}/../../user_embeddings/dt={date}").num_rows
 cand = pq.read_table(f"{work}/../../user_candidates/dt={date}").to_pylist()
 assert users > 50 and len({r["user_id"] for r in cand}) >= users, (users, len(cand))
-ev = {(r["model"], r["metric"]): r["value"] for r in pq.read_table(f"{work}/../../evaluation/dt={date}").to_pylist() if r["segment"] == "all"}
+ev = {(r["model"], r["metric"]): r["value"] for r in pq.read_table(f"{work}/../../evaluation/dt={date}").to_pylist() if r["segment"] == "all" and r["k"] == 10}
 assert ev[("nightrec", "ndcg")] > 0, ev
 print(ev[("nightrec", "ndcg")], ev[("popularity", "ndcg")])
 "#;

@@ -1,6 +1,10 @@
 -- Day-over-day stability of user_candidates against previous_candidates
--- (the latest earlier published date), one row: users in both, and the
--- mean share of a user's items today that were in their list before.
+-- (the latest earlier published date): per user in both, the share of
+-- today's items that were in their list before, as a histogram of ten
+-- buckets (bucket b holds shares in [b/10, (b+1)/10); bucket 10 is a list
+-- kept whole) with the users and the sum of their shares, so the gate's
+-- mean share is sum(overlap_sum) / sum(users) and the report draws the
+-- distribution from the same rows.
 --
 -- Aggregates only (no join of the two lists, which would hold one of them
 -- in a hash table): each (user, item) pair is tagged with the days it
@@ -17,12 +21,14 @@ pairs AS (
 ),
 per_user AS (
     SELECT user_id,
-           SUM(cur) AS items,
-           SUM(cur * prev) AS kept,
-           MAX(prev) AS listed_before
+           CAST(SUM(cur * prev) AS DOUBLE) / SUM(cur) AS share
     FROM pairs
     GROUP BY user_id
+    HAVING SUM(cur) > 0 AND MAX(prev) = 1
 )
-SELECT COUNT(*) AS users, COALESCE(AVG(CAST(kept AS DOUBLE) / items), 1.0) AS overlap
+SELECT CAST(LEAST(FLOOR(share * 10), 10) AS INT) AS bucket,
+       COUNT(*) AS users,
+       SUM(share) AS overlap_sum
 FROM per_user
-WHERE items > 0 AND listed_before = 1
+GROUP BY 1
+ORDER BY 1
