@@ -80,6 +80,33 @@ pub const TOP_CATEGORIES: usize = 5;
 const HISTORY: [(&str, usize, usize); 3] =
     [("history cold (1-5)", 1, 5), ("history light (6-20)", 6, 20), ("history heavy (21+)", 21, usize::MAX)];
 
+/// Slices by the held-out item's age: created within the trending window, or before.
+const ITEM_AGE: [&str; 2] = ["items new", "items established"];
+
+/// Slices by what serves the user tomorrow.
+const SERVED: [&str; 2] = ["served by model", "served by fallback"];
+
+/// A segment's place in reading order: all, history lengths, item age,
+/// categories, service, next basket, published lists (then the rest).
+pub fn segment_order(segment: &str) -> usize {
+    let fixed = std::iter::once("all").chain(HISTORY.iter().map(|h| h.0)).chain(ITEM_AGE);
+    if let Some(i) = fixed.clone().position(|s| s == segment) {
+        return i;
+    }
+    let categories = fixed.count();
+    if segment.starts_with("category ") {
+        return categories;
+    }
+    if let Some(i) = SERVED.iter().position(|s| *s == segment) {
+        return categories + 1 + i;
+    }
+    match segment {
+        BASKET_SEGMENT => categories + 3,
+        LISTS_SEGMENT => categories + 4,
+        _ => categories + 5,
+    }
+}
+
 /// Sources of `user_candidates` that are fallbacks, not the model.
 const FALLBACKS: [&str; 2] = ["cold_start", "popular"];
 
@@ -298,7 +325,7 @@ impl Slices {
     pub fn of(cases: &[CaseFacts]) -> Slices {
         let mut names: Vec<String> = vec!["all".into()];
         names.extend(HISTORY.iter().map(|h| h.0.to_string()));
-        names.extend(["items new".to_string(), "items established".to_string()]);
+        names.extend(ITEM_AGE.map(String::from));
         let mut per_cat: HashMap<&str, usize> = HashMap::new();
         for c in cases.iter().filter_map(|c| c.category.as_deref()) {
             *per_cat.entry(c).or_default() += 1;
@@ -309,7 +336,7 @@ impl Slices {
         let cat_base = names.len();
         names.extend(cats.iter().map(|(c, _)| format!("category {c}")));
         let served = names.len();
-        names.extend(["served by model".to_string(), "served by fallback".to_string()]);
+        names.extend(SERVED.map(String::from));
         let of_case = cases
             .iter()
             .map(|c| {
@@ -772,6 +799,17 @@ mod tests {
         assert_eq!(new.mean("hr", 10), 0.0);
         assert_eq!(new.mean("hr", 50), 1.0);
         assert_eq!(acc[s.names.iter().position(|n| n == "history heavy (21+)").unwrap()].users(), 0);
+    }
+
+    #[test]
+    fn segments_read_in_slice_order() {
+        let names = Slices::of(&[case(3, true, Some("Home"), Some(true))]).names;
+        let mut shuffled = names.clone();
+        shuffled.extend([LISTS_SEGMENT.to_string(), BASKET_SEGMENT.to_string()]);
+        shuffled.reverse();
+        shuffled.sort_by_key(|s| segment_order(s));
+        assert_eq!(&shuffled[..names.len()], &names[..]);
+        assert_eq!(&shuffled[names.len()..], [BASKET_SEGMENT, LISTS_SEGMENT]);
     }
 
     #[test]

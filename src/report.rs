@@ -183,32 +183,13 @@ pub async fn build(job: &Job, ctx: &SessionContext, about: &About, previous: Opt
     render(&page)
 }
 
-/// Rows in reading order: by segment (all, history, items, categories by
-/// name, service, next basket, published lists), model (as evaluated),
-/// metric, k.
+/// Rows in reading order: by segment ([`evaluate::segment_order`], then
+/// name), model (as evaluated), metric, k.
 fn row_order(r: &Row) -> (usize, &str, usize, &str, usize, &str, i32) {
-    const SEGMENTS: [&str; 8] = [
-        "all",
-        "history cold (1-5)",
-        "history light (6-20)",
-        "history heavy (21+)",
-        "items new",
-        "items established",
-        "served by model",
-        "served by fallback",
-    ];
-    let segment = match SEGMENTS.iter().position(|s| *s == r.segment) {
-        Some(i) if i < 6 => i,
-        Some(i) => i + 1,
-        None if r.segment.starts_with("category ") => 6,
-        None if r.segment == BASKET_SEGMENT => 9,
-        None if r.segment == LISTS_SEGMENT => 10,
-        None => 11,
-    };
     let model =
         evaluate::MODELS.iter().chain(crate::basket::MODELS.iter()).position(|m| *m == r.model).unwrap_or(usize::MAX);
     let metric = crate::metrics::ACCURACY.iter().position(|m| *m == r.metric).unwrap_or(usize::MAX);
-    (segment, &r.segment, model, &r.model, metric, &r.metric, r.k)
+    (evaluate::segment_order(&r.segment), &r.segment, model, &r.model, metric, &r.metric, r.k)
 }
 
 async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
