@@ -99,12 +99,12 @@ fn files_read(counts: &ReadCounts) -> Result<RecordBatch> {
 }
 
 /// A row of `data_quality`.
-struct Check {
-    source: String,
-    check: String,
-    value: f64,
-    threshold: Option<f64>,
-    passed: bool,
+pub(crate) struct Check {
+    pub source: String,
+    pub check: String,
+    pub value: f64,
+    pub threshold: Option<f64>,
+    pub passed: bool,
 }
 
 /// Run the stage; returns tables written and facts for the summary.
@@ -314,6 +314,12 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
 }
 
 async fn write_quality(job: &Job, checks: &[Check]) -> Result<WrittenTable> {
+    let batch = quality_batch(checks)?;
+    job.write_work_batches("data_quality", batch.schema(), &[batch]).await
+}
+
+/// The `data_quality` table of these checks.
+pub(crate) fn quality_batch(checks: &[Check]) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
         Field::new("check", DataType::Utf8, false),
@@ -321,8 +327,8 @@ async fn write_quality(job: &Job, checks: &[Check]) -> Result<WrittenTable> {
         Field::new("threshold", DataType::Float64, true),
         Field::new("passed", DataType::Boolean, false),
     ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
+    RecordBatch::try_new(
+        schema,
         vec![
             Arc::new(StringArray::from_iter_values(checks.iter().map(|c| c.source.as_str()))),
             Arc::new(StringArray::from_iter_values(checks.iter().map(|c| c.check.as_str()))),
@@ -331,6 +337,5 @@ async fn write_quality(job: &Job, checks: &[Check]) -> Result<WrittenTable> {
             Arc::new(BooleanArray::from_iter(checks.iter().map(|c| Some(c.passed)))),
         ],
     )
-    .ctx("building data_quality")?;
-    job.write_work_batches("data_quality", schema, &[batch]).await
+    .ctx("building data_quality")
 }

@@ -294,7 +294,11 @@ fn cell(r: &Row) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;\
 padding:0 1.5rem 3rem;color:#1d2733;line-height:1.45}h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:2px solid \
-#dde3ea;padding-bottom:.3rem}nav a{margin-right:1rem}table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem}\
+#dde3ea;padding-bottom:.3rem}nav a{margin-right:1rem}table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem;\
+display:block;max-width:100%;overflow-x:auto}table.bare{margin:.2rem 0}.bare td{border:0;padding:0;font-size:1.5rem;\
+font-weight:600}.legend{display:flex;flex-wrap:wrap;gap:.3rem 1.2rem;font-size:.85rem;margin:.2rem 0 .3rem 4.5rem}\
+.legend i{display:inline-block;width:1.1rem;height:3px;margin-right:.4rem;vertical-align:middle}.legend i.dot{width:\
+.6rem;height:.6rem;border-radius:50%}
 th,td{border:1px solid #dde3ea;padding:.25rem .55rem;text-align:left}td.num{text-align:right;font-variant-numeric:\
 tabular-nums}th{background:#f3f6f9}.meta{color:#5b6b7b;font-size:.9rem}.cards{display:flex;flex-wrap:wrap;gap:1rem}\
 .card{border:1px solid #dde3ea;border-radius:8px;padding:.6rem 1rem;min-width:11rem}.card b{display:block;font-size:\
@@ -451,32 +455,29 @@ fn accuracy(h: &mut String, p: &Page<'_>) -> Result<()> {
     Ok(())
 }
 
+/// One row per metric and cut-off, one column per model (the table stays
+/// narrow however many models there are).
 fn metric_table(h: &mut String, p: &Page<'_>, segment: &str, ms: &[String]) {
-    h.push_str("<table><tr><th>model</th>");
-    let metrics = ["recall", "ndcg", "hr", "mrr"];
-    for m in metrics {
-        for k in KS {
-            let _ = write!(h, "<th>{}@{k}</th>", evaluate::metric_label(m));
-        }
-    }
-    h.push_str("<th>users</th></tr>");
+    h.push_str("<table><tr><th>metric</th>");
     for model in ms {
-        let _ = write!(h, "<tr><td>{}</td>", esc(model));
-        let mut users = 0;
-        for m in metrics {
-            for k in KS {
-                match find(p, model, segment, m, k as i32) {
-                    Some(r) => {
-                        users = r.users;
-                        h.push_str(&cell(r));
-                    }
-                    None => h.push_str("<td>–</td>"),
-                }
-            }
-        }
-        let _ = write!(h, "<td class=\"num\">{users}</td></tr>");
+        let _ = write!(h, "<th>{}</th>", esc(model));
     }
-    h.push_str("</table>");
+    h.push_str("</tr>");
+    for m in ["recall", "ndcg", "hr", "mrr"] {
+        for k in KS {
+            let _ = write!(h, "<tr><td>{}@{k}</td>", evaluate::metric_label(m));
+            for model in ms {
+                h.push_str(&find(p, model, segment, m, k as i32).map(cell).unwrap_or_else(|| "<td>–</td>".into()));
+            }
+            h.push_str("</tr>");
+        }
+    }
+    h.push_str("<tr><td>users</td>");
+    for model in ms {
+        let users = p.rows.iter().find(|r| &r.model == model && r.segment == segment).map(|r| r.users).unwrap_or(0);
+        let _ = write!(h, "<td class=\"num\">{users}</td>");
+    }
+    h.push_str("</tr></table>");
 }
 
 fn slices(h: &mut String, p: &Page<'_>) -> Result<()> {
@@ -682,14 +683,10 @@ fn data_quality(h: &mut String, p: &Page<'_>) -> Result<()> {
     if q.reasons.is_empty() {
         h.push_str("<p class=\"note\">No row was quarantined.</p>");
     } else {
-        let labels: Vec<String> = q.reasons.iter().map(|r| r.0.clone()).collect();
-        let bars: Vec<(usize, f64)> = q.reasons.iter().enumerate().map(|(i, r)| (i, r.1)).collect();
-        figure(
-            h,
-            "quarantine",
-            "Quarantined rows by reason (table quarantine)",
-            &bars_chart("rows", "reason", &labels, &bars)?,
-        );
+        // The most frequent reason on top.
+        let labels: Vec<String> = q.reasons.iter().rev().map(|r| r.0.clone()).collect();
+        let rows: Vec<f64> = q.reasons.iter().rev().map(|r| r.1).collect();
+        figure(h, "quarantine", "Quarantined rows by reason (table quarantine)", &hbars_chart("rows", &labels, &rows)?);
     }
     h.push_str("</section>");
     Ok(())
@@ -815,11 +812,48 @@ fn colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
 }
 
-fn figure(h: &mut String, name: &str, caption: &str, svg: &str) {
+/// A drawn chart: the SVG and its legend (HTML beside the plot, where it
+/// hides no data).
+struct Chart {
+    svg: String,
+    legend: String,
+}
+
+/// How a series is marked in the legend.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    Line,
+    Dot,
+}
+
+fn legend(names: &[&str], mark: Mark) -> String {
+    if names.len() < 2 {
+        return String::new();
+    }
+    let mut h = String::from("<div class=\"legend\">");
+    for (i, name) in names.iter().enumerate() {
+        let c = colour(i);
+        let _ = write!(
+            h,
+            "<span><i class=\"{}\" style=\"background:#{:02x}{:02x}{:02x}\"></i>{}</span>",
+            if mark == Mark::Dot { "dot" } else { "line" },
+            c.0,
+            c.1,
+            c.2,
+            esc(name)
+        );
+    }
+    h.push_str("</div>");
+    h
+}
+
+fn figure(h: &mut String, name: &str, caption: &str, chart: &Chart) {
     let _ = write!(
         h,
-        "<figure class=\"chart\" data-chart=\"{}\">{svg}<figcaption>{}</figcaption></figure>",
+        "<figure class=\"chart\" data-chart=\"{}\">{}{}<figcaption>{}</figcaption></figure>",
         esc(name),
+        chart.legend,
+        chart.svg,
         esc(caption)
     );
 }
@@ -849,124 +883,154 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo, hi)
 }
 
-/// Lines over a numeric x, one per named series, with a legend.
-fn lines_chart(y_desc: &str, x_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<String> {
+/// An axis number, short: 5000000 → 5M, 12500 → 12.5k, 10.0 → 10,
+/// 0.0500 → 0.05.
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    let (x, unit, places) = if a >= 1e6 {
+        (v / 1e6, "M", 2)
+    } else if a >= 1e4 {
+        (v / 1e3, "k", 1)
+    } else if a >= 1.0 {
+        (*v, "", 3)
+    } else {
+        (*v, "", 4)
+    };
+    let mut s = format!("{x:.places$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    if s == "-0" {
+        s = "0".into();
+    }
+    s + unit
+}
+
+/// Pixels for the labels of a category axis: as wide as the longest label.
+fn label_width(names: &[String]) -> u32 {
+    let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) as u32;
+    (longest * 7 + 16).clamp(60, 320)
+}
+
+/// The label of a category on a segmented axis.
+fn category(names: &[String]) -> impl Fn(&SegmentValue<i32>) -> String + '_ {
+    move |v| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+        SegmentValue::Last => String::new(),
+    }
+}
+
+fn names_of<T>(series: &[(String, T)]) -> Vec<&str> {
+    series.iter().map(|s| s.0.as_str()).collect()
+}
+
+/// Lines over a numeric x, one per named series.
+fn lines_chart(y_desc: &str, x_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<Chart> {
     let xs = bounds(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)));
     let (x0, x1) = (series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(f64::INFINITY, f64::min), xs.1);
     let x0 = if x0.is_finite() { x0 - (x1 - x0).max(1.0) * 0.04 } else { 0.0 };
     let ys = bounds(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
-    svg((720, 340), |root| {
+    let svg = svg((720, 340), |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, ys.0..ys.1)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).light_line_style(WHITE).draw()?;
-        for (i, (name, pts)) in series.iter().enumerate() {
-            let c = colour(i);
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))?;
-        }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
-        Ok(())
-    })
-}
-
-/// One dot per (category, series) on a horizontal value axis.
-fn dots_chart(x_desc: &str, names: &[String], series: &[(String, Vec<(usize, f64)>)]) -> Result<String> {
-    let xs = bounds(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
-    let n = names.len().max(1) as i32;
-    let height = 60 + 26 * names.len() as u32;
-    svg((720, height.max(160)), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(190)
-            .build_cartesian_2d(xs.0..xs.1, (0..(n - 1).max(1)).into_segmented())?;
-        let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-            SegmentValue::Last => String::new(),
-        };
         chart
             .configure_mesh()
             .x_desc(x_desc)
-            .y_labels(names.len())
-            .y_label_formatter(&label)
+            .y_desc(y_desc)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .light_line_style(WHITE)
             .draw()?;
-        for (i, (name, pts)) in series.iter().enumerate() {
+        for (i, (_, pts)) in series.iter().enumerate() {
             let c = colour(i);
-            chart
-                .draw_series(
-                    pts.iter().map(|(s, v)| Circle::new((*v, SegmentValue::CenterOf(*s as i32)), 5, c.filled())),
-                )?
-                .label(name.as_str())
-                .legend(move |(x, y)| Circle::new((x + 8, y), 5, c.filled()));
+            chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?;
+            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
         Ok(())
-    })
+    })?;
+    Ok(Chart { svg, legend: legend(&names_of(series), Mark::Line) })
 }
 
-/// Lines over categories (dates) on the x axis.
-fn dots_over(y_desc: &str, names: &[String], series: &[(String, Vec<(usize, f64)>)]) -> Result<String> {
+/// One dot per (category, series) on a horizontal value axis.
+fn dots_chart(x_desc: &str, names: &[String], series: &[(String, Vec<(usize, f64)>)]) -> Result<Chart> {
+    let xs = bounds(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
+    let n = names.len().max(1) as i32;
+    let height = 60 + 26 * names.len() as u32;
+    let svg = svg((720, height.max(160)), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(label_width(names))
+            .build_cartesian_2d(xs.0..xs.1, (0..(n - 1).max(1)).into_segmented())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .x_label_formatter(&tick)
+            .y_labels(names.len())
+            .y_label_formatter(&category(names))
+            .light_line_style(WHITE)
+            .draw()?;
+        for (i, (_, pts)) in series.iter().enumerate() {
+            let c = colour(i);
+            chart.draw_series(
+                pts.iter().map(|(s, v)| Circle::new((*v, SegmentValue::CenterOf(*s as i32)), 5, c.filled())),
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(Chart { svg, legend: legend(&names_of(series), Mark::Dot) })
+}
+
+/// Lines over categories (dates) on the x axis; at most 12 of them labelled.
+fn dots_over(y_desc: &str, names: &[String], series: &[(String, Vec<(usize, f64)>)]) -> Result<Chart> {
     let ys = bounds(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
     let n = names.len().max(1) as i32;
-    svg((720, 340), |root| {
+    let svg = svg((720, 340), |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)
             .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), ys.0..ys.1)?;
-        let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-            SegmentValue::Last => String::new(),
-        };
         chart
             .configure_mesh()
             .y_desc(y_desc)
             .x_labels(names.len().min(12))
-            .x_label_formatter(&label)
+            .x_label_formatter(&category(names))
+            .y_label_formatter(&tick)
             .light_line_style(WHITE)
             .draw()?;
-        for (i, (name, pts)) in series.iter().enumerate() {
+        for (i, (_, pts)) in series.iter().enumerate() {
             let c = colour(i);
             let at = |(s, v): &(usize, f64)| (SegmentValue::CenterOf(*s as i32), *v);
-            chart
-                .draw_series(LineSeries::new(pts.iter().map(at), c.stroke_width(2)))?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            chart.draw_series(LineSeries::new(pts.iter().map(at), c.stroke_width(2)))?;
             chart.draw_series(pts.iter().map(|p| Circle::new(at(p), 4, c.filled())))?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw()?;
         Ok(())
-    })
+    })?;
+    Ok(Chart { svg, legend: legend(&names_of(series), Mark::Line) })
 }
 
-/// Vertical bars over labelled categories.
-fn bars_chart(y_desc: &str, x_desc: &str, labels: &[String], bars: &[(usize, f64)]) -> Result<String> {
+/// Vertical bars over ordered bins (a histogram); at most 12 bins labelled.
+fn bars_chart(y_desc: &str, x_desc: &str, labels: &[String], bars: &[(usize, f64)]) -> Result<Chart> {
     let ys = bounds(bars.iter().map(|b| b.1));
     let n = labels.len().max(1) as i32;
-    svg((720, 340), |root| {
+    let svg = svg((720, 340), |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), 0.0..ys.1)?;
-        let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
-            SegmentValue::Last => String::new(),
-        };
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
             .x_labels(labels.len().min(12))
-            .x_label_formatter(&label)
+            .x_label_formatter(&category(labels))
+            .y_label_formatter(&tick)
             .light_line_style(WHITE)
             .draw()?;
         // Drawn in index order (plotters' Histogram keeps its bars in a
@@ -980,7 +1044,42 @@ fn bars_chart(y_desc: &str, x_desc: &str, labels: &[String], bars: &[(usize, f64
             r
         }))?;
         Ok(())
-    })
+    })?;
+    Ok(Chart { svg, legend: String::new() })
+}
+
+/// Horizontal bars, one per named category (labels of any length stay
+/// readable).
+fn hbars_chart(x_desc: &str, labels: &[String], values: &[f64]) -> Result<Chart> {
+    let xs = bounds(values.iter().copied());
+    let n = labels.len().max(1) as i32;
+    let height = 60 + 26 * labels.len() as u32;
+    let svg = svg((720, height.max(160)), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(label_width(labels))
+            .build_cartesian_2d(0.0..xs.1, (0..(n - 1).max(1)).into_segmented())?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc(x_desc)
+            .x_label_formatter(&tick)
+            .y_labels(labels.len())
+            .y_label_formatter(&category(labels))
+            .light_line_style(WHITE)
+            .draw()?;
+        let c = colour(0);
+        chart.draw_series(values.iter().enumerate().map(|(i, v)| {
+            let i = i as i32;
+            let top = if i + 1 < n { SegmentValue::Exact(i + 1) } else { SegmentValue::Last };
+            let mut r = Rectangle::new([(0.0, SegmentValue::Exact(i)), (*v, top)], c.mix(0.8).filled());
+            r.set_margin(3, 3, 0, 0);
+            r
+        }))?;
+        Ok(())
+    })?;
+    Ok(Chart { svg, legend: String::new() })
 }
 
 #[cfg(test)]
@@ -1096,37 +1195,34 @@ mod tests {
     }
 
     #[test]
+    fn axis_numbers_are_short() {
+        let shown: Vec<String> =
+            [5_000_000.0, 12_500.0, 275.25, 10.0, 2.0, 0.05, 0.0, -0.0, 0.123456, -3.5].iter().map(tick).collect();
+        assert_eq!(shown, ["5M", "12.5k", "275.25", "10", "2", "0.05", "0", "0", "0.1235", "-3.5"]);
+    }
+
+    #[test]
     fn data_quality_rows_are_summed_per_dataset_and_reason() {
-        use datafusion::arrow::array::{BooleanArray, Float64Array, RecordBatch, StringArray};
-        use datafusion::arrow::datatypes::{DataType, Field, Schema};
-        use std::sync::Arc;
         let rows = [
-            ("s3://b/in/events/dt=1/a.csv", "rows_read", 10.0),
-            ("s3://b/in/events/dt=2/b.csv", "rows_read", 5.0),
-            ("s3://b/in/events/dt=1/a.csv", "quarantined:duplicate", 2.0),
-            ("s3://b/in/events/dt=2/b.csv", "quarantined:duplicate", 1.0),
-            ("s3://b/in/events/dt=2/b.csv", "quarantined:malformed", 4.0),
-            ("s3://b/in/items/i.jsonl", "rows_clean", 7.0),
-            ("*", "events_bad_row_fraction", 0.2),
+            ("s3://b/in/events/dt=1/a.csv", "rows_read", 10.0, None),
+            ("s3://b/in/events/dt=2/b.csv", "rows_read", 5.0, None),
+            ("s3://b/in/events/dt=1/a.csv", "quarantined:duplicate", 2.0, None),
+            ("s3://b/in/events/dt=2/b.csv", "quarantined:duplicate", 1.0, None),
+            ("s3://b/in/events/dt=2/b.csv", "quarantined:malformed", 4.0, None),
+            ("s3://b/in/items/i.jsonl", "rows_clean", 7.0, None),
+            ("*", "events_bad_row_fraction", 0.2, Some(0.05)),
         ];
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("source", DataType::Utf8, false),
-            Field::new("check", DataType::Utf8, false),
-            Field::new("value", DataType::Float64, false),
-            Field::new("threshold", DataType::Float64, true),
-            Field::new("passed", DataType::Boolean, false),
-        ]));
-        let b = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
-                Arc::new(Float64Array::from(vec![None, None, None, None, None, None, Some(0.05)])),
-                Arc::new(BooleanArray::from(vec![true, true, true, true, true, true, false])),
-            ],
-        )
-        .unwrap();
+        let checks: Vec<crate::clean::Check> = rows
+            .iter()
+            .map(|r| crate::clean::Check {
+                source: r.0.into(),
+                check: r.1.into(),
+                value: r.2,
+                threshold: r.3,
+                passed: r.3.is_none(),
+            })
+            .collect();
+        let b = crate::clean::quality_batch(&checks).unwrap();
         let q = quality(&[b]).unwrap();
         assert_eq!(q.datasets, vec![("events".into(), 15.0, 0.0, 0.0), ("items".into(), 0.0, 7.0, 0.0)]);
         assert_eq!(q.reasons, vec![("malformed".into(), 4.0), ("duplicate".into(), 3.0)]);

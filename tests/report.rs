@@ -45,6 +45,21 @@ try:
     assert sorted(names) == sorted(want), names
     for c in charts:
         assert c["width"] > 300 and c["height"] > 100 and c["marks"] > 6 and c["labels"] > 3, c
+    # Laid out to be read: nothing wider than the window (wide tables scroll
+    # inside themselves), and no label of a chart drawn over another.
+    wide = d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert wide <= 0, wide
+    overlaps = d.execute_script("""return [...document.querySelectorAll('figure.chart svg')].flatMap(s => {
+        const name = s.closest('figure').dataset.chart, out = [];
+        const ts = [...s.querySelectorAll('text')].filter(t => t.textContent.trim())
+            .map(t => [t.textContent, t.getBoundingClientRect()]);
+        for (let i = 0; i < ts.length; i++) for (let j = i + 1; j < ts.length; j++) {
+            const a = ts[i][1], b = ts[j][1];
+            if (Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1
+                && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1) out.push([name, ts[i][0], ts[j][0]]);
+        }
+        return out; })""")
+    assert not overlaps, overlaps[:5]
     # Every section has content and no "nothing to show" note on a second night.
     sections = d.execute_script("""return [...document.querySelectorAll('section')].map(s =>
         [s.querySelector('h2') ? s.querySelector('h2').id : 'headline', s.innerText.trim().length])""")
