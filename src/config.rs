@@ -274,6 +274,11 @@ pub struct ModelConfig {
     /// initialisation with a bounded delta); 0 = no bound (a free ID
     /// embedding plus the projection). Items without text are never bounded.
     pub text_delta_max_norm: f64,
+    /// The bound grows with the evidence for an item: an item with `n`
+    /// training interactions may move `text_delta_max_norm × √(1 + n /
+    /// this)` from its text, so well-known items get their own place while
+    /// rare and new ones stay near items like them; 0 = one bound for all.
+    pub text_delta_evidence: f64,
     /// In training, the share of items with text whose delta (ID embedding)
     /// is left out of each step, so that the text projection alone learns
     /// to stand for an item, as it must for items without interactions.

@@ -197,6 +197,14 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         .map_err(|e| Error::torch("creating the optimiser", e))?;
     let feats = data.features(device);
     let bounded = model.bounded_rows(&feats);
+    if bounded.is_some() && cfg.text_delta_evidence > 0.0 {
+        model.set_delta_bounds(delta_bounds(
+            &item_counts(data, &train_users, n_items),
+            cfg.text_delta_max_norm,
+            cfg.text_delta_evidence,
+            device,
+        ));
+    }
     if let Some(rows) = &bounded {
         model.bound_deltas(rows);
     }
@@ -548,6 +556,26 @@ impl Ctx<'_> {
     }
 }
 
+/// Each item's occurrences in the training steps of `users` (row 0,
+/// padding, stays 0).
+fn item_counts(data: &SeqData, users: &[usize], n_items: i64) -> Vec<f64> {
+    let mut w = vec![0f64; n_items as usize];
+    for u in users {
+        for i in data.split(*u).train {
+            w[*i as usize] += 1.0;
+        }
+    }
+    w
+}
+
+/// Each item's delta bound from its training occurrences `n`:
+/// `max_norm × √(1 + n / evidence)` (plus a row for the `[MASK]` item,
+/// which is never bounded).
+fn delta_bounds(counts: &[f64], max_norm: f64, evidence: f64, device: tch::Device) -> Tensor {
+    let b: Vec<f32> = counts.iter().map(|n| (max_norm * (1.0 + n / evidence).sqrt()) as f32).chain([0.0]).collect();
+    Tensor::from_slice(&b).to_device(device)
+}
+
 /// Popularity negatives: weights (training occurrences + 1)^0.75 over
 /// items 1.., and the log of each item's expected draws among `negatives`
 /// (with a last row for the `[MASK]` item).
@@ -558,12 +586,7 @@ fn popularity_negatives(
     negatives: usize,
     device: tch::Device,
 ) -> (Tensor, Tensor) {
-    let mut w = vec![0f64; n_items as usize];
-    for u in users {
-        for i in data.split(*u).train {
-            w[*i as usize] += 1.0;
-        }
-    }
+    let mut w = item_counts(data, users, n_items);
     for x in w.iter_mut().skip(1) {
         *x = (*x + 1.0).powf(0.75);
     }
@@ -1233,20 +1256,36 @@ mod tests {
     fn bounded_deltas_hold_after_training_with_either_softmax() {
         let _rng = crate::device::rng_lock();
         let data = ring(64, 20, 12);
-        for loss in [LossKind::Full, LossKind::Sampled] {
+        let users: Vec<usize> = (0..64).collect();
+        let counts = item_counts(&data, &users, data.n_items());
+        for (loss, evidence) in [(LossKind::Full, 0.0), (LossKind::Sampled, 0.0), (LossKind::Full, 4.0)] {
             let mut o = opts(1, 4);
             o.model.loss = loss;
             o.model.sampled_negatives = 4;
             o.model.text_delta_max_norm = 0.05;
+            o.model.text_delta_evidence = evidence;
             o.model.refit_epochs = 1;
             let t = train(&data, &o, tch::Device::Cpu, None).unwrap();
             for w in [
                 t.vs.variables()[ITEM_ROWS].shallow_clone(),
                 t.holdout.as_ref().unwrap().iter().find(|(k, _)| k == ITEM_ROWS).unwrap().1.shallow_clone(),
             ] {
-                let norms = w.narrow(0, 1, 20).norm_scalaropt_dim(2.0, [1], false);
-                let max = norms.max().double_value(&[]);
-                assert!(max <= 0.05 + 1e-5 && max > 0.04, "{loss:?}: largest delta norm {max}");
+                let norms: Vec<f64> =
+                    Vec::try_from(w.norm_scalaropt_dim(2.0, [1], false).to_kind(Kind::Double)).unwrap();
+                for i in 1..=20 {
+                    // With evidence, an item seen n times may move 0.05 × √(1 + n / 4).
+                    let bound = if evidence > 0.0 { 0.05 * (1.0 + counts[i] / evidence).sqrt() } else { 0.05 };
+                    assert!(
+                        norms[i] <= bound + 1e-5,
+                        "{loss:?}, evidence {evidence}: item {i} seen {} times has a delta of norm {} (bound {bound})",
+                        counts[i],
+                        norms[i]
+                    );
+                }
+                // The deltas reach the common bound, and pass it where evidence allows.
+                let max = norms[1..=20].iter().copied().fold(0.0, f64::max);
+                let least = if evidence > 0.0 { 0.06 } else { 0.04 };
+                assert!(max > least, "{loss:?}, evidence {evidence}: largest delta norm {max}");
             }
         }
     }
