@@ -88,7 +88,7 @@ for (s, night), (info, st, facts, t) in runs.items():
             ratio = x["cpu"] / x["wall"] if x["wall"] > 0 else 0
             print(f"| {name} | {'yes' if x['ran'] else 'skipped'} | {x['wall']:.1f} | {x['cpu']:.1f} | {ratio:.2f} | {x['rss']:.0f} | {x['rows']:,} |")
     keep = ["loss", "pretraining epochs", "fine-tuning epochs (best)", "texts encoded / from cache",
-            "NDCG@10 nightrec / popularity / item-kNN", "test cases (users sampled / with a test step)"]
+            "NDCG@10 nightrec / popularity", "Recall@10 nightrec / popularity", "test cases (users"]
     notes = [f"{k}: {v}" for f in facts.values() for k, v in f.items() if any(k.startswith(p) for p in keep)]
     if notes:
         print("\n" + "; ".join(notes))
