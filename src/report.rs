@@ -984,7 +984,8 @@ fn dots_chart(x_desc: &str, names: &[String], series: &[(String, Vec<(usize, f64
     Ok(Chart { svg, legend: legend(&names_of(series), Mark::Dot) })
 }
 
-/// Lines over categories (dates) on the x axis; at most 12 of them labelled.
+/// Lines over categories (dates) on the x axis; at most 8 of them labelled
+/// (a date label is about 65 pixels wide).
 fn dots_over(y_desc: &str, names: &[String], series: &[(String, Vec<(usize, f64)>)]) -> Result<Chart> {
     let ys = bounds(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
     let n = names.len().max(1) as i32;
@@ -997,7 +998,7 @@ fn dots_over(y_desc: &str, names: &[String], series: &[(String, Vec<(usize, f64)
         chart
             .configure_mesh()
             .y_desc(y_desc)
-            .x_labels(names.len().min(12))
+            .x_labels(names.len().min(8))
             .x_label_formatter(&category(names))
             .y_label_formatter(&tick)
             .light_line_style(WHITE)
@@ -1013,7 +1014,7 @@ fn dots_over(y_desc: &str, names: &[String], series: &[(String, Vec<(usize, f64)
     Ok(Chart { svg, legend: legend(&names_of(series), Mark::Line) })
 }
 
-/// Vertical bars over ordered bins (a histogram); at most 12 bins labelled.
+/// Vertical bars over ordered bins (a histogram); at most 8 bins labelled.
 fn bars_chart(y_desc: &str, x_desc: &str, labels: &[String], bars: &[(usize, f64)]) -> Result<Chart> {
     let ys = bounds(bars.iter().map(|b| b.1));
     let n = labels.len().max(1) as i32;
@@ -1028,7 +1029,7 @@ fn bars_chart(y_desc: &str, x_desc: &str, labels: &[String], bars: &[(usize, f64
             .disable_x_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
-            .x_labels(labels.len().min(12))
+            .x_labels(labels.len().min(8))
             .x_label_formatter(&category(labels))
             .y_label_formatter(&tick)
             .light_line_style(WHITE)

@@ -204,8 +204,21 @@ fn a_success_gated_glob_reader_never_sees_half_a_publication() {
         let mut e = env.clone();
         e.push(("NIGHTREC_CANDIDATES__K".into(), if round % 2 == 0 { "10" } else { "20" }.into()));
         if round % 3 == 2 {
-            let delay = Duration::from_millis(50 + next_u64(&mut seed) % 700);
-            killed += usize::from(kill_during(&fx, &e, "publish", delay).is_some());
+            // A kill that comes after publish has finished leaves a whole
+            // publication (fine for the reader); then try again sooner,
+            // with another K so that the stages rerun, so that a fast
+            // machine still kills one.
+            let mut delay = Duration::from_millis(50 + next_u64(&mut seed) % 700);
+            for attempt in 0..4 {
+                if attempt > 0 {
+                    e.push(("NIGHTREC_CANDIDATES__K".into(), format!("{}", 12 + attempt)));
+                }
+                if kill_during(&fx, &e, "publish", delay).is_some() {
+                    killed += 1;
+                    break;
+                }
+                delay /= 3;
+            }
         } else {
             let o = run_with(&fx, DATE, &e, &[]);
             assert!(o.status.success(), "round {round}: {}", text(&o));
