@@ -85,7 +85,8 @@ def in_window(path):
     for part in path.split("/"):
         if part.startswith("dt="):
             d = dt.date.fromisoformat(part[3:])
-            return win_start - dt.timedelta(days=1) <= d <= win_end
+            # The day before the window and the window's days (nightrec's Window::reads_partition).
+            return win_start - dt.timedelta(days=1) <= d <= run_day
     return True
 
 
@@ -168,6 +169,19 @@ USERS = ["user_id", "signup_ts"]
 start_all = time.time()
 rejected = {ds: raw_view(ds, cols) for ds, cols in (("events", EVENTS), ("items", ITEMS), ("users", USERS))}
 c = job["clean"]
+# input_files: the timestamps each partitioned event file may hold (nightrec builds it from its pin).
+tol = dt.timedelta(hours=c["partition_tolerance_hours"])
+spans = []
+for f in sorted(glob.glob(f"{inp}/events/**/*", recursive=True)):
+    part = next((p[3:] for p in f.split("/") if p.startswith("dt=")), None)
+    if os.path.isfile(f) and part and in_window(f):
+        day = dt.datetime.combine(dt.date.fromisoformat(part), dt.time())
+        spans.append(f"('file://{os.path.abspath(f)}', TIMESTAMP '{day - tol}', TIMESTAMP '{day + dt.timedelta(days=1) + tol}')")
+con.execute(
+    "CREATE OR REPLACE VIEW input_files AS SELECT * FROM (VALUES "
+    + (", ".join(spans) or "(NULL, NULL::TIMESTAMP, NULL::TIMESTAMP)")
+    + ") t(source, ts_from, ts_to)"
+)
 run("clean", "items_checked")
 append_rejects("items_checked", rejected["items"], ITEMS, None)
 run("clean", "items")
@@ -194,11 +208,9 @@ test, valid = ts_cfg["test_steps"], ts_cfg["valid_steps"]
 run("trainset", "steps", {"max_length": ts_cfg["max_sequence_length"] + test + valid, "test_steps": test, "valid_steps": valid})
 run("trainset", "sequences")
 run("trainset", "interactions")
-pop_start = run_day - dt.timedelta(days=ts_cfg["popularity_days"] - 1)
-run("trainset", "item_popularity", {"popularity_start": at(pop_start)})
 run("trainset", "item_cooccurrence", {"window": ts_cfg["cooccurrence_window"]})
 run("trainset", "item_text")
 
-tables = ["events_checked", "clean_events", "quarantine", "steps", "sequences", "interactions", "item_popularity", "item_cooccurrence"]
+tables = ["events_checked", "clean_events", "quarantine", "steps", "sequences", "interactions", "item_cooccurrence"]
 rows = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 print({"seconds": round(time.time() - start_all, 2), "rows": rows, "timings": {k: round(v, 2) for k, v in timings.items()}})

@@ -2,63 +2,45 @@
 //! `quarantine`, `data_quality` (plus the `*_checked` tables that hold every
 //! input row with its verdict).
 //!
+//! The input files are the date's pinned ones ([`crate::ingest::pin`]).
 //! Every input row ends up either clean or in `quarantine` with its source
 //! file, position and reason code; `data_quality` proves rows read = clean +
-//! quarantined per file. Above `clean.max_bad_row_fraction` of defective
-//! event rows (among those inside the window; rows outside it and bot rows
-//! are quarantined but are no defects), or above `clean.max_bot_fraction`
-//! of bot rows, the stage fails with exit 3 after writing `quarantine` and
-//! `data_quality` (for a human to read) and nothing is published. Input
-//! files that are not read (an unknown extension) are listed in
-//! `data_quality` as `file_not_read`.
+//! quarantined per file. A row of a `dt=D` partition stamped more than
+//! `clean.partition_tolerance_hours` outside day D is a defect
+//! (`wrong_partition`); rows outside the window otherwise (the partition
+//! before it, unpartitioned files, history older than the lookback) are
+//! expected and quarantined as `out_of_window`, not counted as defects, and
+//! neither are bot rows. The run fails with exit 3, after writing
+//! `quarantine` and `data_quality` (for a human to read) and before
+//! anything is published, when:
+//! - one event file (of at least [`MIN_FILE_ROWS_GATED`] rows inside the
+//!   window) has more than `clean.max_bad_file_fraction` defective rows;
+//! - more than `clean.max_bad_row_fraction` of all event rows in the window
+//!   are defective;
+//! - more than `clean.max_bot_fraction` are bot rows;
+//! - more than `clean.max_unreadable_files` files cannot be decoded to
+//!   their end (their unread byte ranges are in `data_quality`).
+//!
+//! Input files that are not read (an unknown extension) are listed in
+//! `data_quality` as `file_not_read` (severity `warning`).
 //!
 //! Safe to re-run: every output folder is replaced whole.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{BooleanArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::common::ScalarValue;
-use object_store::ObjectMeta;
 
 use crate::arrays;
+use crate::config::MIN_FILE_ROWS_GATED;
 use crate::error::{DfContext, Error, Result};
-use crate::ingest::{self, DATASETS, IdMapper, ReadCounts};
+use crate::ingest::pin::InputPin;
+use crate::ingest::{self, DATASETS, FileRead, IdMapper, ReadCounts};
 use crate::job::Job;
 use crate::parquet_io::WrittenTable;
+use crate::quality::{self, Check, Severity};
 use crate::sql::ts_param;
-
-/// The input files of a run, per dataset, and their fingerprint.
-pub struct InputFiles {
-    /// (dataset name, files) in `DATASETS` order.
-    pub files: Vec<(&'static str, Vec<ObjectMeta>)>,
-    /// Files under the input folders that are not read (unknown extension).
-    pub not_read: Vec<ObjectMeta>,
-    /// Fingerprint of all of them.
-    pub snapshot: String,
-}
-
-/// First day of the lookback window.
-pub fn window_start(job: &Job) -> crate::config::RunDate {
-    job.date.minus_days(job.cfg.run.lookback_days.saturating_sub(1))
-}
-
-/// List the input files this run reads.
-pub async fn list_inputs(job: &Job) -> Result<InputFiles> {
-    let window = Some((window_start(job), job.date));
-    let mut files = Vec::new();
-    let mut all = Vec::new();
-    let mut not_read = Vec::new();
-    for ds in DATASETS {
-        let listing = ingest::list_files(&job.input, ds, window).await?;
-        all.extend(listing.files.iter().cloned());
-        files.push((ds.name, listing.files));
-        // Part of the snapshot, so that a new unreadable file is reported on a rerun.
-        all.extend(listing.unreadable_format.iter().cloned());
-        not_read.extend(listing.unreadable_format);
-    }
-    Ok(InputFiles { snapshot: ingest::snapshot(&all), files, not_read })
-}
 
 /// The user-id pseudonymiser of privacy mode, when it is on. The key comes
 /// from the environment only, like every other secret.
@@ -78,8 +60,7 @@ pub fn id_mapper(cfg: &crate::config::Config) -> Result<Option<Arc<dyn IdMapper>
 pub const USER_ID_KEY_ENV: &str = "NIGHTREC_USER_ID_KEY";
 
 /// Rows per input file as counted by the readers themselves.
-fn files_read(counts: &ReadCounts) -> Result<RecordBatch> {
-    let files = counts.snapshot()?;
+fn files_read(reads: &[FileRead]) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
         Field::new("dataset", DataType::Utf8, false),
@@ -89,40 +70,63 @@ fn files_read(counts: &ReadCounts) -> Result<RecordBatch> {
     RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(StringArray::from_iter_values(files.iter().map(|f| f.0.as_str()))),
-            Arc::new(StringArray::from_iter_values(files.iter().map(|f| f.1))),
-            Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.2 as i64))),
-            Arc::new(BooleanArray::from_iter(files.iter().map(|f| Some(f.3)))),
+            Arc::new(StringArray::from_iter_values(reads.iter().map(|f| f.url.as_str()))),
+            Arc::new(StringArray::from_iter_values(reads.iter().map(|f| f.dataset))),
+            Arc::new(Int64Array::from_iter_values(reads.iter().map(|f| f.rows as i64))),
+            Arc::new(BooleanArray::from_iter(reads.iter().map(|f| Some(f.unread.is_some())))),
         ],
     )
     .ctx("building files_read")
 }
 
-/// A row of `data_quality`.
-pub(crate) struct Check {
-    pub source: String,
-    pub check: String,
-    pub value: f64,
-    pub threshold: Option<f64>,
-    pub passed: bool,
+/// The timestamps each partitioned event file may hold
+/// (`sql/clean/events_ruled.sql`): its `dt=` day widened by
+/// `clean.partition_tolerance_hours` on both sides; NULL for files outside
+/// any partition.
+fn input_files(job: &Job, pin: &InputPin) -> Result<RecordBatch> {
+    let tolerance = (job.cfg.clean.partition_tolerance_hours * 3_600_000.0) as i64;
+    let files: Vec<_> = pin.files.iter().filter(|f| f.dataset == ingest::EVENTS.name && f.readable()).collect();
+    let bound = |f: &&ingest::pin::PinnedFile, end: bool| {
+        f.partition().map(|d| {
+            let millis = if end { d.plus_days(1).start_millis() + tolerance } else { d.start_millis() - tolerance };
+            millis.saturating_mul(1_000_000)
+        })
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("ts_from", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+        Field::new("ts_to", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                files.iter().map(|f| job.input.object_url(&job.input.path(&f.path))),
+            )),
+            Arc::new(TimestampNanosecondArray::from_iter(files.iter().map(|f| bound(f, false)))),
+            Arc::new(TimestampNanosecondArray::from_iter(files.iter().map(|f| bound(f, true)))),
+        ],
+    )
+    .ctx("building input_files")
 }
 
-/// Run the stage; returns tables written and facts for the summary.
-pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+/// Run the stage over the date's pinned input files; returns tables written
+/// and facts for the summary.
+pub async fn run(job: &Job, pin: &InputPin) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
     let counts = ReadCounts::default();
     let mapper = id_mapper(&job.cfg)?;
-    for (ds, (_, files)) in DATASETS.iter().zip(&inputs.files) {
-        ingest::register(&ctx, &job.input, *ds, files, mapper.clone(), &counts)?;
+    for ds in DATASETS {
+        ingest::register(&ctx, &job.input, ds, &pin.files_of(&job.input, ds.name), mapper.clone(), &counts)?;
     }
-    let start = window_start(job).start_millis();
-    let end = job.date.plus_days(1).start_millis();
+    ctx.register_batch("input_files", input_files(job, pin)?).ctx("registering input_files")?;
     let mut tables = Vec::new();
     tables.push(job.sql_to_work(&ctx, "clean", "items_checked", vec![]).await?);
     job.register_work(&ctx, &["items_checked"]).await?;
     tables.push(job.sql_to_work(&ctx, "clean", "items", vec![]).await?);
     job.register_work(&ctx, &["items"]).await?;
-    let window = vec![("window_start", ts_param(start)), ("window_end", ts_param(end))];
+    let window =
+        vec![("window_start", ts_param(job.window.start_millis())), ("window_end", ts_param(job.window.end_millis()))];
     tables.push(job.sql_to_work(&ctx, "clean", "events_ruled", window).await?);
     job.register_work(&ctx, &["events_ruled"]).await?;
     let bots = vec![
@@ -141,22 +145,19 @@ pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, V
     );
     tables.push(job.sql_to_work(&ctx, "clean", "quarantine", vec![]).await?);
 
-    ctx.register_batch("files_read", files_read(&counts)?).ctx("registering files_read")?;
+    let reads = counts.snapshot()?;
+    ctx.register_batch("files_read", files_read(&reads)?).ctx("registering files_read")?;
     let counts = crate::sql::file("clean", "file_counts")?.collect(&ctx, vec![]).await?;
     job.register_work(&ctx, &["quarantine"]).await?;
     let reasons = crate::sql::file("clean", "quarantine_counts")?.collect(&ctx, vec![]).await?;
-    let (mut checks, gate) = quality_checks(job, &counts, &reasons)?;
+    let (mut checks, gate) = quality_checks(job, &reads, &counts, &reasons)?;
     // Never silent: a file nightrec cannot read is named, with its size.
-    for f in &inputs.not_read {
-        let url = job.input.object_url(&f.location);
+    let not_read: Vec<_> = pin.not_read().collect();
+    for f in &not_read {
+        let url = job.input.object_url(&job.input.path(&f.path));
         tracing::warn!(file = %url, "not read: nightrec does not read this file's format ({})", ingest::READABLE);
-        checks.push(Check {
-            source: url,
-            check: "file_not_read".into(),
-            value: f.size as f64,
-            threshold: None,
-            passed: false,
-        });
+        let detail = format!("not read: nightrec reads {}", ingest::READABLE);
+        checks.push(Check::warning(&url, "file_not_read", f.size as f64, detail));
     }
     tables.push(write_quality(job, &checks).await?);
 
@@ -164,22 +165,22 @@ pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, V
     let clean_rows = tables.iter().find(|t| t.name == "clean_events").map(|t| t.rows()).unwrap_or(0);
     let quarantined = tables.iter().find(|t| t.name == "quarantine").map(|t| t.rows()).unwrap_or(0);
     let mut facts = vec![
-        ("input snapshot".into(), inputs.snapshot.clone()),
+        ("input snapshot".into(), pin.snapshot(&job.input)),
+        ("inputs pinned".into(), format!("{} files, by run {} at {}", pin.files.len(), pin.run_id, pin.pinned_at)),
         ("event rows read".into(), format!("{events_read}")),
         ("clean events".into(), clean_rows.to_string()),
         ("quarantined rows".into(), quarantined.to_string()),
     ];
-    if !inputs.not_read.is_empty() {
-        facts.push(("files not read (format)".into(), inputs.not_read.len().to_string()));
+    if !not_read.is_empty() {
+        facts.push(("files not read (format)".into(), not_read.len().to_string()));
     }
     if let Some(msg) = gate {
         return Err(Error::DataQuality(msg));
     }
     if clean_rows == 0 {
         return Err(Error::DataQuality(format!(
-            "no clean events in the window {}..={} under {}",
-            window_start(job),
-            job.date,
+            "no clean events in the window {} under {}",
+            job.window,
             job.input.folder_url("events")
         )));
     }
@@ -187,48 +188,59 @@ pub async fn run(job: &Job, inputs: &InputFiles) -> Result<(Vec<WrittenTable>, V
 }
 
 /// Quarantine reasons that are not defects of the data: rows outside the
-/// run's window (files and partitions often hold neighbouring days) and
+/// run's window that nothing says are misplaced (the partition read before
+/// the window, unpartitioned files, history older than the lookback) and
 /// bot traffic (the filter doing its job). Neither counts against
-/// `clean.max_bad_row_fraction`; bots have their own threshold.
+/// `clean.max_bad_row_fraction` or `max_bad_file_fraction`; bots have their
+/// own threshold. A row far from its own partition's day
+/// (`wrong_partition`) is a defect.
 const NOT_DEFECTS: [&str; 2] = ["out_of_window", "bot"];
 
-fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) -> Result<(Vec<Check>, Option<String>)> {
+/// One event file's defects, as the file gate sees them.
+struct FileDefects {
+    source: String,
+    fraction: f64,
+    in_window: i64,
+}
+
+/// The data_quality rows of the clean stage, and the message of the first
+/// gate that failed, if one did.
+fn quality_checks(
+    job: &Job,
+    reads: &[FileRead],
+    counts: &[RecordBatch],
+    reasons: &[RecordBatch],
+) -> Result<(Vec<Check>, Option<String>)> {
     let r_source = arrays::strings_required(reasons, "source")?;
     let r_reason = arrays::strings_required(reasons, "reason")?;
     let r_n = arrays::ints(reasons, "n")?;
     let sources = arrays::strings_required(counts, "source")?;
     let datasets = arrays::strings_required(counts, "dataset")?;
     let read = arrays::ints(counts, "rows_read")?;
-    let unreadable = arrays::bools(counts, "unreadable", false)?;
     let clean = arrays::ints(counts, "clean")?;
     let bad = arrays::ints(counts, "quarantined")?;
-    let threshold = job.cfg.clean.max_bad_row_fraction;
-    let bot_threshold = job.cfg.clean.max_bot_fraction;
+    let c = &job.cfg.clean;
     let mut checks = Vec::new();
-    // Event rows read, inside the window, defective, and from bots.
-    let (mut ev_read, mut ev_in_window, mut ev_defects, mut ev_bots) = (0i64, 0i64, 0i64, 0i64);
+    // Event rows read, inside the window, defective, misplaced, from bots.
+    let (mut ev_read, mut ev_in_window, mut ev_defects, mut ev_misplaced, mut ev_bots) = (0i64, 0i64, 0i64, 0i64, 0i64);
     let mut worst: Option<(String, f64)> = None;
+    let mut bad_files: Vec<FileDefects> = Vec::new();
     let mut unbalanced = 0;
-    let mut broken_files = Vec::new();
+    let mut unread: Vec<(usize, &FileRead)> = Vec::new();
     for i in 0..sources.len() {
         let balanced = read[i] == clean[i] + bad[i];
         if !balanced {
             unbalanced += 1;
         }
-        let check = |name: &str, value: f64, threshold: Option<f64>, passed: bool| Check {
-            source: sources[i].clone(),
-            check: name.into(),
-            value,
-            threshold,
-            passed,
-        };
-        checks.push(check("rows_read", read[i] as f64, None, true));
-        checks.push(check("rows_clean", clean[i] as f64, None, true));
-        checks.push(check("rows_quarantined", bad[i] as f64, None, true));
-        checks.push(check(
+        let source = sources[i].as_str();
+        checks.push(Check::info(source, "rows_read", read[i] as f64));
+        checks.push(Check::info(source, "rows_clean", clean[i] as f64));
+        checks.push(Check::info(source, "rows_quarantined", bad[i] as f64));
+        checks.push(Check::gated(
+            source,
             "read_minus_clean_minus_quarantined",
             (read[i] - clean[i] - bad[i]) as f64,
-            Some(0.0),
+            0.0,
             balanced,
         ));
         let of_file: Vec<usize> = (0..r_source.len()).filter(|j| r_source[*j] == sources[i]).collect();
@@ -238,17 +250,26 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
         let defects = bad[i] - outside - bots;
         let in_window = read[i] - outside;
         let frac = if in_window > 0 { defects as f64 / in_window as f64 } else { 0.0 };
-        checks.push(check("bad_row_fraction", frac, None, true));
+        if datasets[i] == ingest::EVENTS.name && in_window >= MIN_FILE_ROWS_GATED {
+            let passed = frac <= c.max_bad_file_fraction;
+            checks.push(Check::gated(source, "bad_row_fraction", frac, c.max_bad_file_fraction, passed));
+            if !passed {
+                bad_files.push(FileDefects { source: source.to_string(), fraction: frac, in_window });
+            }
+        } else {
+            checks.push(Check::info(source, "bad_row_fraction", frac));
+        }
         for j in &of_file {
-            checks.push(check(&format!("quarantined:{}", r_reason[*j]), r_n[*j] as f64, None, true));
+            checks.push(Check::info(source, &format!("quarantined:{}", r_reason[*j]), r_n[*j] as f64));
         }
-        if unreadable[i] {
-            broken_files.push(sources[i].clone());
+        if let Some(f) = reads.iter().find(|f| f.url == sources[i] && f.unread.is_some()) {
+            unread.push((checks.len(), f));
         }
-        if datasets[i] == "events" {
+        if datasets[i] == ingest::EVENTS.name {
             ev_read += read[i];
             ev_in_window += in_window;
             ev_defects += defects;
+            ev_misplaced += with_reason("wrong_partition");
             ev_bots += bots;
             if worst.as_ref().is_none_or(|w| frac > w.1) {
                 worst = Some((sources[i].clone(), frac));
@@ -257,47 +278,100 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
     }
     let share = |n: i64| if ev_in_window > 0 { n as f64 / ev_in_window as f64 } else { 0.0 };
     let (overall, bot_share) = (share(ev_defects), share(ev_bots));
-    let passed = overall <= threshold;
-    let bots_ok = bot_share <= bot_threshold;
-    let max_broken = job.cfg.clean.max_unreadable_files;
-    let files_ok = broken_files.len() <= max_broken;
-    let all = |name: &str, value: f64, threshold: Option<f64>, passed: bool| Check {
-        source: "*".into(),
-        check: name.into(),
-        value,
-        threshold,
-        passed,
-    };
-    checks.push(all("events_read", ev_read as f64, None, true));
-    checks.push(all("events_out_of_window", (ev_read - ev_in_window) as f64, None, true));
-    checks.push(all("events_bad_row_fraction", overall, Some(threshold), passed));
-    checks.push(all("events_bot_fraction", bot_share, Some(bot_threshold), bots_ok));
-    checks.push(all("unreadable_files", broken_files.len() as f64, Some(max_broken as f64), files_ok));
+    let passed = overall <= c.max_bad_row_fraction;
+    let bots_ok = bot_share <= c.max_bot_fraction;
+    let files_ok = unread.len() <= c.max_unreadable_files;
+    // Files decoded only in part: the bytes nobody read, never a guessed row count.
+    for (at, f) in unread.iter().rev() {
+        let Some(u) = &f.unread else { continue };
+        let detail = format!(
+            "bytes {}..{} of {} could not be decoded after row {}: {}",
+            u.from, u.size, u.size, f.rows, u.error
+        );
+        let mut check = Check::warning(&f.url, "unread_bytes", u.size.saturating_sub(u.from) as f64, detail);
+        if !files_ok {
+            check.severity = Severity::Error;
+        }
+        checks.insert(*at, check);
+    }
+    let all = "*";
+    checks.push(Check::info(all, "events_read", ev_read as f64));
+    let mut outside = Check::info(all, "events_out_of_window", (ev_read - ev_in_window) as f64);
+    outside.detail = "outside the window, from the partition read before it, unpartitioned files or history older                       than the lookback: expected, not defects"
+        .into();
+    checks.push(outside);
+    let mut misplaced = Check::info(all, "events_wrong_partition", ev_misplaced as f64);
+    misplaced.detail = format!(
+        "stamped more than clean.partition_tolerance_hours = {} h outside their dt= partition's day: defects",
+        c.partition_tolerance_hours
+    );
+    checks.push(misplaced);
+    checks.push(Check::gated(all, "events_bad_row_fraction", overall, c.max_bad_row_fraction, passed));
+    checks.push(Check::gated(
+        all,
+        "event_files_over_bad_file_fraction",
+        bad_files.len() as f64,
+        0.0,
+        bad_files.is_empty(),
+    ));
+    checks.push(Check::gated(all, "events_bot_fraction", bot_share, c.max_bot_fraction, bots_ok));
+    checks.push(Check::gated(all, "unreadable_files", unread.len() as f64, c.max_unreadable_files as f64, files_ok));
     if unbalanced > 0 {
         return Err(Error::Internal(format!(
             "{unbalanced} input files lost rows between reading and cleaning (see data_quality)"
         )));
     }
     let where_to_look = job.output.folder_url(&job.work(""));
+    // Reasons come sorted by count within a file: the first defect is the top one.
+    let top_defect = |file: &str| {
+        (0..r_source.len())
+            .find(|j| r_source[*j] == file && !NOT_DEFECTS.contains(&r_reason[*j].as_str()))
+            .map(|j| (r_reason[j].as_str(), r_n[j]))
+    };
     let gate = if !files_ok {
+        let names: Vec<String> = unread
+            .iter()
+            .map(|(_, f)| match &f.unread {
+                Some(u) => format!("{} (bytes {}..{} not decoded)", f.url, u.from, u.size),
+                None => f.url.clone(),
+            })
+            .collect();
         Some(format!(
-            "{} input files could not be decoded to their end, above clean.max_unreadable_files = {max_broken}: {}; \
-             see the quarantine table (reason malformed) under {where_to_look}",
-            broken_files.len(),
-            broken_files.join(", ")
+            "{} input files could not be decoded to their end, above clean.max_unreadable_files = {}: {}; \
+             see the data_quality table (check unread_bytes) under {where_to_look}",
+            unread.len(),
+            c.max_unreadable_files,
+            names.join(", ")
+        ))
+    } else if let Some(f) = bad_files.iter().max_by(|a, b| a.fraction.total_cmp(&b.fraction)) {
+        let (reason, n) = top_defect(&f.source).unwrap_or(("none", 0));
+        let hint = if reason == "wrong_partition" {
+            format!(
+                ": timestamps more than clean.partition_tolerance_hours = {} h outside the file's dt= day \
+                 (epoch seconds where milliseconds were expected, or a shifted time zone?)",
+                c.partition_tolerance_hours
+            )
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "input file {} has {:.1}% defective rows among its {} event rows in the window, above \
+             clean.max_bad_file_fraction = {:.1}% (whatever the share over all files): mostly {reason} ({n} rows){hint}; \
+             {} file(s) over the limit; see the quarantine and data_quality tables under {where_to_look}",
+            f.source,
+            f.fraction * 100.0,
+            f.in_window,
+            c.max_bad_file_fraction * 100.0,
+            bad_files.len(),
         ))
     } else if !passed {
         let (file, frac) = worst.unwrap_or_default();
-        // Reasons come sorted by count within a file: the first defect is the top one.
-        let top = (0..r_source.len())
-            .find(|j| r_source[*j] == file && !NOT_DEFECTS.contains(&r_reason[*j].as_str()))
-            .map(|j| format!("{} ({} rows)", r_reason[j], r_n[j]))
-            .unwrap_or_else(|| "none".into());
+        let top = top_defect(&file).map(|(r, n)| format!("{r} ({n} rows)")).unwrap_or_else(|| "none".into());
         Some(format!(
             "{:.2}% of event rows in the window were quarantined as defective, above clean.max_bad_row_fraction = {:.2}%; \
              worst file {file} ({:.1}% bad, mostly {top}); see the quarantine and data_quality tables under {where_to_look}",
             overall * 100.0,
-            threshold * 100.0,
+            c.max_bad_row_fraction * 100.0,
             frac * 100.0,
         ))
     } else if !bots_ok {
@@ -305,7 +379,7 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
             "{:.2}% of event rows in the window came from users over the bot limits, above clean.max_bot_fraction = {:.2}%; \
              check clean.bot_max_events_per_minute / _per_day, and the quarantine table (reason bot) under {where_to_look}",
             bot_share * 100.0,
-            bot_threshold * 100.0,
+            c.max_bot_fraction * 100.0,
         ))
     } else {
         None
@@ -314,28 +388,6 @@ fn quality_checks(job: &Job, counts: &[RecordBatch], reasons: &[RecordBatch]) ->
 }
 
 async fn write_quality(job: &Job, checks: &[Check]) -> Result<WrittenTable> {
-    let batch = quality_batch(checks)?;
+    let batch = quality::batch(checks)?;
     job.write_work_batches("data_quality", batch.schema(), &[batch]).await
-}
-
-/// The `data_quality` table of these checks.
-pub(crate) fn quality_batch(checks: &[Check]) -> Result<RecordBatch> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("check", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("threshold", DataType::Float64, true),
-        Field::new("passed", DataType::Boolean, false),
-    ]));
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from_iter_values(checks.iter().map(|c| c.source.as_str()))),
-            Arc::new(StringArray::from_iter_values(checks.iter().map(|c| c.check.as_str()))),
-            Arc::new(Float64Array::from_iter_values(checks.iter().map(|c| c.value))),
-            Arc::new(Float64Array::from_iter(checks.iter().map(|c| c.threshold))),
-            Arc::new(BooleanArray::from_iter(checks.iter().map(|c| Some(c.passed)))),
-        ],
-    )
-    .ctx("building data_quality")
 }

@@ -48,6 +48,47 @@ impl RunDate {
     }
 }
 
+/// The days a night reads: from `start` to the run date, both included,
+/// resolved once from the run date and `run.lookback_days` and carried to
+/// every reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// The first day of behaviour read.
+    pub start: RunDate,
+    /// The run date: the last day read.
+    pub end: RunDate,
+}
+
+impl Window {
+    /// The `lookback_days` days up to and including `date`.
+    pub fn new(date: RunDate, lookback_days: u32) -> Window {
+        Window { start: date.minus_days(lookback_days.saturating_sub(1)), end: date }
+    }
+    /// Start of the window (UTC midnight of its first day), epoch millis.
+    pub fn start_millis(self) -> i64 {
+        self.start.start_millis()
+    }
+    /// End of the window (exclusive: midnight after the run date), epoch millis.
+    pub fn end_millis(self) -> i64 {
+        self.end.plus_days(1).start_millis()
+    }
+    /// Whether a Hive partition `dt=d` is read: the window's days and the
+    /// day before it (a day's partition may hold events stamped just after
+    /// midnight of the next day, in another time zone). The day after the
+    /// run date is never read: it is still being written while the night
+    /// runs, and reading it would make a rerun of the date depend on when
+    /// it ran.
+    pub fn reads_partition(self, d: RunDate) -> bool {
+        d >= self.start.minus_days(1) && d <= self.end
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={}", self.start, self.end)
+    }
+}
+
 impl fmt::Display for RunDate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.format("%Y-%m-%d"))
@@ -146,6 +187,11 @@ pub struct RunConfig {
     pub device: DeviceChoice,
     /// Threads for libtorch and rayon on CPU (0 = all cores).
     pub threads: usize,
+    /// A run holds a lease on its (output root, date) for this long past
+    /// its last heartbeat (it renews it every quarter of this); a lease
+    /// left by a killed process on another machine can be taken over once
+    /// it has expired (on the same machine, as soon as its process is gone).
+    pub lease_seconds: u64,
 }
 
 /// Cleaning rules and the data-quality gate.
@@ -168,10 +214,25 @@ pub struct CleanConfig {
     /// Input files that may fail to decode to their end (corrupt Parquet)
     /// before the run fails (exit 3).
     pub max_unreadable_files: usize,
+    /// A row of a `dt=D` partition whose timestamp is more than this many
+    /// hours before D or after the end of D is a defect (`wrong_partition`):
+    /// a producer that writes seconds for milliseconds, or shifts time
+    /// zones, moves whole days of events far from their partition.
+    pub partition_tolerance_hours: f64,
+    /// Above this fraction of defective rows in one event file (of at least
+    /// [`MIN_FILE_ROWS_GATED`] rows inside the window) the run fails (exit
+    /// 3), whatever the fraction over all files: one day of garbage among
+    /// thirty is only about 3% of the window.
+    pub max_bad_file_fraction: f64,
     /// Replace user ids with a keyed hash (HMAC-SHA256 under the secret in
     /// `NIGHTREC_USER_ID_KEY`) in every table, before anything is written.
     pub pseudonymize_user_ids: bool,
 }
+
+/// Event files with fewer rows inside the window than this are left to the
+/// overall gate (`clean.max_bad_row_fraction`) only: one broken row in a
+/// file of three says little about the producer.
+pub const MIN_FILE_ROWS_GATED: i64 = 20;
 
 /// Training-set construction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,8 +244,6 @@ pub struct TrainsetConfig {
     pub test_steps: usize,
     /// Steps before the test steps held out for validation (early stopping).
     pub valid_steps: usize,
-    /// Days of history that count towards `popular_items`.
-    pub popularity_days: u32,
     /// Items within this many steps of each other count as co-occurring.
     pub cooccurrence_window: usize,
     /// Weight of each event type in a sequence step.
@@ -610,6 +669,15 @@ impl Config {
         if !(0.0..=1.0).contains(&self.clean.max_bad_row_fraction) {
             return bad("clean.max_bad_row_fraction must be within 0..=1".into());
         }
+        if !(0.0..=1.0).contains(&self.clean.max_bad_file_fraction) {
+            return bad("clean.max_bad_file_fraction must be within 0..=1".into());
+        }
+        if !(self.clean.partition_tolerance_hours.is_finite() && self.clean.partition_tolerance_hours >= 0.0) {
+            return bad("clean.partition_tolerance_hours must be finite and non-negative".into());
+        }
+        if self.run.lease_seconds < 4 {
+            return bad("run.lease_seconds must be at least 4".into());
+        }
         if !(0.0..=1.0).contains(&self.clean.max_bot_fraction) {
             return bad("clean.max_bot_fraction must be within 0..=1".into());
         }
@@ -656,13 +724,15 @@ impl Config {
 
     /// A stable hash of some config sections (`"model"`) or single keys
     /// (`"run.seed"`), used for lineage and to decide whether a stage must
-    /// run again. `run.threads` and `run.device` are left out everywhere:
-    /// they change how fast a run goes, not what it may produce.
+    /// run again. `run.threads`, `run.device` and `run.lease_seconds` are
+    /// left out everywhere: they change how a run goes, not what it may
+    /// produce.
     pub fn hash_of(&self, keys: &[&str]) -> String {
         let mut all = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(run) = all.get_mut("run").and_then(|r| r.as_object_mut()) {
             run.remove("threads");
             run.remove("device");
+            run.remove("lease_seconds");
         }
         let mut h = Sha256::new();
         for k in keys {

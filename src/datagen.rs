@@ -92,7 +92,7 @@ enum Flaw {
     UnknownType,
     UnknownItem,
     BadTimestamp,
-    OutOfWindow,
+    WrongPartition,
     Malformed,
 }
 
@@ -102,7 +102,7 @@ const FLAWS: [Flaw; 7] = [
     Flaw::UnknownType,
     Flaw::UnknownItem,
     Flaw::BadTimestamp,
-    Flaw::OutOfWindow,
+    Flaw::WrongPartition,
     Flaw::Malformed,
 ];
 
@@ -399,7 +399,8 @@ fn day_events(
         match flaw {
             Flaw::MissingUser => r.user = None,
             Flaw::UnknownItem if r.item.is_none() => r.kind = "view",
-            Flaw::OutOfWindow => r.ts = window_start - 40 * DAY_MS,
+            // Stamped weeks before its own day (and the window): a defect.
+            Flaw::WrongPartition => r.ts = window_start - 40 * DAY_MS,
             _ => {}
         }
         rows.push(r);

@@ -10,13 +10,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, UInt64Array};
+use datafusion::arrow::array::{Array, AsArray, StringArray, UInt64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::Config;
@@ -62,6 +64,10 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
 ///   selects. DuckDB has a function of the same name and shape (its own
 ///   hash), so the SQL files run on both engines. Stable within a process,
 ///   not meant to be stored.
+/// - `json_object(key, value, ...)`: a JSON object of text values (NULL →
+///   `null`), as DuckDB's function of the same name makes it: how a
+///   quarantined catalogue row keeps every column, free text included, in a
+///   form that can be parsed back.
 pub fn register_functions(ctx: &SessionContext) {
     ctx.register_udf(create_udf(
         "hash",
@@ -70,6 +76,58 @@ pub fn register_functions(ctx: &SessionContext) {
         Volatility::Immutable,
         Arc::new(hash_strings),
     ));
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonObject {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    }));
+}
+
+/// `json_object(key, value, ...)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonObject {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for JsonObject {
+    fn name(&self) -> &str {
+        "json_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        if !args.args.len().is_multiple_of(2) {
+            return Err(datafusion::error::DataFusionError::Plan("json_object() takes key, value pairs".into()));
+        }
+        let n = args.number_rows;
+        let columns = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n).and_then(|a| Ok(cast(&a, &DataType::Utf8)?)))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let text: Vec<_> = columns.iter().map(|c| c.as_string::<i32>()).collect();
+        let rows: StringArray = (0..n)
+            .map(|r| {
+                let mut obj = serde_json::Map::new();
+                for pair in text.chunks(2) {
+                    let key = if pair[0].is_valid(r) { pair[0].value(r) } else { "" };
+                    let value = if pair[1].is_valid(r) {
+                        serde_json::Value::String(pair[1].value(r).to_string())
+                    } else {
+                        serde_json::Value::Null
+                    };
+                    obj.insert(key.to_string(), value);
+                }
+                Some(serde_json::Value::Object(obj).to_string())
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(rows)))
+    }
 }
 
 fn hash_strings(args: &[ColumnarValue]) -> datafusion::error::Result<ColumnarValue> {
@@ -116,6 +174,17 @@ pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::Array;
+
+    #[tokio::test]
+    async fn json_object_keeps_every_value_and_nulls_as_json() {
+        let ctx = SessionContext::new_with_config(session_config(1));
+        register_functions(&ctx);
+        let sql = "SELECT json_object('id', 'I|1', 'title', 'Pan, 28 cm', 'price', CAST(NULL AS VARCHAR)) AS j";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let j = batches[0].column(0).as_string::<i32>().value(0).to_string();
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v, serde_json::json!({"id": "I|1", "title": "Pan, 28 cm", "price": null}));
+    }
 
     #[tokio::test]
     async fn hash_is_a_deterministic_null_preserving_u64_of_any_string_type() {

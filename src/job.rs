@@ -14,7 +14,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, RunDate, hex};
+use crate::config::{Config, RunDate, Window, hex};
 use crate::error::{DfContext, Error, Result};
 use crate::parquet_io::{Lineage, WrittenTable, write_batches, write_stream};
 use crate::storage::Root;
@@ -158,6 +158,8 @@ pub struct Job {
     pub cfg: Config,
     /// The run date.
     pub date: RunDate,
+    /// The days of behaviour the run reads (`run.lookback_days` up to the date).
+    pub window: Window,
     /// Input root.
     pub input: Root,
     /// Output root.
@@ -186,7 +188,8 @@ impl Job {
             model_version: String::new(),
             date: date.to_string(),
         };
-        Ok(Job { cfg, date, input, output, run_id, force, full_retrain: false, lineage })
+        let window = Window::new(date, cfg.run.lookback_days);
+        Ok(Job { cfg, date, window, input, output, run_id, force, full_retrain: false, lineage })
     }
 
     /// Folder of a work table, relative to the output root.

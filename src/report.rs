@@ -90,12 +90,24 @@ struct Epoch {
 }
 
 /// Data quality: per dataset (read, clean, quarantined), the run-wide
-/// checks, and quarantined rows by reason.
+/// checks, quarantined rows by reason, and every check that did not pass.
 #[derive(Debug, Default)]
 struct Quality {
     datasets: Vec<(String, f64, f64, f64)>,
     checks: Vec<(String, f64, Option<f64>, bool)>,
     reasons: Vec<(String, f64)>,
+    failed: Vec<Failed>,
+}
+
+/// A `data_quality` row whose check did not pass, with its file.
+#[derive(Debug, Clone, PartialEq)]
+struct Failed {
+    source: String,
+    check: String,
+    value: f64,
+    threshold: Option<f64>,
+    severity: String,
+    detail: String,
 }
 
 /// Everything the page shows.
@@ -168,8 +180,7 @@ pub async fn build(job: &Job, ctx: &SessionContext, about: &About, previous: Opt
         }
         _ => None,
     };
-    let quality =
-        quality(&collect(ctx, "SELECT source, \"check\", value, threshold, passed FROM data_quality").await?)?;
+    let quality = quality(&collect(ctx, "SELECT * FROM data_quality").await?)?;
     let mut trend = Vec::new();
     for d in crate::layout::dates(&job.output, crate::layout::RUNS).await?.into_iter().filter(|d| *d < job.date) {
         if let Some(m) = crate::publish::read_manifest(&job.output, d).await?
@@ -216,9 +227,23 @@ fn quality(b: &[datafusion::arrow::array::RecordBatch]) -> Result<Quality> {
     let (source, check) = (arrays::strings_required(b, "source")?, arrays::strings_required(b, "check")?);
     let (value, threshold) = (arrays::floats(b, "value")?, arrays::floats(b, "threshold")?);
     let passed = arrays::bools(b, "passed", true)?;
+    // Publications of an older nightrec have neither column.
+    let has = |c: &str| b.first().is_some_and(|b| b.schema().column_with_name(c).is_some());
+    let severity = if has("severity") { arrays::strings(b, "severity")? } else { vec![None; source.len()] };
+    let detail = if has("detail") { arrays::strings(b, "detail")? } else { vec![None; source.len()] };
     let mut q = Quality::default();
     for i in 0..source.len() {
         let v = value[i].unwrap_or(0.0);
+        if !passed[i] {
+            q.failed.push(Failed {
+                source: source[i].clone(),
+                check: check[i].clone(),
+                value: v,
+                threshold: threshold[i],
+                severity: severity[i].clone().unwrap_or_else(|| "warning".into()),
+                detail: detail[i].clone().unwrap_or_default(),
+            });
+        }
         let d = dataset(&source[i]);
         if d == "*" {
             q.checks.push((check[i].clone(), v, threshold[i], passed[i]));
@@ -249,6 +274,10 @@ fn quality(b: &[datafusion::arrow::array::RecordBatch]) -> Result<Quality> {
     q.datasets.sort_by(|a, b| a.0.cmp(&b.0));
     q.checks.sort_by(|a, b| a.0.cmp(&b.0));
     q.reasons.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let rank = |s: &str| ["error", "warning"].iter().position(|x| *x == s).unwrap_or(2);
+    q.failed.sort_by(|a, b| {
+        rank(&a.severity).cmp(&rank(&b.severity)).then(a.check.cmp(&b.check)).then(a.source.cmp(&b.source))
+    });
     Ok(q)
 }
 
@@ -680,6 +709,31 @@ fn data_quality(h: &mut String, p: &Page<'_>) -> Result<()> {
         );
     }
     h.push_str("</table>");
+    if q.failed.is_empty() {
+        h.push_str("<p data-table=\"failed_checks\">Every data-quality check passed.</p>");
+    } else {
+        // Never hidden: every check that did not pass, with its file.
+        h.push_str(
+            "<table data-table=\"failed_checks\"><tr><th>check that did not pass</th><th>file</th><th>value</th>\
+             <th>limit</th><th>severity</th><th>what it means</th></tr>",
+        );
+        for f in &q.failed {
+            let limit = f.threshold.map(|t| format!("{t}")).unwrap_or_else(|| "–".into());
+            let _ = write!(
+                h,
+                "<tr data-check=\"{}\" data-source=\"{}\"><td>{}</td><td class=\"path\">{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{limit}</td><td class=\"fail\">{}</td><td>{}</td></tr>",
+                esc(&f.check),
+                esc(&f.source),
+                esc(&f.check),
+                esc(&f.source),
+                trim_number(f.value),
+                esc(&f.severity),
+                esc(&f.detail)
+            );
+        }
+        h.push_str("</table>");
+    }
     if q.reasons.is_empty() {
         h.push_str("<p class=\"note\">No row was quarantined.</p>");
     } else {
@@ -1151,10 +1205,23 @@ mod tests {
                 datasets: vec![("events".into(), 100.0, 97.0, 3.0)],
                 checks: vec![("events_bad_row_fraction".into(), 0.03, Some(0.05), true)],
                 reasons: vec![("duplicate".into(), 3.0)],
+                failed: vec![Failed {
+                    source: "s3://b/in/events/notes.xlsx".into(),
+                    check: "file_not_read".into(),
+                    value: 9.0,
+                    threshold: None,
+                    severity: "warning".into(),
+                    detail: "not read".into(),
+                }],
             },
             trend: vec![("2026-11-20".into(), stats(0.19)), ("2026-11-21".into(), stats(0.2))],
         };
         let html = render(&page).unwrap();
+        // Regression: file_not_read rows were dropped from the page.
+        assert!(
+            html.contains("data-check=\"file_not_read\" data-source=\"s3://b/in/events/notes.xlsx\""),
+            "a check that did not pass is missing from the page"
+        );
         for chart in [
             "ndcg_by_k",
             "recall_by_k",
@@ -1213,18 +1280,27 @@ mod tests {
             ("s3://b/in/items/i.jsonl", "rows_clean", 7.0, None),
             ("*", "events_bad_row_fraction", 0.2, Some(0.05)),
         ];
-        let checks: Vec<crate::clean::Check> = rows
+        let mut checks: Vec<crate::quality::Check> = rows
             .iter()
-            .map(|r| crate::clean::Check {
-                source: r.0.into(),
-                check: r.1.into(),
-                value: r.2,
-                threshold: r.3,
-                passed: r.3.is_none(),
+            .map(|r| match r.3 {
+                None => crate::quality::Check::info(r.0, r.1, r.2),
+                Some(t) => crate::quality::Check::gated(r.0, r.1, r.2, t, false),
             })
             .collect();
-        let b = crate::clean::quality_batch(&checks).unwrap();
+        checks.push(crate::quality::Check::warning(
+            "s3://b/in/events/notes.xlsx",
+            "file_not_read",
+            9.0,
+            "not read".into(),
+        ));
+        let b = crate::quality::batch(&checks).unwrap();
         let q = quality(&[b]).unwrap();
+        let failed: Vec<(&str, &str, &str)> =
+            q.failed.iter().map(|f| (f.check.as_str(), f.source.as_str(), f.severity.as_str())).collect();
+        assert_eq!(
+            failed,
+            [("events_bad_row_fraction", "*", "error"), ("file_not_read", "s3://b/in/events/notes.xlsx", "warning")]
+        );
         assert_eq!(q.datasets, vec![("events".into(), 15.0, 0.0, 0.0), ("items".into(), 0.0, 7.0, 0.0)]);
         assert_eq!(q.reasons, vec![("malformed".into(), 4.0), ("duplicate".into(), 3.0)]);
         assert_eq!(q.checks, vec![("events_bad_row_fraction".into(), 0.2, Some(0.05), false)]);

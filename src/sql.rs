@@ -41,7 +41,6 @@ pub const ALL: &[SqlFile] = &[
     sql_file!("trainset", "steps"),
     sql_file!("trainset", "sequences"),
     sql_file!("trainset", "interactions"),
-    sql_file!("trainset", "item_popularity"),
     sql_file!("trainset", "item_cooccurrence"),
     sql_file!("trainset", "item_text"),
     sql_file!("candidates", "popular_items"),

@@ -62,10 +62,15 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
     let job = Job::new(cfg, date, false)?;
     let ctx = job.session()?;
     let mut infos = Vec::new();
-    let window = Some((crate::clean::window_start(&job), job.date));
     let mapper = crate::clean::id_mapper(&job.cfg)?;
+    // The files the date's night read, when it pinned them; else a listing.
+    let pinned: Option<ingest::pin::InputPin> =
+        crate::state::read(&job.output, &crate::layout::input_pin(job.date)).await?;
     for ds in DATASETS {
-        let files = ingest::list_files(&job.input, ds, window).await?.files;
+        let files = match &pinned {
+            Some(p) => p.files_of(&job.input, ds.name),
+            None => ingest::list_files(&job.input, ds, Some(job.window)).await?.files,
+        };
         if files.is_empty() {
             continue;
         }

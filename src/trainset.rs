@@ -1,11 +1,11 @@
 //! Stage `trainset`: clean tables → `item_index`, `steps`, `sequences`,
-//! `interactions`, `item_popularity`, `item_cooccurrence`, `item_text`.
+//! `interactions`, `item_cooccurrence`, `item_text`.
 //!
 //! `steps` is the time-based split: each user's chronological steps with
 //! the last ones marked `test` and `valid`; `sequences` holds them as lists
-//! for the model; popularity and co-occurrence feed the baselines and cold
-//! start. Only training steps count towards co-occurrence, so baselines
-//! never see the held-out items.
+//! for the model; co-occurrence feeds the item-kNN baseline. Only training
+//! steps count towards co-occurrence, so baselines never see the held-out
+//! items.
 //!
 //! Safe to re-run: every output folder is replaced whole.
 
@@ -18,7 +18,6 @@ use datafusion::common::ScalarValue;
 use crate::error::{DfContext, Result};
 use crate::job::Job;
 use crate::parquet_io::WrittenTable;
-use crate::sql::ts_param;
 
 fn int(v: usize) -> ScalarValue {
     ScalarValue::Int64(Some(v as i64))
@@ -43,10 +42,6 @@ pub async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)
     job.register_work(&ctx, &["steps"]).await?;
     tables.push(job.sql_to_work(&ctx, "trainset", "sequences", vec![]).await?);
     tables.push(job.sql_to_work(&ctx, "trainset", "interactions", vec![]).await?);
-    let pop_start = job.date.minus_days(cfg.popularity_days.saturating_sub(1)).start_millis();
-    tables.push(
-        job.sql_to_work(&ctx, "trainset", "item_popularity", vec![("popularity_start", ts_param(pop_start))]).await?,
-    );
     tables.push(
         job.sql_to_work(&ctx, "trainset", "item_cooccurrence", vec![("window", int(cfg.cooccurrence_window))]).await?,
     );

@@ -314,11 +314,14 @@ fn quality(out: &std::path::Path, date: &str) -> serde_json::Value {
     serde_json::from_str(py(QUALITY, &[work.to_str().unwrap()]).trim()).unwrap()
 }
 
-/// Regression: the listing reads a day of partitions past each end of the
+/// Regression: the listing read a day of partitions past each end of the
 /// window, and those rows (out_of_window) counted as bad rows, so a night
-/// with neighbouring days on both sides failed the gate (17% "bad").
+/// with neighbouring days on both sides failed the gate (17% "bad"). A
+/// backfill has both neighbours: the day before is read (slack, expected
+/// rows), the day after is never read (it is still being written on the
+/// night itself, and reading it would make a rerun depend on when it ran).
 #[test]
-fn rows_outside_the_window_are_not_defects_for_the_gate() {
+fn a_backfill_with_both_neighbouring_days_passes_and_reads_the_day_before_only() {
     let dir = tempfile::tempdir().unwrap();
     let input = sample_copy(dir.path());
     let out = dir.path().join("out");
@@ -327,10 +330,61 @@ fn rows_outside_the_window_are_not_defects_for_the_gate() {
     let q = quality(&out, "2026-11-15");
     let outside = q["events_out_of_window"][0].as_f64().unwrap();
     let read = q["events_read"][0].as_f64().unwrap();
-    // Two neighbouring days of 12 read: about a sixth of the rows.
-    assert!(outside > 0.1 * read && outside < 0.25 * read, "{q}");
+    // One neighbouring day of 11 read: about a tenth of the rows, no defects.
+    assert!(outside > 0.05 * read && outside < 0.15 * read, "{q}");
     let bad = q["events_bad_row_fraction"][0].as_f64().unwrap();
     assert!(bad < 0.03, "the sample's own defects are about 1%: {q}");
+    let sources = py(
+        "import sys, pyarrow.parquet as pq\nprint(sorted({r['source'] for r in pq.read_table(sys.argv[1]).to_pylist()}))",
+        &[out.join("_work/dt=2026-11-15/data_quality").to_str().unwrap()],
+    );
+    assert!(sources.contains("dt=2026-11-05/") && sources.contains("dt=2026-11-15/"), "{sources}");
+    assert!(!sources.contains("dt=2026-11-16/") && !sources.contains("dt=2026-11-04/"), "{sources}");
+}
+
+/// Regression: since out-of-window rows stopped counting as defects, a
+/// producer that wrote a day's `ts` in epoch seconds (January 1970) passed
+/// every gate: the day left training and the run exited 0. Rows far from
+/// their own partition's day are defects, and one file of them fails the
+/// night however small a share of the window it is.
+#[test]
+fn a_day_written_in_epoch_seconds_fails_the_file_gate_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample_copy(dir.path());
+    let file = input.join("events/dt=2026-11-12/part-00000.csv");
+    let csv = std::fs::read_to_string(&file).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let at = header.split(',').position(|c| c == "ts").unwrap();
+    let mut seconds = format!("{header}\n");
+    for line in lines {
+        let mut f: Vec<String> = line.split(',').map(str::to_string).collect();
+        if let Some(ms) = f.get(at).and_then(|t| t.parse::<i64>().ok()) {
+            f[at] = (ms / 1000).to_string();
+        }
+        seconds.push_str(&f.join(","));
+        seconds.push('\n');
+    }
+    std::fs::write(&file, seconds).unwrap();
+    let out = dir.path().join("out");
+    let o = run_clean(&input, &out, DATE, &[], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("dt=2026-11-12/part-00000.csv") && err.contains("wrong_partition"), "{err}");
+    assert!(err.contains("clean.max_bad_file_fraction"), "{err}");
+    // The overall share alone would have passed: the file gate fired.
+    let q = quality(&out, DATE);
+    let overall = q["events_bad_row_fraction"][0].as_f64().unwrap();
+    assert!(overall > 0.02 && overall < 0.05, "{q}");
+    assert_eq!(q["events_bad_row_fraction"][1], serde_json::json!(true), "{q}");
+    assert!(q["events_wrong_partition"][0].as_f64().unwrap() > 1000.0, "{q}");
+    assert_eq!(q["event_files_over_bad_file_fraction"], serde_json::json!([1.0, false]), "{q}");
+    assert!(!out.join(format!("_runs/dt={DATE}/_SUCCESS")).exists());
+    // The untouched sample passes.
+    std::fs::create_dir_all(dir.path().join("again")).unwrap();
+    let clean_in = sample_copy(&dir.path().join("again"));
+    let o = run_clean(&clean_in, &dir.path().join("out2"), DATE, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// Regression: bot-filtered rows counted as defects, so a storefront with
@@ -412,10 +466,13 @@ fn compressed_logs_are_read_and_unreadable_files_are_reported() {
     assert!(text(&o).contains("notes.xlsx"), "the skipped file is not logged: {}", text(&o));
 }
 
-/// A gzip file cut short is one malformed row and an unreadable file (exit
-/// 3 by default), not a silent loss or a retryable crash.
+/// A gzip file cut short is an unreadable file (exit 3 by default), not a
+/// silent loss or a retryable crash. Regression: it was also one pretend
+/// quarantine row, so with `clean.max_unreadable_files` raised the rows its
+/// tail held were lost without a trace; now `data_quality` names the file
+/// and the byte range that was not decoded.
 #[test]
-fn a_truncated_gzip_file_is_quarantined_and_stops_the_run() {
+fn a_truncated_gzip_file_stops_the_run_or_reports_its_unread_bytes() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     write_corpus(&dir.path().join("in"));
@@ -433,7 +490,32 @@ fn a_truncated_gzip_file_is_quarantined_and_stops_the_run() {
     let env = [("NIGHTREC_CLEAN__MAX_BAD_ROW_FRACTION", "1.0")];
     let o = run_clean(&dir.path().join("in"), &out, DATE, &[], &env);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("cut.csv.gz"), "{}", text(&o));
+    assert!(text(&o).contains("cut.csv.gz") && text(&o).contains("not decoded"), "{}", text(&o));
+    // Tolerated: the run goes on, and says what it could not read.
+    let env = [
+        ("NIGHTREC_CLEAN__MAX_BAD_ROW_FRACTION", "1.0"),
+        ("NIGHTREC_CLEAN__MAX_BAD_FILE_FRACTION", "1.0"),
+        ("NIGHTREC_CLEAN__MAX_UNREADABLE_FILES", "1"),
+    ];
+    let o = run_clean(&dir.path().join("in"), &out, DATE, &[], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let got = py(
+        r#"
+import sys, json, pyarrow.parquet as pq
+work = sys.argv[1]
+dq = [r for r in pq.read_table(work + "/data_quality").to_pylist() if r["source"].endswith("cut.csv.gz")]
+q = [r for r in pq.read_table(work + "/quarantine").to_pylist() if r["source"].endswith("cut.csv.gz")]
+by = {r["check"]: r for r in dq}
+u = by["unread_bytes"]
+assert u["value"] > 0 and not u["passed"] and u["severity"] == "warning", u
+assert "could not be decoded after row" in u["detail"] and "bytes " in u["detail"], u
+assert by["rows_read"]["value"] == by["rows_clean"]["value"] + by["rows_quarantined"]["value"], by
+assert not any("undecodable" in (r["raw"] or "") for r in q), "a pretend row"
+print(json.dumps(u))
+"#,
+        &[out.join(format!("_work/dt={DATE}")).to_str().unwrap()],
+    );
+    assert!(got.contains("unread_bytes"), "{got}");
 }
 
 /// Regression: `run.threads` reached libtorch only inside `train`, never

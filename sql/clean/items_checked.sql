@@ -2,15 +2,17 @@
 -- clean): malformed (unparsable record, or a price, stock flag or creation
 -- time that does not parse), missing_id, duplicate. A repeated item_id
 -- keeps its last version (latest file, last row): catalog exports are
--- updated in place.
+-- updated in place. `raw` is the record as read (unparsable ones) or every
+-- column of the row as a JSON object of text, so that a quarantined row can
+-- be replayed whole, description and image embedding included.
 WITH norm AS (
     SELECT
         _source AS source,
         _position AS position,
         COALESCE(_malformed,
-                 concat_ws('|', COALESCE(item_id, ''), COALESCE(title, ''), COALESCE(category, ''),
-                           COALESCE(brand, ''), COALESCE(price, ''), COALESCE(in_stock, ''),
-                           COALESCE(created_at, ''))) AS raw,
+                 json_object('item_id', item_id, 'title', title, 'description', description,
+                             'category', category, 'brand', brand, 'price', price, 'in_stock', in_stock,
+                             'created_at', created_at, 'image_embedding', image_embedding)) AS raw,
         _malformed IS NOT NULL
             OR (NULLIF(TRIM(price), '') IS NOT NULL AND TRY_CAST(TRIM(price) AS DOUBLE) IS NULL)
             OR (NULLIF(TRIM(in_stock), '') IS NOT NULL

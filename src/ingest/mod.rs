@@ -7,8 +7,9 @@
 //! `_position` and `_malformed`, so that cleaning SQL sees one shape
 //! whatever the format, can report where each row came from, and sees
 //! records that could not be parsed instead of failing on them.
-//! Hive folders `dt=YYYY-MM-DD` outside the run's window (with a day of slack
-//! either side) are not read at all. CSV, TSV and NDJSON may be gzip- or
+//! Hive folders `dt=YYYY-MM-DD` outside the run's window (with the day before
+//! it as slack, see [`Window::reads_partition`]) are not read at all; what a
+//! night reads is pinned once per date ([`pin`]). CSV, TSV and NDJSON may be gzip- or
 //! zstd-compressed (`.csv.gz`, `.jsonl.zst`); files of any other extension
 //! are listed as not read, for `data_quality` to report.
 
@@ -21,14 +22,15 @@ use datafusion::prelude::SessionContext;
 use object_store::ObjectMeta;
 use sha2::{Digest, Sha256};
 
+pub mod pin;
 pub mod stream;
 pub mod text;
 
 use stream::FilePartition;
-pub use stream::ReadCounts;
+pub use stream::{FileRead, ReadCounts, Unread};
 pub use text::IdMapper;
 
-use crate::config::{RunDate, hex};
+use crate::config::{RunDate, Window, hex};
 use crate::error::{DfContext, Error, Result};
 use crate::storage::Root;
 
@@ -151,7 +153,7 @@ impl FileKind {
 pub const READABLE: &str = ".parquet, .csv, .tsv, .jsonl, .ndjson, .json (text formats also as .gz or .zst)";
 
 /// The `dt=` partition date in a path, if any.
-fn partition_date(path: &str) -> Option<RunDate> {
+pub fn partition_date(path: &str) -> Option<RunDate> {
     path.split('/').find_map(|seg| seg.strip_prefix("dt=")).and_then(|d| d.parse().ok())
 }
 
@@ -166,10 +168,9 @@ pub struct Listing {
 }
 
 /// Data files of a dataset, sorted by path; `window` limits Hive partitions
-/// (a day of slack either side: a day's partition may hold events stamped
-/// just past midnight in another time zone). Names starting with `_` or `.`
-/// (markers, hidden files) are not data.
-pub async fn list_files(root: &Root, ds: Dataset, window: Option<(RunDate, RunDate)>) -> Result<Listing> {
+/// ([`Window::reads_partition`]). Names starting with `_` or `.` (markers,
+/// hidden files) are not data.
+pub async fn list_files(root: &Root, ds: Dataset, window: Option<Window>) -> Result<Listing> {
     let all = root.list(ds.name).await?;
     let mut out = Listing::default();
     for m in all {
@@ -178,7 +179,7 @@ pub async fn list_files(root: &Root, ds: Dataset, window: Option<(RunDate, RunDa
             continue;
         }
         let in_window = match (window, partition_date(m.location.as_ref())) {
-            (Some((start, end)), Some(d)) => d >= start.minus_days(1) && d <= end.plus_days(1),
+            (Some(w), Some(d)) => w.reads_partition(d),
             _ => true,
         };
         if !in_window {

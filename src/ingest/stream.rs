@@ -37,12 +37,26 @@ use crate::error::Error;
 /// Rows per batch handed to the query engine.
 const BATCH_ROWS: usize = 8192;
 
+/// The part of a file that could not be decoded: bytes `from..size` of
+/// the stored object (compressed, for `.gz`/`.zst`), after the rows that
+/// were read. How many rows those bytes held is unknown, and never guessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    /// First byte not decoded (for a compressed file, the start of the
+    /// block the decoder failed in).
+    pub from: u64,
+    /// Size of the file.
+    pub size: u64,
+    /// What the decoder said.
+    pub error: String,
+}
+
 /// What the last complete read of a file saw.
 #[derive(Debug, Default)]
 pub struct ReadCount {
     rows: AtomicU64,
     complete: AtomicBool,
-    unreadable: AtomicBool,
+    unread: Mutex<Option<Unread>>,
 }
 
 impl ReadCount {
@@ -51,14 +65,17 @@ impl ReadCount {
         self.complete.load(Ordering::Acquire).then(|| self.rows.load(Ordering::Acquire))
     }
 
-    /// Whether the last read hit data it could not decode past (a corrupt Parquet file).
-    pub fn unreadable(&self) -> bool {
-        self.unreadable.load(Ordering::Acquire)
+    /// What the last read could not decode (a corrupt Parquet file, a
+    /// truncated `.gz`), if anything.
+    pub fn unread(&self) -> Option<Unread> {
+        self.unread.lock().ok().and_then(|u| u.clone())
     }
 
-    fn record(&self, rows: u64, unreadable: bool) {
+    fn record(&self, rows: u64, unread: Option<Unread>) {
         self.rows.store(rows, Ordering::Release);
-        self.unreadable.store(unreadable, Ordering::Release);
+        if let Ok(mut u) = self.unread.lock() {
+            *u = unread;
+        }
         self.complete.store(true, Ordering::Release);
     }
 }
@@ -142,13 +159,17 @@ impl PartitionStream for FilePartition {
                     self.mapper.clone(),
                     self.count.clone(),
                 );
+                let size = self.size;
                 builder.spawn_blocking(move || {
                     let transport_failed = Arc::new(AtomicBool::new(false));
+                    let last_read_at = Arc::new(AtomicU64::new(0));
                     let raw = ChunkReader {
                         rx: chunk_rx,
                         current: Bytes::new(),
                         url: url.clone(),
                         failed: transport_failed.clone(),
+                        offset: 0,
+                        last_read_at: last_read_at.clone(),
                     };
                     let input: Box<dyn std::io::Read> = match kind.compression {
                         Compression::None => Box::new(raw),
@@ -174,29 +195,26 @@ impl PartitionStream for FilePartition {
                     match parsed {
                         Ok(()) => {}
                         // Compressed data that cannot be decoded past some point:
-                        // like undecodable Parquet, one quarantine row says where
-                        // and why, and the unreadable-file gate decides.
+                        // the rows before it are kept, the bytes after it are
+                        // reported (clean's data_quality), and the
+                        // unreadable-file gate decides.
                         Err(e)
                             if kind.compression != Compression::None && !transport_failed.load(Ordering::Acquire) =>
                         {
                             if let Some(b) = sink.flush().map_err(external)? {
                                 emit(b);
                             }
-                            let raw = format!("undecodable {:?} data after row {rows}: {e}", kind.compression);
-                            let mut last = RowSink::new(schema, ds.columns, &url, None, 1);
-                            last.push_malformed(rows + 1, raw.as_bytes());
-                            if let Some(b) = last.flush().map_err(external)? {
-                                open = open && tx.blocking_send(Ok(b)).is_ok();
-                            }
                             if open {
-                                count.record(rows + 1, true);
+                                let from = last_read_at.load(Ordering::Acquire);
+                                let error = format!("undecodable {:?} data: {e}", kind.compression);
+                                count.record(rows, Some(Unread { from, size, error }));
                             }
                             return Ok(());
                         }
                         Err(e) => return Err(external(e)),
                     }
                     if open {
-                        count.record(rows, false);
+                        count.record(rows, None);
                     }
                     Ok(())
                 });
@@ -214,6 +232,11 @@ struct ChunkReader {
     /// Set when the download failed, so that a decoder's error can be told
     /// apart from a transport error (retryable, exit 1).
     failed: Arc<AtomicBool>,
+    /// Bytes handed to the decoder so far.
+    offset: u64,
+    /// Where the decoder's latest read started: a decoder that fails
+    /// failed in the block it read last.
+    last_read_at: Arc<AtomicU64>,
 }
 
 impl std::io::Read for ChunkReader {
@@ -230,6 +253,8 @@ impl std::io::Read for ChunkReader {
         }
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
+        self.last_read_at.store(self.offset, Ordering::Release);
+        self.offset += n as u64;
         Ok(n)
     }
 }
@@ -281,8 +306,20 @@ async fn read_parquet(
     tx: &Tx,
 ) -> datafusion::error::Result<()> {
     let mut position = 0u64;
+    let size = reader.size;
+    // Where each row group's data starts and how many rows it holds, once the footer is read.
+    let mut groups: Vec<(u64, u64)> = Vec::new();
     let outcome: Result<(), String> = async {
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| e.to_string())?;
+        groups = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| {
+                let start = g.columns().iter().map(|c| c.byte_range().0).min().unwrap_or(0);
+                (start, g.num_rows().max(0) as u64)
+            })
+            .collect();
         // Contract columns by name (case-insensitive); the rest is not read.
         let file_fields = builder.schema().fields().clone();
         let wanted: Vec<usize> = file_fields
@@ -306,21 +343,30 @@ async fn read_parquet(
     }
     .await;
     match outcome {
-        Ok(()) => count.record(position, false),
+        Ok(()) => count.record(position, None),
         Err(e) if e.is_empty() => {} // the reader went away
         Err(e) => {
-            // Undecodable data: one quarantine row says where and why, and
-            // the unreadable-file gate stops the run from publishing.
-            let raw = format!("unreadable Parquet data from row {}: {e}", position + 1);
-            let mut sink = RowSink::new(schema.clone(), ds.columns, url, None, 1);
-            sink.push_malformed(position + 1, raw.as_bytes());
-            if let Some(b) = sink.flush().map_err(external)? {
-                let _ = tx.send(Ok(b)).await;
-            }
-            count.record(position + 1, true);
+            // Undecodable data: the rows read are kept; the bytes from the
+            // row group that failed on (or the whole file, when its footer
+            // is broken) are reported, and the unreadable-file gate decides.
+            let from = first_unread_byte(&groups, position);
+            count.record(position, Some(Unread { from, size, error: format!("unreadable Parquet data: {e}") }));
         }
     }
     Ok(())
+}
+
+/// The first byte of the row group holding row `rows` (0-based), given each
+/// group's (first byte, rows); 0 when the footer could not be read.
+fn first_unread_byte(groups: &[(u64, u64)], rows: u64) -> u64 {
+    let mut seen = 0;
+    for (start, n) in groups {
+        if rows < seen + n {
+            return *start;
+        }
+        seen += n;
+    }
+    groups.first().map_or(0, |g| g.0)
 }
 
 /// A Parquet batch in the dataset's text shape.
@@ -380,6 +426,19 @@ pub struct ReadCounts(Arc<Mutex<Vec<TrackedFile>>>);
 /// A file's URL, its dataset and its count.
 type TrackedFile = (String, &'static str, Arc<ReadCount>);
 
+/// What reading one file gave.
+#[derive(Debug, Clone)]
+pub struct FileRead {
+    /// The file's URL.
+    pub url: String,
+    /// Its dataset.
+    pub dataset: &'static str,
+    /// Rows decoded.
+    pub rows: u64,
+    /// What could not be decoded, if anything.
+    pub unread: Option<Unread>,
+}
+
 impl ReadCounts {
     /// Track a file of a dataset.
     pub fn track(&self, url: &str, dataset: &'static str) -> Arc<ReadCount> {
@@ -390,14 +449,14 @@ impl ReadCounts {
         c
     }
 
-    /// (url, dataset, rows, unreadable) of every tracked file; an error
-    /// names a file that was never read to its end.
-    pub fn snapshot(&self) -> crate::Result<Vec<(String, &'static str, u64, bool)>> {
+    /// Every tracked file and what its read saw; an error names a file
+    /// that was never read to its end.
+    pub fn snapshot(&self) -> crate::Result<Vec<FileRead>> {
         let v = self.0.lock().map_err(|_| Error::Internal("read counts poisoned".into()))?;
         v.iter()
-            .map(|(url, ds, c)| {
+            .map(|(url, dataset, c)| {
                 c.rows()
-                    .map(|r| (url.clone(), *ds, r, c.unreadable()))
+                    .map(|rows| FileRead { url: url.clone(), dataset, rows, unread: c.unread() })
                     .ok_or_else(|| Error::Internal(format!("{url} was registered but never read to its end")))
             })
             .collect()
