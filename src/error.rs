@@ -77,6 +77,33 @@ pub enum Error {
     #[error("bad input data: {0}")]
     Data(String),
 
+    /// Another process holds the lease on this output root and date (or
+    /// shard): one writer at a time. Retry later, not at once.
+    #[error(
+        "another nightrec process holds {scope}: {holder}, since {since}; its lease expires in {expires_in_s} s \
+         unless renewed (record {seq}); one writer at a time per output root and date: try again later"
+    )]
+    LeaseHeld {
+        /// The lease folder.
+        scope: String,
+        /// Who holds it.
+        holder: String,
+        /// Seconds until it expires unless its holder renews it.
+        expires_in_s: u64,
+        /// When the holder took it.
+        since: String,
+        /// The number of its latest record.
+        seq: u64,
+    },
+
+    /// This run's lease was taken over by another process (this one stalled
+    /// past its expiry): it stopped before changing anything else.
+    #[error("this run's lease on {scope} was taken over by another process; stopped without publishing")]
+    LeaseLost {
+        /// The lease folder.
+        scope: String,
+    },
+
     /// One date of a backfill failed; the dates before it are published.
     #[error(
         "backfill stopped at {date} (the dates before it are published; rerun the same command to resume): {source}"
@@ -102,6 +129,9 @@ pub enum ExitCode {
     Usage = 2,
     /// Data-quality gate failed: do not retry, page a human.
     DataQuality = 3,
+    /// Another process holds the output root and date: retry later (after
+    /// the usual delay, never in a tight loop).
+    Busy = 4,
 }
 
 impl Error {
@@ -111,6 +141,7 @@ impl Error {
             Error::AtDate { source, .. } => source.exit_code(),
             Error::Config(_) | Error::Usage(_) => ExitCode::Usage,
             Error::DataQuality(_) => ExitCode::DataQuality,
+            Error::LeaseHeld { .. } | Error::LeaseLost { .. } => ExitCode::Busy,
             Error::Query { source, .. } if is_plan_error(source) => ExitCode::Usage,
             _ => ExitCode::Retry,
         }

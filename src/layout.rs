@@ -5,16 +5,19 @@
 //! ```text
 //! <table>/dt=D/part-NNNNN-<publication>.parquet  published tables
 //! _runs/dt=D/manifest.json                        the publication: every file with rows, bytes, sha256
-//! _runs/dt=D/summary.json                         the run summary (listed in the manifest)
-//! _runs/dt=D/report.html                          the night's report (listed in the manifest)
+//! _runs/dt=D/summary-<sha>.json                   the run summary (listed in the manifest)
+//! _runs/dt=D/report-<sha>.html                    the night's report (listed in the manifest)
 //! _runs/dt=D/_SUCCESS                             written last; while it exists the date's table
 //!                                                 folders hold exactly the manifest's files
 //! _work/dt=D/<table>/part-*.parquet               work tables (publish's staging area)
+//! _work/dt=D/_inputs.json                         the input files the date reads, pinned by its first run
 //! _work/dt=D/_stages/<stage>.json                 stage markers: what ran, with which fingerprint
 //! _work/dt=D/checkpoint/model.safetensors, .json  the model trained for D and its metadata
 //! _work/dt=D/checkpoint/holdout.safetensors       with a refit: the model the evaluation scores
 //! _work/dt=D/_shards/N/I/…, _done.json            per-user candidates of shard I of N
 //! _cache/text_embeddings/<encoder key>/gen=<run>/ text embeddings kept across dates
+//! _leases/dt=D/date/<seq>.json                    the lease of the run writing date D (one writer at a time)
+//! _leases/dt=D/shard-N-I/<seq>.json               the lease of the run computing shard I of N
 //! ```
 
 use crate::config::RunDate;
@@ -37,6 +40,12 @@ pub fn work_root(date: RunDate) -> String {
 /// A work table's folder (or any other name under the date's work folder).
 pub fn work(date: RunDate, name: &str) -> String {
     format!("{}/{name}", work_root(date))
+}
+
+/// The input files a date reads, as its first run listed them
+/// ([`crate::ingest::pin`]).
+pub fn input_pin(date: RunDate) -> String {
+    work(date, "_inputs.json")
 }
 
 /// The folder of a date's stage markers.
@@ -110,19 +119,59 @@ pub fn success(date: RunDate) -> String {
     format!("{}/_SUCCESS", runs(date))
 }
 
-/// A date's run summary, as JSON.
-pub fn summary(date: RunDate) -> String {
-    format!("{}/summary.json", runs(date))
+/// A document a publication lists beside its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// The run summary, as JSON.
+    Summary,
+    /// The night's report, one HTML page.
+    Report,
 }
 
-/// A date's report (HTML, listed in the manifest).
-pub fn report(date: RunDate) -> String {
-    format!("{}/report.html", runs(date))
+/// A publication's document, named by (a prefix of) its own sha256: a name
+/// is never reused for other bytes.
+pub fn document(date: RunDate, doc: Document, sha: &str) -> String {
+    match doc {
+        Document::Summary => format!("{}/summary-{sha}.json", runs(date)),
+        Document::Report => format!("{}/report-{sha}.html", runs(date)),
+    }
+}
+
+/// Whether a file of the output root belongs to some publication of `date`
+/// (a table file, a summary, a report: publish deletes those its manifest
+/// does not list), as opposed to the manifest and `_SUCCESS` themselves.
+pub fn is_publication_file(date: RunDate, rel: &str) -> bool {
+    match rel.strip_prefix(&format!("{}/", runs(date))) {
+        Some(name) => {
+            (name.starts_with("summary") && name.ends_with(".json"))
+                || (name.starts_with("report") && name.ends_with(".html"))
+        }
+        None => true,
+    }
 }
 
 /// One text encoder's embedding cache.
 pub fn text_cache(encoder_key: &str) -> String {
     format!("_cache/text_embeddings/{encoder_key}")
+}
+
+/// Top folder of the leases ([`crate::lease`]).
+pub const LEASES: &str = "_leases";
+
+/// A date's leases: the date's own and its shards'.
+pub fn leases(date: RunDate) -> String {
+    format!("{LEASES}/{}", date.partition())
+}
+
+/// The lease of the run that writes a date (its work folder, its
+/// publication).
+pub fn date_lease(date: RunDate) -> String {
+    format!("{}/date", leases(date))
+}
+
+/// The lease of the run computing shard `index` of `count`.
+pub fn shard_lease(date: RunDate, count: u32, index: u32) -> String {
+    format!("{}/shard-{count}-{index}", leases(date))
 }
 
 /// The dates with a `dt=` folder under `top` ([`WORK`] or [`RUNS`]), oldest first.
@@ -148,6 +197,12 @@ mod tests {
             "user_candidates/dt=2026-11-21/part-00003-abc.parquet"
         );
         assert_eq!(success(d), "_runs/dt=2026-11-21/_SUCCESS");
-        assert_eq!(summary(d), "_runs/dt=2026-11-21/summary.json");
+        assert_eq!(document(d, Document::Summary, "ab12"), "_runs/dt=2026-11-21/summary-ab12.json");
+        assert!(is_publication_file(d, "_runs/dt=2026-11-21/report-ab12.html"));
+        assert!(is_publication_file(d, "_runs/dt=2026-11-21/report.html"));
+        assert!(!is_publication_file(d, "_runs/dt=2026-11-21/manifest.json"));
+        assert!(!is_publication_file(d, "_runs/dt=2026-11-21/_SUCCESS"));
+        assert!(is_publication_file(d, "user_candidates/dt=2026-11-21/part-00000-x.parquet"));
+        assert_eq!(date_lease(d), "_leases/dt=2026-11-21/date");
     }
 }

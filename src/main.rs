@@ -66,6 +66,9 @@ fn print_summary(s: &RunSummary) {
             println!("{:<32} {k}: {v}", "");
         }
     }
+    for w in &s.warnings {
+        println!("warning: {w}");
+    }
     println!("outputs: {}", s.output);
     if let Some(r) = &s.report {
         println!("report: {r}");

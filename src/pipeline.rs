@@ -1,10 +1,14 @@
 //! Running the stages of one date in order, skipping those whose inputs and
 //! config are unchanged, and summarising the run.
 
+use crate::candidates::Shard;
 use crate::clean;
 use crate::config::{Config, DeviceChoice, RunDate};
 use crate::error::Result;
+use crate::ingest::pin;
 use crate::job::{Job, Stage, StageMarker, StageReport, StageTimer};
+use crate::layout;
+use crate::lease;
 
 /// What `nightrec run` asks for.
 #[derive(Debug, Clone)]
@@ -48,6 +52,11 @@ pub struct RunSummary {
     /// The URL of the date's report, once the date is published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
+    /// What the run noticed and went on with (input files that arrived or
+    /// changed after the date's inputs were pinned, ...), each saying what
+    /// to do about it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Run a nightly job.
@@ -56,39 +65,45 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     let mut job = Job::new(cfg, opts.date, opts.force)?;
     job.full_retrain = opts.full_retrain;
     let device = crate::device::choose(device_choice)?;
-    let inputs = clean::list_inputs(&job).await?;
-    job.lineage.input_snapshot = inputs.snapshot.clone();
     let selected: Vec<Stage> = if opts.stages.is_empty() { Stage::ALL.to_vec() } else { opts.stages.clone() };
+    if let Some(shard) = opts.shard {
+        return run_shard(job, device, shard, &selected).await;
+    }
+    // One writer per output root and date, from before anything is written
+    // until the run ends (released when `lease` drops).
+    let ttl = std::time::Duration::from_secs(job.cfg.run.lease_seconds);
+    let lease = lease::acquire_date(&job.output, job.date, &job.run_id, "run", ttl).await?;
+    // `--force` with the clean stage takes the inputs as they are now.
+    let repin = job.force && selected.contains(&Stage::Clean);
+    let pinned = pin::resolve(&job.input, &job.output, job.date, job.window, &job.run_id, repin).await?;
+    job.lineage.input_snapshot = pinned.pin.snapshot(&job.input);
+    let input_checks = pinned.checks(&job.input, job.date);
+    let mut warnings = Vec::new();
+    for c in &input_checks {
+        tracing::warn!(file = %c.source, check = %c.check, "{}", c.detail);
+        warnings.push(format!("{} {}: {}", c.check, c.source, c.detail));
+    }
     let mut reports = Vec::new();
     tracing::info!(date = %job.date, run_id = %job.run_id, device = ?device, output = %job.output.folder_url(""), "run starts");
-    if let Some(shard) = opts.shard {
-        if selected != [Stage::Candidates] && selected != Stage::ALL {
-            return Err(crate::Error::Usage(
-                "--shard runs the candidates stage only; run the stages before it first, without --shard".into(),
-            ));
-        }
-        let fingerprint = job.fingerprint(Stage::Candidates, "").await?;
-        job.lineage.model_version = model_version(&job, Stage::Candidates).await?;
-        let timer = StageTimer::start(Stage::Candidates);
-        let (tables, facts, ran) = crate::candidates::run_shard(&job, device, shard, &fingerprint).await?;
-        let marker = timer.finish(&job, fingerprint, tables, facts);
-        reports.push(StageReport::from_marker(marker, ran));
-        return Ok(summary(&job, device, reports));
-    }
     // What killed writes of markers and checkpoints left behind (tables'
     // folders are swept when they are rewritten, publish sweeps its own).
     for folder in [crate::layout::stage_markers(job.date), crate::layout::checkpoint(job.date)] {
         job.output.remove_staging_leftovers(&folder)?;
     }
     for stage in Stage::ALL.into_iter().filter(|s| selected.contains(s)) {
+        lease.check()?;
         let extra = match stage {
-            Stage::Clean => inputs.snapshot.clone(),
+            Stage::Clean => job.lineage.input_snapshot.clone(),
+            // The encoder's own files, not only its settings.
+            Stage::Text => crate::text::encoder_identity(&job.cfg)?,
             // Training starts from the previous checkpoint: it is an input.
             Stage::Train if job.full_retrain => "full retrain".into(),
             Stage::Train => match crate::checkpoint::previous_meta(&job).await? {
                 Some((date, meta)) => format!("warm start {date} {}", meta.version),
                 None => "no warm start".into(),
             },
+            // What the inputs did after the pin is reported in data_quality.
+            Stage::Publish => input_checks.iter().map(|c| format!("{}|{}|{};", c.check, c.source, c.value)).collect(),
             _ => String::new(),
         };
         let fingerprint = job.fingerprint(stage, &extra).await?;
@@ -110,13 +125,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
             reports.push(StageReport::from_marker(m, false));
             continue;
         }
+        if stage == Stage::Clean {
+            refuse_broken_pin(&job, &pinned)?;
+        }
         job.clear_marker(stage).await?;
         // Tables carry the model version they were built from, or none.
         job.lineage.model_version = model_version(&job, stage).await?;
         tracing::info!(stage = stage.name(), status = "started", "stage starts");
         let timer = StageTimer::start(stage);
         let (tables, facts) = match stage {
-            Stage::Clean => clean::run(&job, &inputs).await?,
+            Stage::Clean => clean::run(&job, &pinned.pin).await?,
             Stage::Trainset => crate::trainset::run(&job).await?,
             Stage::Text => crate::text::run(&job, device).await?,
             Stage::Train => crate::train::run(&job, device).await?,
@@ -125,7 +143,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
             Stage::Evaluate => crate::evaluate::run(&job, device).await?,
             Stage::Publish => {
                 let so_far = summary(&job, device, reports.clone());
-                let (_manifest, facts) = crate::publish::run(&job, &so_far).await?;
+                let (_manifest, facts) = crate::publish::run(&job, &so_far, &input_checks, &lease).await?;
                 (Vec::new(), facts)
             }
         };
@@ -143,12 +161,60 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         reports.push(StageReport::from_marker(marker, true));
     }
     let mut done = summary(&job, device, reports);
+    done.warnings = warnings;
     if selected.contains(&Stage::Publish)
         && let Some(m) = crate::publish::read_manifest(&job.output, job.date).await?
     {
         done.report = m.report.map(|r| job.output.object_url(&job.output.path(&r.path)));
     }
+    drop(lease);
     Ok(done)
+}
+
+/// The clean stage must run again (a crash, a changed `[clean]`) but a
+/// pinned input file changed or went away: it could not read what the
+/// date's first attempt read.
+fn refuse_broken_pin(job: &Job, pinned: &pin::Pinned) -> Result<()> {
+    let broken: Vec<String> = pinned
+        .drift
+        .iter()
+        .filter(|d| d.breaks_pin())
+        .map(|d| job.input.object_url(&job.input.path(&d.file().path)))
+        .collect();
+    if broken.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::DataQuality(format!(
+        "the clean stage of {} must run again, but {} input file(s) changed or went away since run {} pinned the \
+         night's inputs at {}: {}; rerun the date with --force to read the inputs as they are now",
+        job.date,
+        broken.len(),
+        pinned.pin.run_id,
+        pinned.pin.pinned_at,
+        broken.join(", ")
+    )))
+}
+
+/// `--shard I/N`: the per-user candidates of one shard, under the shard's
+/// own lease; refused while another process holds the date's.
+async fn run_shard(mut job: Job, device: tch::Device, shard: Shard, selected: &[Stage]) -> Result<RunSummary> {
+    if selected != [Stage::Candidates] && selected != Stage::ALL {
+        return Err(crate::Error::Usage(
+            "--shard runs the candidates stage only; run the stages before it first, without --shard".into(),
+        ));
+    }
+    let ttl = std::time::Duration::from_secs(job.cfg.run.lease_seconds);
+    let lease = lease::acquire_shard(&job.output, job.date, (shard.index, shard.count), &job.run_id, ttl).await?;
+    if let Some(p) = crate::state::read::<pin::InputPin>(&job.output, &layout::input_pin(job.date)).await? {
+        job.lineage.input_snapshot = p.snapshot(&job.input);
+    }
+    let fingerprint = job.fingerprint(Stage::Candidates, "").await?;
+    job.lineage.model_version = model_version(&job, Stage::Candidates).await?;
+    let timer = StageTimer::start(Stage::Candidates);
+    let (tables, facts, ran) = crate::candidates::run_shard(&job, device, shard, &fingerprint).await?;
+    lease.check()?;
+    let marker = timer.finish(&job, fingerprint, tables, facts);
+    Ok(summary(&job, device, vec![StageReport::from_marker(marker, ran)]))
 }
 
 /// A backfill: `opts.date` to `to` in order, each date warm-started from
@@ -204,5 +270,6 @@ fn summary(job: &Job, device: tch::Device, stages: Vec<StageReport>) -> RunSumma
         threads: crate::resources::threads_now(crate::engine::threads(&job.cfg)),
         stages,
         report: None,
+        warnings: Vec::new(),
     }
 }

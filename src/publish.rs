@@ -1,12 +1,13 @@
 //! Stage `publish`: work tables → `<table>/dt=YYYY-MM-DD/part-NNNNN-<publication>.parquet`,
-//! `_runs/dt=YYYY-MM-DD/summary.json`, `manifest.json`, then `_SUCCESS`
-//! (paths: [`crate::layout`]).
+//! `_runs/dt=YYYY-MM-DD/summary-<sha>.json`, `report-<sha>.html`,
+//! `manifest.json`, then `_SUCCESS` (paths: [`crate::layout`]).
 //!
 //! The work folder is the staging prefix. Its tables are validated (files
 //! present with the recorded sizes, the candidate checks of
 //! `sql/publish/candidate_checks.sql`) and compared with the latest date
 //! published before this one (the day-over-day gate); a failure exits 3 and
-//! publishes nothing. Then:
+//! publishes nothing. Then, under the date's lease ([`crate::lease`],
+//! checked before step 1, before the manifest and before `_SUCCESS`):
 //!
 //! 1. `_SUCCESS` is deleted, when the date was published before: from here
 //!    on the date reads as "being published";
@@ -14,25 +15,29 @@
 //!    publication id (a hash of the staged files' checksums), so the
 //!    date's earlier publication — and the manifest pointing at it — stays
 //!    intact;
-//! 3. the run summary (`summary.json`) is written, then the manifest (every
-//!    file with rows, bytes and sha256, the summary, the day's figures and
-//!    the gate's checks) in one PUT, which replaces the previous manifest
-//!    at once on a local filesystem and on S3 alike;
-//! 4. files of the date's table folders that the manifest does not list
-//!    (earlier publications, leftovers of a killed run) are deleted;
+//! 3. the run summary and the report are written under names made of their
+//!    own checksums (so never over a file the current manifest lists), then
+//!    the manifest (every file with rows, bytes and sha256, the summary, the
+//!    report, the day's figures and the gate's checks) in one PUT, which
+//!    replaces the previous manifest at once on a local filesystem and on S3
+//!    alike;
+//! 4. files of the date's table folders and of `_runs/dt=D/` that the
+//!    manifest does not list (earlier publications, leftovers of a killed
+//!    run) are deleted;
 //! 5. `_SUCCESS` (the run id) is written, last.
 //!
+//! `nightrec report` republishes a rebuilt page through the same steps.
 //! Two guarantees follow, for a process killed at any point, with no
-//! rename anywhere:
+//! rename anywhere, while one process at a time writes a date (the lease):
 //! - **`_SUCCESS` readers** (Hadoop convention: wait for `_SUCCESS`, then
 //!   read `<table>/dt=D/` by glob or as a Hive partition): whenever
 //!   `_SUCCESS` exists, the date's table folders hold exactly the files of
 //!   the manifest beside it. A reader that checks `_SUCCESS` before and
 //!   after its read, with the same content (the run id), read one whole
 //!   publication.
-//! - **Manifest readers**: the manifest lists table files that all exist
-//!   with their checksums: the old publication's before step 3, the new
-//!   one's after.
+//! - **Manifest readers**: every file the manifest lists (tables, summary,
+//!   report) exists with its checksum: the old publication's before step
+//!   3, the new one's after.
 //!
 //! Safe to re-run: a rerun replaces the date with the same contents.
 
@@ -54,7 +59,9 @@ use crate::arrays;
 use crate::config::RunDate;
 use crate::error::{DfContext, Error, Result};
 use crate::job::{Job, Stage};
+use crate::lease::Lease;
 use crate::parquet_io::{FileInfo, Lineage, WrittenTable};
+use crate::quality::Check;
 use crate::storage::Root;
 use crate::{layout, report, state};
 
@@ -147,6 +154,18 @@ pub struct GateCheck {
     pub threshold: f64,
     /// Whether it held.
     pub passed: bool,
+}
+
+impl Manifest {
+    /// Every file the manifest lists: table files, the summary, the report.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.files.iter())
+            .chain(self.summary.iter())
+            .chain(self.report.iter())
+            .map(|f| f.path.as_str())
+    }
 }
 
 /// One table in a manifest.
@@ -343,24 +362,77 @@ async fn register_previous(job: &Job, ctx: &SessionContext) -> Result<Option<Str
     Ok(Some(prev.date))
 }
 
-/// Write a report in one PUT; its manifest entry.
-async fn write_report(out: &Root, path: &str, html: String) -> Result<FileInfo> {
-    let bytes = Bytes::from(html);
-    let info = FileInfo {
-        path: path.to_string(),
-        rows: 0,
-        bytes: bytes.len() as u64,
-        sha256: crate::config::hex(&Sha256::digest(&bytes)),
-    };
-    out.put(&out.path(path), bytes).await?;
+/// Write a document of the publication (the summary, the report) under a
+/// name made of its own checksum, in one PUT; its manifest entry. A name
+/// is never reused for other bytes, so the files an earlier manifest lists
+/// stay as they are until that manifest has been replaced.
+async fn write_document(out: &Root, date: RunDate, doc: layout::Document, bytes: Bytes, rows: u64) -> Result<FileInfo> {
+    let sha256 = crate::config::hex(&Sha256::digest(&bytes));
+    let path = layout::document(date, doc, &sha256[..16]);
+    let info = FileInfo { path: path.clone(), rows, bytes: bytes.len() as u64, sha256 };
+    let present = out.head_opt(&out.path(&path)).await?.is_some_and(|m| m.size == info.bytes);
+    if !present {
+        out.put(&out.path(&path), bytes).await?;
+    }
     Ok(info)
 }
 
+/// Steps 1 of the protocol: from here until [`finish`] the date reads as
+/// not published. Returns the manifest being replaced, if any.
+async fn begin(out: &Root, date: RunDate, lease: &Lease) -> Result<Option<Manifest>> {
+    lease.check()?;
+    let before: Option<Manifest> = state::read(out, &layout::manifest(date)).await?;
+    let success = out.path(&layout::success(date));
+    if out.exists(&success).await? {
+        tracing::info!(%date, "re-publishing: _SUCCESS removed until the new publication is complete");
+        out.delete(&success).await?;
+    }
+    Ok(before)
+}
+
+/// Steps 3 (the manifest, in one PUT), 4 (files of the date that the
+/// manifest does not list go) and 5 (`_SUCCESS`, last). Returns how many
+/// files were removed.
+async fn finish(out: &Root, m: &Manifest, before: Option<&Manifest>, run_id: &str, lease: &Lease) -> Result<usize> {
+    let date: RunDate = m.date.parse()?;
+    lease.check()?;
+    state::write(out, &layout::manifest(date), m).await?;
+    // Only now may files of earlier publications of this date go, in the
+    // folders of today's tables and of any the last publication had.
+    let keep: HashSet<&str> = m.files().collect();
+    let mut names: Vec<&str> = m.tables.iter().map(|t| t.name.as_str()).collect();
+    names.extend(before.iter().flat_map(|m| m.tables.iter().map(|t| t.name.as_str())));
+    names.sort_unstable();
+    names.dedup();
+    let mut removed = 0;
+    let mut folders: Vec<String> = names.into_iter().map(|n| layout::published(n, date)).collect();
+    folders.push(layout::runs(date));
+    for folder in folders {
+        removed += out.remove_staging_leftovers(&folder)?;
+        for meta in out.list(&folder).await? {
+            let rel = out.relative(&meta.location);
+            if !keep.contains(rel.as_str()) && layout::is_publication_file(date, &rel) {
+                out.delete(&meta.location).await?;
+                removed += 1;
+            }
+        }
+    }
+    // 5. Last: the folders now hold exactly the manifest's files.
+    lease.check()?;
+    out.put(&out.path(&layout::success(date)), Bytes::from(run_id.to_string())).await?;
+    Ok(removed)
+}
+
 /// `nightrec report`: rebuild the report of a published date from its
-/// published tables and manifests (nothing reruns), write it, and point
-/// the manifest at it when its bytes changed. Returns the report's URL.
+/// published tables and manifests (nothing reruns). When its bytes changed,
+/// publish it through the same protocol as the publish stage, under the
+/// date's lease: `_SUCCESS` goes, the new page is written under a new name,
+/// the manifest is replaced, the old page goes, `_SUCCESS` comes back.
+/// Returns the report's URL.
 pub async fn rebuild_report(job: &Job) -> Result<String> {
     let (date, out) = (job.date, &job.output);
+    let ttl = std::time::Duration::from_secs(job.cfg.run.lease_seconds);
+    let lease = crate::lease::acquire_date(out, date, &job.run_id, "report", ttl).await?;
     let mut m = read_manifest(out, date).await?.ok_or_else(|| {
         Error::Usage(format!("{date} is not published (no _SUCCESS and manifest): nothing to report"))
     })?;
@@ -381,13 +453,18 @@ pub async fn rebuild_report(job: &Job) -> Result<String> {
         None => serde_json::Value::Null,
     };
     let html = report::build(job, &ctx, &report::About::of(&m, summary), previous.as_deref()).await?;
-    let path = layout::report(date);
-    let info = write_report(out, &path, html).await?;
-    if m.report.as_ref().is_none_or(|r| r.sha256 != info.sha256 || r.path != info.path) {
-        m.report = Some(info);
-        state::write(out, &layout::manifest(date), &m).await?;
+    let sha = crate::config::hex(&Sha256::digest(html.as_bytes()));
+    if m.report.as_ref().is_some_and(|r| r.sha256 == sha) {
+        // The same page: put it back if it went missing (same name, same bytes).
+        let info = write_document(out, date, layout::Document::Report, Bytes::from(html), 0).await?;
+        return Ok(out.object_url(&out.path(&info.path)));
     }
-    Ok(out.object_url(&out.path(&path)))
+    let before = begin(out, date, &lease).await?;
+    let info = write_document(out, date, layout::Document::Report, Bytes::from(html), 0).await?;
+    let url = out.object_url(&out.path(&info.path));
+    m.report = Some(info);
+    finish(out, &m, before.as_ref(), &job.run_id, &lease).await?;
+    Ok(url)
 }
 
 /// Id of a publication: a hash of the staged files' checksums.
@@ -402,10 +479,37 @@ fn publication_id(tables: &[WrittenTable]) -> String {
     crate::config::hex(&h.finalize())[..12].to_string()
 }
 
+/// Add the checks this run made after clean (input files that arrived or
+/// changed after the pin) to `data_quality`, as a file of their own.
+async fn add_run_checks(job: &Job, tables: &mut [WrittenTable], checks: &[Check]) -> Result<()> {
+    let folder = job.work(RUN_CHECKS);
+    if checks.is_empty() {
+        return job.output.delete_folder(&folder).await;
+    }
+    let batch = crate::quality::batch(checks)?;
+    let written = job.write_work_batches(RUN_CHECKS, batch.schema(), &[batch]).await?;
+    let dq = tables
+        .iter_mut()
+        .find(|t| t.name == "data_quality")
+        .ok_or_else(|| Error::Internal("no data_quality table staged".into()))?;
+    dq.files.extend(written.files);
+    Ok(())
+}
+
+/// The work table of the checks a run adds to `data_quality` at publish.
+const RUN_CHECKS: &str = "data_quality_run";
+
 /// Run the stage; `summary` is the run summary so far (the stages before
-/// publish), written beside the manifest.
-pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(String, String)>)> {
-    let tables = staged(job).await?;
+/// publish), written beside the manifest; `run_checks` go into
+/// `data_quality` beside clean's.
+pub async fn run(
+    job: &Job,
+    summary: &impl Serialize,
+    run_checks: &[Check],
+    lease: &Lease,
+) -> Result<(Manifest, Vec<(String, String)>)> {
+    let mut tables = staged(job).await?;
+    add_run_checks(job, &mut tables, run_checks).await?;
     let ctx = check_candidates(job).await?;
     let stats = day_stats(job, &ctx).await?;
     let (compared_with, checks) = gate(job, &ctx, &stats).await?;
@@ -424,21 +528,22 @@ pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(
     };
     let report_html = {
         let staged: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-        let mut names = vec!["evaluation", "user_candidates", "data_quality"];
+        let mut names = vec!["evaluation", "user_candidates"];
         if staged.contains(&"training_epochs") {
             names.push("training_epochs");
         }
         job.register_work(&ctx, &names).await?;
+        let dq: Vec<String> = tables
+            .iter()
+            .filter(|t| t.name == "data_quality")
+            .flat_map(|t| t.files.iter().map(|f| f.path.clone()))
+            .collect();
+        register_files(&ctx, "data_quality", out, &dq).await?;
         let previous = register_previous(job, &ctx).await?;
         report::build(job, &ctx, &about, previous.as_deref()).await?
     };
     // 1. From here until step 5 the date reads as not published.
-    let success = out.path(&layout::success(date));
-    let before: Option<Manifest> = state::read(out, &layout::manifest(date)).await?;
-    if out.exists(&success).await? {
-        tracing::info!(%date, "re-publishing: _SUCCESS removed until the new publication is complete");
-        out.delete(&success).await?;
-    }
+    let before = begin(out, date, lease).await?;
     // 2. Copy the staged files to their published names.
     let mut manifest_tables = Vec::new();
     for t in &tables {
@@ -455,15 +560,16 @@ pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(
         }
         manifest_tables.push(ManifestTable { name: t.name.clone(), rows: t.rows(), files });
     }
-    // 3. The summary, then the manifest, each in one PUT.
-    let summary_path = layout::summary(date);
-    let summary_bytes = state::write(out, &summary_path, summary).await?;
+    // 3. The summary and the report under names of their own bytes, then
+    // the manifest, each in one PUT.
+    let summary_bytes = state::to_bytes("summary", summary)?;
     let stages = serde_json::to_value(summary)
         .ok()
         .and_then(|v| v.get("stages").and_then(|s| s.as_array()).map(|a| a.len() as u64))
         .unwrap_or(0);
-    let report_path = layout::report(date);
-    let report_info = write_report(out, &report_path, report_html).await?;
+    let summary_info = write_document(out, date, layout::Document::Summary, summary_bytes, stages).await?;
+    let report_info = write_document(out, date, layout::Document::Report, Bytes::from(report_html), 0).await?;
+    let report_url = out.object_url(&out.path(&report_info.path));
     let manifest = Manifest {
         date: date.to_string(),
         published_at: chrono::Utc::now().to_rfc3339(),
@@ -473,39 +579,14 @@ pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(
         stats: Some(stats.clone()),
         compared_with: compared_with.clone(),
         gate: checks.clone(),
-        summary: Some(FileInfo {
-            path: summary_path,
-            rows: stages,
-            bytes: summary_bytes.len() as u64,
-            sha256: crate::config::hex(&Sha256::digest(&summary_bytes)),
-        }),
+        summary: Some(summary_info),
         report: Some(report_info),
     };
-    state::write(out, &layout::manifest(date), &manifest).await?;
-    // 4. Only now may files of earlier publications of this date go, in
-    // the folders of today's tables and of any the last publication had.
-    let keep: HashSet<&str> = manifest.tables.iter().flat_map(|t| t.files.iter().map(|f| f.path.as_str())).collect();
-    let mut names: Vec<&str> = manifest.tables.iter().map(|t| t.name.as_str()).collect();
-    names.extend(before.iter().flat_map(|m| m.tables.iter().map(|t| t.name.as_str())));
-    names.sort_unstable();
-    names.dedup();
-    let mut removed = 0;
-    for name in names {
-        let folder = layout::published(name, date);
-        removed += out.remove_staging_leftovers(&folder)?;
-        for meta in out.list(&folder).await? {
-            if !keep.contains(out.relative(&meta.location).as_str()) {
-                out.delete(&meta.location).await?;
-                removed += 1;
-            }
-        }
-    }
-    removed += out.remove_staging_leftovers(&layout::runs(date))?;
-    // 5. Last: the folders now hold exactly the manifest's files.
-    out.put(&success, Bytes::from(job.run_id.clone())).await?;
+    // 3-5. The manifest, then what it does not list goes, then _SUCCESS.
+    let removed = finish(out, &manifest, before.as_ref(), &job.run_id, lease).await?;
     let mut facts = vec![
         ("published".into(), out.object_url(&out.path(&layout::manifest(date)))),
-        ("report".into(), out.object_url(&out.path(&report_path))),
+        ("report".into(), report_url),
         ("publication".into(), publication),
         (
             "coverage / cold-start share".into(),
@@ -525,6 +606,9 @@ pub async fn run(job: &Job, summary: &impl Serialize) -> Result<(Manifest, Vec<(
     }
     if removed > 0 {
         facts.push(("files removed (earlier publications, leftovers of killed runs)".into(), removed.to_string()));
+    }
+    if !run_checks.is_empty() {
+        facts.push(("input warnings (data_quality)".into(), run_checks.len().to_string()));
     }
     Ok((manifest, facts))
 }

@@ -259,6 +259,23 @@ async fn write_images(
     Ok((Some(t), keep.len(), rejected))
 }
 
+/// The identity of the configured encoder: for MiniLM, a hash of its files
+/// and truncation (the text cache's key, [`crate::text_cache::encoder_key`]);
+/// for the hashing encoder, its width. Part of the text stage's
+/// fingerprint, so that new weights under the same `[text]` settings encode
+/// the catalogue again.
+pub fn encoder_identity(cfg: &Config) -> Result<String> {
+    match cfg.text.encoder {
+        TextEncoderKind::Minilm => {
+            let dir = model_dir(cfg);
+            crate::text_cache::encoder_key("minilm", cfg.text.max_tokens, &dir).map_err(|e| {
+                Error::Config(format!("the text encoder's files under {} cannot be read: {e}", dir.display()))
+            })
+        }
+        TextEncoderKind::Hashing => Ok(format!("hashing-{}", cfg.text.hashing_dim)),
+    }
+}
+
 /// Run the stage.
 pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
@@ -272,9 +289,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
     let (flat, dim, cache) = match job.cfg.text.encoder {
         TextEncoderKind::Minilm => {
             let dir = model_dir(&job.cfg);
-            let key = crate::text_cache::encoder_key("minilm", job.cfg.text.max_tokens, &dir).map_err(|e| {
-                Error::Config(format!("the text encoder's files under {} cannot be read: {e}", dir.display()))
-            })?;
+            let key = encoder_identity(&job.cfg)?;
             let (flat, dim, used) = crate::text_cache::embed(job, &key, &texts, |missing| {
                 let enc = TextEncoder::load(&dir, job.cfg.text.max_tokens, device)?;
                 Ok((enc.embed(missing, job.cfg.text.batch_size)?, enc.dim()))

@@ -11,3 +11,4 @@ mod report;
 mod s3;
 mod sql_golden;
 mod text_encoder;
+mod writers;

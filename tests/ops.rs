@@ -69,7 +69,7 @@ fn each_change_reruns_exactly_the_stages_that_depend_on_it() {
         ("NIGHTREC_MODEL__LEARNING_RATE", "0.003", from_train.to_vec()),
         ("NIGHTREC_RUN__SEED", "7", from_train.to_vec()),
         ("NIGHTREC_TEXT__MAX_TOKENS", "64", [&["text"][..], &from_train].concat()),
-        ("NIGHTREC_TRAINSET__POPULARITY_DAYS", "10", STAGES[1..].to_vec()),
+        ("NIGHTREC_TRAINSET__COOCCURRENCE_WINDOW", "4", STAGES[1..].to_vec()),
         ("NIGHTREC_CLEAN__SESSION_GAP_MINUTES", "45", STAGES.to_vec()),
         ("NIGHTREC_RUN__LOOKBACK_DAYS", "25", STAGES.to_vec()),
     ];
@@ -79,7 +79,9 @@ fn each_change_reruns_exactly_the_stages_that_depend_on_it() {
     }
     // The log format reruns nothing.
     assert!(go(&env, &["--log-format", "json"], "json logs").is_empty());
-    // One input file changes: everything reruns.
+    // One input file changes after the date's inputs were pinned: the night
+    // keeps reading what it pinned, publishes again to report the change,
+    // and --force (tested in files_landing_after_prepare_...) reads it.
     let file = std::fs::read_dir(fx.dir.path().join("in/events"))
         .unwrap()
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
@@ -91,8 +93,134 @@ fn each_change_reruns_exactly_the_stages_that_depend_on_it() {
     data.push_str(&last.replace("\"view\"", "\"click\""));
     data.push('\n');
     std::fs::write(&file, data).unwrap();
-    assert_eq!(go(&env, &[], "input changed"), STAGES);
+    let o = run_with(&fx, DATE, &env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ran(&o), ["publish"], "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("warning: file_changed_after_pin"), "{}", text(&o));
     assert!(go(&env, &[], "nothing changed since").is_empty());
+}
+
+/// Run `nightrec run --date DATE` with extra `run` arguments.
+fn run_args(fx: &Fixture, env: &[(String, String)], run: &[&str]) -> Output {
+    let (input, output) = (fx.input(), fx.output());
+    let mut args = vec!["--input", &input, "--output", &output, "run", "--date", DATE];
+    args.extend_from_slice(run);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    nightrec(&args, &env, fx.dir.path())
+}
+
+/// `data_quality` rows of the published date: (check, file name, severity, detail).
+const PUBLISHED_QUALITY: &str = r#"
+import sys, json, os, pyarrow.parquet as pq
+out, date = sys.argv[1], sys.argv[2]
+m = json.load(open(f"{out}/_runs/dt={date}/manifest.json"))
+t = next(t for t in m["tables"] if t["name"] == "data_quality")
+rows = [r for f in t["files"] for r in pq.read_table(f"{out}/{f['path']}").to_pylist()]
+print(json.dumps([[r["check"], r["source"].split("/in/", 1)[-1], r["severity"], r["detail"]] for r in rows]))
+"#;
+
+/// Regression: clean's fingerprint covered every listed file, tomorrow's
+/// partition and every file of an unpartitioned folder included, so a file
+/// landing between the DAG's `prepare` and `publish` reran the whole night
+/// and threw the shards away. A night's inputs are pinned by its first run:
+/// later runs of the date read the same files; a file that lands inside the
+/// window is reported and read only after `--force`.
+#[test]
+fn files_landing_after_prepare_rerun_nothing_and_late_ones_are_reported() {
+    let fx = Fixture::new("120", "80", "5000");
+    let env = ops_env();
+    let prepare: Vec<&str> =
+        ["clean", "trainset", "text", "train", "embed"].iter().flat_map(|s| ["--stage", *s]).collect();
+    let o = run_args(&fx, &env, &prepare);
+    assert!(o.status.success(), "{}", text(&o));
+    let inp = fx.dir.path().join("in");
+    // Tomorrow's partition, an unpartitioned folder, and a day inside the window.
+    let tomorrow = inp.join("events/dt=2026-11-22");
+    std::fs::create_dir_all(&tomorrow).unwrap();
+    let row = "event_id,user_id,item_id,event_type,ts\n";
+    std::fs::write(tomorrow.join("early.csv"), format!("{row}x1,U000001,I000001,view,2026-11-22T00:10:00Z\n")).unwrap();
+    let item = std::fs::read_to_string(inp.join("items/items.jsonl")).unwrap();
+    std::fs::write(inp.join("items/more.jsonl"), item.lines().next().unwrap().replace("I0", "J0") + "\n").unwrap();
+    let late = inp.join("events/dt=2026-11-20/late.csv");
+    std::fs::write(&late, format!("{row}x2,U000002,I000002,view,2026-11-20T23:00:00Z\n")).unwrap();
+    for shard in ["0/2", "1/2"] {
+        let o = run_args(&fx, &env, &["--shard", shard]);
+        assert!(o.status.success(), "shard {shard}: {}", text(&o));
+    }
+    let o = run_args(&fx, &env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ran(&o), ["candidates", "evaluate", "publish"], "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("assembled from shards: 2"), "the shards were not used:\n{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("warning: file_after_pin") && l.contains("late.csv") && l.contains("--force")),
+        "the late file is not reported with what to do:\n{stdout}"
+    );
+    let q: Vec<Vec<String>> = serde_json::from_str(&py(PUBLISHED_QUALITY, &[&fx.output(), DATE])).unwrap();
+    let late_rows: Vec<&Vec<String>> = q.iter().filter(|r| r[0] == "file_after_pin").collect();
+    let files: Vec<&str> = late_rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(files, ["events/dt=2026-11-20/late.csv", "items/more.jsonl"], "{q:?}");
+    assert!(late_rows.iter().all(|r| r[2] == "warning" && r[3].contains("--force")), "{q:?}");
+    assert!(!q.iter().any(|r| r[1].contains("dt=2026-11-22")), "tomorrow's partition was read: {q:?}");
+    // --force pins the inputs again and reads the late file.
+    let o = run_args(&fx, &env, &["--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let q: Vec<Vec<String>> = serde_json::from_str(&py(PUBLISHED_QUALITY, &[&fx.output(), DATE])).unwrap();
+    assert!(q.iter().any(|r| r[0] == "rows_read" && r[1] == "events/dt=2026-11-20/late.csv"), "{q:?}");
+    assert!(!q.iter().any(|r| r[0] == "file_after_pin"), "{q:?}");
+}
+
+/// Regression: a checkpoint's three objects were written separately and
+/// never checked against each other, so a retrain killed between the
+/// writes, then a warm start of the next date, paired new weights with old
+/// metadata. Now the metadata goes (and comes back last, with each file's
+/// sha256): a checkpoint killed between its writes is no checkpoint.
+#[test]
+fn a_retrain_killed_between_the_checkpoint_writes_is_never_warm_started_from() {
+    let fx = Fixture::new("120", "80", "5000");
+    let env = ops_env();
+    let o = run_with(&fx, DATE, &env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Retrain the date, and kill it after its weights, before their metadata.
+    let mut child = Command::new(bin())
+        .args(["--input", &fx.input(), "--output", &fx.output(), "run", "--date", DATE, "--force"])
+        .env("NIGHTREC_LOG", "warn")
+        .env("NIGHTREC_TEST_PAUSE_BEFORE_CHECKPOINT_META", "120")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let paused = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("NIGHTREC_TEST_PAUSE_BEFORE_CHECKPOINT_META"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(paused, "the retrain never reached its checkpoint");
+    let ckpt = fx.dir.path().join(format!("out/_work/dt={DATE}/checkpoint"));
+    assert!(ckpt.join("model.safetensors").exists() && !ckpt.join("model.json").exists());
+    // The next date does not warm-start from the half-written checkpoint.
+    let o = run_with(&fx, "2026-11-22", &env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(!stdout.contains(&format!("from {DATE}")), "warm-started from the killed retrain:\n{stdout}");
+    // The date itself trains again, and its checkpoint agrees with itself.
+    let o = run_with(&fx, DATE, &env, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(ran(&o).contains(&"train".to_string()), "{}", text(&o));
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(ckpt.join("model.json")).unwrap()).unwrap();
+    let weights = std::fs::read(ckpt.join("model.safetensors")).unwrap();
+    let sha = py(
+        "import sys, hashlib; print(hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest())",
+        &[ckpt.join("model.safetensors").to_str().unwrap()],
+    );
+    let listed = meta["files"].as_array().unwrap().iter().find(|f| f["name"] == "model.safetensors").unwrap();
+    assert_eq!(listed["sha256"], sha.trim());
+    assert_eq!(listed["bytes"], weights.len() as u64);
 }
 
 #[test]
@@ -459,21 +587,33 @@ pub fn check_plain_log(stderr: &[u8]) {
     assert!(!stderr.is_empty());
 }
 
+/// Regression: the wrapper retried exit 1 only, so a night killed by the
+/// OOM killer (137) or another signal ended at once where the DAG retries.
+/// Now both retry 1, 4 (another writer) and signals, never 2 or 3.
 #[test]
-fn the_cron_wrapper_retries_exit_1_only_and_passes_the_last_code_on() {
+fn the_cron_wrapper_retries_what_the_dag_retries_and_passes_the_last_code_on() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("fake-nightrec");
-    // Records its arguments, exits with the next code of $CODES.
+    // Records its arguments, exits with the next code of $CODES ("kill":
+    // SIGKILL itself, as the OOM killer would).
     std::fs::write(
         &fake,
-        "#!/usr/bin/env bash\necho \"$*\" >> \"$CALLS\"\nn=$(wc -l < \"$CALLS\")\nexit \"$(sed -n \"${n}p\" \"$CODES\")\"\n",
+        "#!/usr/bin/env bash\necho \"$*\" >> \"$CALLS\"\nn=$(wc -l < \"$CALLS\")\ncode=\"$(sed -n \"${n}p\" \"$CODES\")\"\n\
+         [ \"$code\" = kill ] && kill -9 $$\nexit \"$code\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/nightly.sh");
-    for (codes, want_exit, want_calls) in
-        [("1\n1\n0\n", 0, 3), ("1\n3\n", 3, 2), ("2\n", 2, 1), ("1\n1\n1\n1\n", 1, 3), ("0\n", 0, 1)]
-    {
+    for (codes, want_exit, want_calls) in [
+        ("1\n1\n0\n", 0, 3),
+        ("1\n3\n", 3, 2),
+        ("2\n", 2, 1),
+        ("1\n1\n1\n1\n", 1, 3),
+        ("0\n", 0, 1),
+        ("kill\n0\n", 0, 2),
+        ("137\n4\n0\n", 0, 3),
+        ("4\n4\n4\n", 4, 3),
+    ] {
         let calls = dir.path().join("calls");
         let _ = std::fs::remove_file(&calls);
         std::fs::write(dir.path().join("codes"), codes).unwrap();
@@ -490,4 +630,18 @@ fn the_cron_wrapper_retries_exit_1_only_and_passes_the_last_code_on() {
         assert_eq!(made.lines().count(), want_calls, "codes {codes:?}: {made}");
         assert!(made.lines().all(|l| l == format!("run --date {DATE}")), "{made}");
     }
+    // No date given: the last day complete when the night began, as in the DAG.
+    let calls = dir.path().join("calls");
+    let _ = std::fs::remove_file(&calls);
+    std::fs::write(dir.path().join("codes"), "0\n").unwrap();
+    let want = (chrono::Utc::now() - chrono::Duration::hours(5)).date_naive() - chrono::Duration::days(1);
+    let o = Command::new(&wrapper)
+        .env("NIGHTREC_BIN", &fake)
+        .env("NIGHTREC_NIGHT_START_HOUR", "5")
+        .env("CALLS", &calls)
+        .env("CODES", dir.path().join("codes"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().trim(), format!("run --date {want}"));
 }

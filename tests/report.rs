@@ -105,18 +105,20 @@ fn chromium() -> String {
 /// in a browser.
 pub fn check_report(fx: &Fixture, date: &str, run_stdout: &str) {
     let out = fx.dir.path().join("out");
-    let rel = format!("_runs/dt={date}/report.html");
+    let manifest_path = out.join(format!("_runs/dt={date}/manifest.json"));
+    let manifest = std::fs::read(&manifest_path).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    // Named by its own checksum, listed in the manifest, the summary's last line.
+    let rel = m["report"]["path"].as_str().unwrap().to_string();
+    let sha16 = &m["report"]["sha256"].as_str().unwrap()[..16];
+    assert_eq!(rel, format!("_runs/dt={date}/report-{sha16}.html"));
     let report = out.join(&rel);
     let last = run_stdout.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("report: file://") && last.ends_with(&rel),
         "the run summary does not end with the report: {last}"
     );
-    let manifest_path = out.join(format!("_runs/dt={date}/manifest.json"));
-    let manifest = std::fs::read(&manifest_path).unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
     let bytes = std::fs::read(&report).unwrap();
-    assert_eq!(m["report"]["path"], rel.as_str());
     assert_eq!(m["report"]["bytes"], bytes.len() as u64);
     let sha = py(
         "import sys, hashlib; print(hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest())",

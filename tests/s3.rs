@@ -116,3 +116,29 @@ fn a_run_reads_and_writes_s3() {
     // Nothing was written locally.
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+/// The one-writer test of tests/writers.rs against S3: create-if-absent is
+/// `If-None-Match: *` there.
+#[test]
+fn one_writer_per_date_on_s3() {
+    let moto = Moto::start();
+    py(MAKE_BUCKET, &[&moto.endpoint, "leases"]);
+    let mut env: Vec<(String, String)> = moto.env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let gen_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let o = nightrec(
+        &["gen", "--out", "s3://leases/in", "--users", "100", "--items", "70", "--events", "4000", "--days", "10"],
+        &gen_env,
+        dir.path(),
+    );
+    assert!(o.status.success(), "gen to s3 failed: {}", text(&o));
+    env.extend(crate::writers::env());
+    let endpoint = moto.endpoint.trim_start_matches("http://").to_string();
+    let store = crate::writers::Store {
+        input: "s3://leases/in".into(),
+        output: "s3://leases/out".into(),
+        env,
+        reader_target: format!("s3:{endpoint}:leases/out"),
+    };
+    crate::writers::two_writers_and_a_takeover(&store);
+}

@@ -149,3 +149,43 @@ fn an_ids_only_catalogue_runs_the_whole_night() {
     assert!(o.status.success(), "an ids-only catalogue failed: {}", text(&o));
     py(ZERO_TEXT, &[&format!("{}/_work/dt={date}", fx.output()), date]);
 }
+
+/// Regression: the text stage's fingerprint covered `[text]` only, so new
+/// encoder weights under the same settings kept yesterday's embeddings. A
+/// copy of the model whose files change (here `config.json`, by a byte of
+/// whitespace) reruns the text stage and everything after it.
+#[test]
+fn new_encoder_files_rerun_the_text_stage() {
+    use crate::common::*;
+    let fx = Fixture::new("60", "40", "3000");
+    let cfg = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "test", &[]).unwrap();
+    let copy = fx.dir.path().join("model");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(model_dir(&cfg).join(f), copy.join(f)).unwrap();
+    }
+    let dir = copy.display().to_string();
+    let mut env: Vec<(&str, &str)> = small_env();
+    env.push(("NIGHTREC_TEXT__MODEL_DIR", &dir));
+    env.push(("NIGHTREC_MODEL__EPOCHS", "1"));
+    env.push(("NIGHTREC_MODEL__PRETRAIN_EPOCHS", "0"));
+    let args = ["--input", &fx.input(), "--output", &fx.output(), "run", "--date", DATE];
+    let ran = |o: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.len() > 1 && w[1] == "ran").then(|| w[0].to_string())
+            })
+            .collect()
+    };
+    let o = nightrec(&args, &env, fx.dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(ran(&nightrec(&args, &env, fx.dir.path())).is_empty(), "a rerun with nothing changed ran stages");
+    let mut config = std::fs::read(copy.join("config.json")).unwrap();
+    config.push(b'\n');
+    std::fs::write(copy.join("config.json"), config).unwrap();
+    let o = nightrec(&args, &env, fx.dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ran(&o), ["text", "train", "embed", "candidates", "evaluate", "publish"], "{}", text(&o));
+}
