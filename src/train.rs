@@ -913,6 +913,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         best_valid_ndcg10: r.best_valid_ndcg,
         version: String::new(),
         holdout: false,
+        files: Vec::new(),
     };
     let meta = checkpoint::save(job, &trained.vs, trained.holdout.as_deref(), meta).await?;
     let mean = |v: &[EpochStats], f: fn(&EpochStats) -> f64| v.iter().map(f).sum::<f64>() / v.len().max(1) as f64;
@@ -1209,11 +1210,6 @@ mod tests {
         let all: Vec<usize> = (0..64).collect();
         let held: Vec<i64> = windows(&data, &all, Part::BeforeTest, 8).concat();
         assert!(!held.contains(&21) && windows(&data, &all, Part::All, 8).concat().contains(&21));
-        let mut o = opts(0, 20);
-        o.model.refit_epochs = 3;
-        let t = train(&data, &o, tch::Device::Cpu, None).unwrap();
-        assert_eq!(t.report.refit.len(), 3);
-        let holdout = t.holdout.as_ref().expect("a refit keeps the holdout model");
         // Rank of item 21 after each user's steps before the test one.
         let feats = data.features(tch::Device::Cpu);
         let rank_of_21 = |m: &SeqRec| -> f64 {
@@ -1225,14 +1221,29 @@ mod tests {
                 s.gt_tensor(&target).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float).double_value(&[])
             })
         };
-        let published = rank_of_21(&t.model);
-        restore(&t.vs, holdout);
-        let held_out = rank_of_21(&t.model);
+        // Regression: one seed against a fixed bound of 2.0 failed on a
+        // machine whose kernels gave 2.11 (seeds 1-7 give 1.8-4.1 for the
+        // published model, 10-11.6 for the holdout one): compare the two
+        // over three seeds, with the margin the spread leaves.
+        let (mut published, mut held_out) = (Vec::new(), Vec::new());
+        for seed in [7, 1, 2] {
+            let mut o = opts(0, 20);
+            o.seed = seed;
+            o.model.refit_epochs = 3;
+            let t = train(&data, &o, tch::Device::Cpu, None).unwrap();
+            assert_eq!(t.report.refit.len(), 3);
+            let holdout = t.holdout.as_ref().expect("a refit keeps the holdout model");
+            published.push(rank_of_21(&t.model));
+            restore(&t.vs, holdout);
+            held_out.push(rank_of_21(&t.model));
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (p, h) = (mean(&published), mean(&held_out));
         assert!(
-            published < 2.0 && published < held_out / 3.0,
-            "the published model did not learn the latest steps: mean rank {published} (holdout {held_out})"
+            p < h / 3.0 && published.iter().zip(&held_out).all(|(p, h)| p < &(h / 2.0)),
+            "the published model did not learn the latest steps: mean rank {published:?} (holdout {held_out:?})"
         );
-        assert!(held_out > 3.0, "the holdout model ranks the never-seen test item at {held_out}");
+        assert!(h > 6.0, "the holdout model ranks the never-seen test item at {held_out:?}");
         let none = train(&data, &opts(0, 2), tch::Device::Cpu, None).unwrap();
         assert!(none.holdout.is_none() && none.report.refit.is_empty());
     }
@@ -1318,6 +1329,7 @@ mod tests {
             best_valid_ndcg10: 0.0,
             version: String::new(),
             holdout: false,
+            files: Vec::new(),
         };
         let tensors: Vec<(String, Tensor)> = t.vs.variables().into_iter().collect();
         let warm = WarmStart { date: "2026-11-20".parse().unwrap(), meta, tensors };
