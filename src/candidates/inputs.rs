@@ -4,9 +4,10 @@
 //! flat per-user lists ([`PerUser`]) indexed by the user's place in the
 //! sorted list of served users — no map keyed by user id.
 //!
-//! A `--shard` process serves only its own users: it keeps every user's
-//! embedding (k-means needs them all; 4 × dim bytes each) but reads the
-//! others' sequences and interactions without holding them.
+//! A `--shard` process serves only its own users: it holds their
+//! embeddings, sequences and interactions only, reading the others' without
+//! keeping them (the segments, which need every user, are computed once per
+//! date: [`super::segments`]).
 
 use std::collections::HashMap;
 
@@ -59,8 +60,9 @@ impl<T: Copy> PerUser<T> {
     }
 }
 
-/// What the per-user and item tables are computed from.
-pub struct Inputs {
+/// The item side: what the item tables are computed from, and what every
+/// user's list is scored against.
+pub struct Catalog {
     /// Item ids; item index i is `item_ids[i - 1]` (0 is padding).
     pub item_ids: Vec<String>,
     /// In stock, by item index − 1.
@@ -77,7 +79,14 @@ pub struct Inputs {
     pub blocked: Tensor,
     /// Embedding width.
     pub dim: usize,
-    /// Every user with an embedding, sorted (served or not: k-means sees all).
+}
+
+/// What the per-user tables are computed from, for the users a process
+/// serves.
+pub struct Inputs {
+    /// The items.
+    pub catalog: Catalog,
+    /// The served users with an embedding, sorted.
     pub user_ids: Vec<String>,
     /// Their embeddings, row-major.
     pub user_vals: Vec<f32>,
@@ -103,31 +112,23 @@ impl Inputs {
     }
 }
 
-fn text_column(b: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
+pub(crate) fn text_column(b: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
     let c = b.column_by_name(name).ok_or_else(|| Error::Internal(format!("column {name} missing")))?;
     datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(|e| Error::Internal(format!("column {name}: {e}")))
 }
 
-fn int_column(b: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
+pub(crate) fn int_column(b: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
     let c = b.column_by_name(name).ok_or_else(|| Error::Internal(format!("column {name} missing")))?;
     datafusion::arrow::compute::cast(c, &DataType::Int64).map_err(|e| Error::Internal(format!("column {name}: {e}")))
 }
 
-/// Load the inputs for the users `select` accepts.
-pub async fn load(
-    job: &Job,
-    ctx: &SessionContext,
-    device: tch::Device,
-    select: &dyn Fn(&str) -> bool,
-) -> Result<Inputs> {
+/// Load the item side.
+pub async fn load_catalog(job: &Job, ctx: &SessionContext, device: tch::Device) -> Result<Catalog> {
     let items_b = job
         .read_work(ctx, "item_embeddings", "SELECT item_idx, item_id, embedding FROM item_embeddings ORDER BY item_idx")
         .await?;
     let index_b = job
         .read_work(ctx, "item_index", "SELECT item_idx, in_stock, category FROM item_index ORDER BY item_idx")
-        .await?;
-    let users_b = job
-        .read_work(ctx, "user_embeddings", "SELECT user_id, embedding FROM user_embeddings ORDER BY user_id")
         .await?;
     let item_ids = arrays::strings_required(&items_b, "item_id")?;
     let (item_vals, dim) = arrays::vectors(&items_b, "embedding")?;
@@ -145,12 +146,40 @@ pub async fn load(
     let mut blocked = vec![true];
     blocked.extend(in_stock.iter().map(|s| !s));
     let blocked = Tensor::from_slice(&blocked).to_device(device);
-    let user_ids = arrays::strings_required(&users_b, "user_id")?;
-    let (user_vals, udim) = arrays::vectors(&users_b, "embedding")?;
-    drop(users_b);
-    if !user_ids.is_empty() && udim != dim {
-        return Err(Error::Internal(format!("user embeddings have {udim} dims, item embeddings {dim}")));
-    }
+    Ok(Catalog { item_ids, in_stock, categories, items, item_host, unit, blocked, dim })
+}
+
+/// Every user's embedding, or those `select` accepts: (ids sorted, vectors
+/// row-major).
+pub async fn user_embeddings(
+    job: &Job,
+    ctx: &SessionContext,
+    dim: usize,
+    select: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<String>, Vec<f32>)> {
+    let (mut ids, mut vals) = (Vec::new(), Vec::new());
+    let sql = "SELECT user_id, embedding FROM user_embeddings ORDER BY user_id";
+    job.stream_work(ctx, "user_embeddings", sql, |b| {
+        let batch_ids = arrays::strings_required(std::slice::from_ref(b), "user_id")?;
+        let (v, udim) = arrays::vectors(std::slice::from_ref(b), "embedding")?;
+        if !batch_ids.is_empty() && udim != dim {
+            return Err(Error::Internal(format!("user embeddings have {udim} dims, item embeddings {dim}")));
+        }
+        for (r, id) in batch_ids.into_iter().enumerate() {
+            if select(&id) {
+                vals.extend_from_slice(&v[r * dim..(r + 1) * dim]);
+                ids.push(id);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok((ids, vals))
+}
+
+/// Load the inputs of the users `select` accepts.
+pub async fn load(job: &Job, ctx: &SessionContext, catalog: Catalog, select: &dyn Fn(&str) -> bool) -> Result<Inputs> {
+    let (user_ids, user_vals) = user_embeddings(job, ctx, catalog.dim, select).await?;
 
     // The served users: every known user (users/ and events) that `select` takes.
     let mut served: Vec<String> = Vec::new();
@@ -182,12 +211,13 @@ pub async fn load(
     })
     .await?;
     let history = PerUser::from_pairs(served.len(), hist_pairs);
+    let end = job.date.plus_days(1).start_millis();
 
     let c = &job.cfg.candidates;
     let excluded_types: Vec<&str> = c.excluded_types().iter().map(|e| e.as_str()).collect();
     let weights: HashMap<&str, f64> =
         job.cfg.trainset.event_weights.pairs().iter().map(|(e, w)| (e.as_str(), *w)).collect();
-    let end = (job.date.plus_days(1).start_millis() / 1000) as f64;
+    let end = (end / 1000) as f64;
     let (mut excl, mut weighted) = (Vec::new(), Vec::new());
     let sql = "SELECT user_id, item_idx, event_type, events FROM interactions";
     job.stream_work(ctx, "interactions", sql, |b| {
@@ -222,14 +252,7 @@ pub async fn load(
     }
     let buy_again = PerUser::from_pairs(served.len(), buy);
     Ok(Inputs {
-        item_ids,
-        in_stock,
-        categories,
-        items,
-        item_host,
-        unit,
-        blocked,
-        dim,
+        catalog,
         user_ids,
         user_vals,
         history,
@@ -239,43 +262,6 @@ pub async fn load(
         basket_size,
         served,
     })
-}
-
-/// Per segment, the share of its users who had each item, row-major
-/// `[segments, N + 1]`: every user with an embedding counts (a shard too),
-/// read from `sequences` one batch at a time.
-pub async fn segment_shares(
-    job: &Job,
-    ctx: &SessionContext,
-    inp: &Inputs,
-    assignment: &[i64],
-    sizes: &[usize],
-) -> Result<Vec<f32>> {
-    let n1 = inp.item_ids.len() + 1;
-    let k = sizes.len().max(1);
-    let mut share = vec![0f32; k * n1];
-    job.stream_work(ctx, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
-        let ids = text_column(b, "user_id")?;
-        let ids = ids.as_string::<i32>();
-        for (r, mut items) in arrays::int_lists(std::slice::from_ref(b), "item_idxs")?.into_iter().enumerate() {
-            let Ok(u) = inp.user_ids.binary_search_by(|s| s.as_str().cmp(ids.value(r))) else { continue };
-            let s = assignment.get(u).copied().unwrap_or(0) as usize;
-            items.sort_unstable();
-            items.dedup();
-            for i in items {
-                if (i as usize) < n1 {
-                    share[s * n1 + i as usize] += 1.0;
-                }
-            }
-        }
-        Ok(())
-    })
-    .await?;
-    for (s, size) in sizes.iter().enumerate() {
-        let size = (*size).max(1) as f32;
-        share[s * n1..(s + 1) * n1].iter_mut().for_each(|x| *x /= size);
-    }
-    Ok(share)
 }
 
 #[cfg(test)]

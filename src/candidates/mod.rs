@@ -19,6 +19,7 @@
 
 pub mod inputs;
 pub mod kmeans;
+pub mod segments;
 pub mod users;
 
 use std::collections::HashMap;
@@ -40,7 +41,7 @@ use crate::sql::ts_param;
 use crate::topk::{self, Masks};
 use crate::{layout, state};
 
-pub use inputs::Inputs;
+pub use inputs::{Catalog, Inputs};
 pub use users::schema;
 
 /// Per-user tables, the ones shards compute.
@@ -68,6 +69,12 @@ impl std::str::FromStr for Shard {
     }
 }
 
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// The shard of a user id among `count`: the first 8 bytes of the id's
 /// sha256 as a big-endian integer, modulo `count`. Stable across runs,
 /// machines and versions.
@@ -76,61 +83,6 @@ pub fn shard_of(user_id: &str, count: u32) -> u32 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[..8]);
     (u64::from_be_bytes(b) % u64::from(count.max(1))) as u32
-}
-
-fn segments(job: &Job, inp: &Inputs, device: tch::Device) -> Result<kmeans::Clusters> {
-    let c = &job.cfg.candidates;
-    let n = inp.user_ids.len() as i64;
-    let x = Tensor::from_slice(&inp.user_vals).view([n, inp.dim as i64]).to_device(device);
-    let block = topk::block_rows(c.memory_budget_mb.saturating_mul(1024 * 1024), c.segments) as i64;
-    kmeans::kmeans(&x, c.segments, c.kmeans_iterations, job.cfg.run.seed, block)
-}
-
-async fn write_segments(job: &Job, inp: &Inputs, cl: &kmeans::Clusters) -> Result<WrittenTable> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Utf8, false),
-        Field::new("segment_id", DataType::Int32, false),
-        Field::new("distance", DataType::Float32, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(inp.user_ids.iter())),
-            Arc::new(Int32Array::from_iter_values(cl.assignment.iter().map(|s| *s as i32))),
-            Arc::new(Float32Array::from(cl.distance.clone())),
-        ],
-    )
-    .ctx("building user_segments")?;
-    let t = "user_segments";
-    job.write_work_batches(t, schema, &[batch]).await
-}
-
-/// Summary lines: each segment's size and its top categories.
-fn segment_facts(inp: &Inputs, cl: &kmeans::Clusters) -> Vec<(String, String)> {
-    let (item_cat, names) = users::category_ids(&inp.categories, 1);
-    let mut per: Vec<HashMap<i64, f64>> = vec![HashMap::new(); cl.sizes.len()];
-    for (u, uid) in inp.user_ids.iter().enumerate() {
-        let s = cl.assignment[u] as usize;
-        for (i, w) in inp.served_index(uid).map(|r| inp.weighted.get(r)).unwrap_or(&[]) {
-            *per[s].entry(item_cat[*i as usize]).or_default() += w;
-        }
-    }
-    let mut facts = Vec::new();
-    for (s, size) in cl.sizes.iter().enumerate() {
-        let total: f64 = per[s].values().sum::<f64>().max(1e-12);
-        let mut cats: Vec<(i64, f64)> = per[s].iter().map(|(c, w)| (*c, *w)).collect();
-        cats.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let top: Vec<String> = cats
-            .iter()
-            .take(3)
-            .map(|(c, w)| {
-                let name = if *c == 0 { "(none)" } else { names[*c as usize].as_str() };
-                format!("{name} {:.0}%", 100.0 * w / total)
-            })
-            .collect();
-        facts.push((format!("segment {s}"), format!("{size} users; {}", top.join(", "))));
-    }
-    facts
 }
 
 /// `popular_items` (written when `write`) and its `(all)` list as
@@ -227,7 +179,7 @@ impl<'a> Ranked<'a> {
 }
 
 /// `item_similar`: every item's most similar in-stock items (cosine).
-async fn item_similar(job: &Job, inp: &Inputs) -> Result<WrittenTable> {
+async fn item_similar(job: &Job, inp: &Catalog) -> Result<WrittenTable> {
     let c = &job.cfg.candidates;
     let mut w = Ranked::create(job, "item_similar", "item_id", "similar_item_id").await?;
     let unit_host = normalised(&inp.item_host, inp.dim);
@@ -250,7 +202,7 @@ async fn item_similar(job: &Job, inp: &Inputs) -> Result<WrittenTable> {
 async fn query_candidates(
     job: &Job,
     ctx: &SessionContext,
-    inp: &Inputs,
+    inp: &Catalog,
     device: tch::Device,
 ) -> Result<(WrittenTable, usize)> {
     let c = &job.cfg.candidates;
@@ -393,37 +345,56 @@ pub async fn run(
     fingerprint: &str,
 ) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
-    let inp = inputs::load(job, &ctx, device, &|_| true).await?;
+    let catalog = inputs::load_catalog(job, &ctx, device).await?;
     let (pop_table, popular_all) = popular(job, &ctx, true).await?;
-    let clusters = segments(job, &inp, device)?;
-    let shares = inputs::segment_shares(job, &ctx, &inp, &clusters.assignment, &clusters.sizes).await?;
+    let seg = segments::ensure(job, &ctx, &catalog, device, fingerprint).await?;
     let mut tables = Vec::new();
     let mut facts = Vec::new();
-    match complete_shards(job, fingerprint).await? {
+    let catalog = match complete_shards(job, fingerprint).await? {
+        // Assembling reads the shards' files: no user is loaded here.
         Some(shards) => {
             facts.push(("assembled from shards".into(), shards.len().to_string()));
             tables.extend(assemble(job, &shards).await?);
+            catalog
         }
         None => {
             let all = |_: &str| true;
+            let inp = inputs::load(job, &ctx, catalog, &all).await?;
             let target = users::Target {
                 candidates_folder: job.work(USER_TABLES[0]),
                 cross_folder: job.work(USER_TABLES[1]),
                 select: &all,
             };
-            let (t, counts) = users::write(job, &inp, &clusters, &shares, &popular_all, &target, device).await?;
+            let (t, counts) = write_users(job, &ctx, &inp, &seg, &popular_all, &target, device).await?;
             tables.extend(t);
             facts.extend(user_facts(&counts));
+            inp.catalog
         }
-    }
-    tables.push(item_similar(job, &inp).await?);
+    };
+    tables.push(item_similar(job, &catalog).await?);
     tables.extend(pop_table);
-    tables.push(write_segments(job, &inp, &clusters).await?);
-    let (q, nq) = query_candidates(job, &ctx, &inp, device).await?;
+    tables.push(seg.copy_to_work(job).await?);
+    let (q, nq) = query_candidates(job, &ctx, &catalog, device).await?;
     tables.push(q);
     facts.push(("queries with candidates".into(), nq.to_string()));
-    facts.extend(segment_facts(&inp, &clusters));
+    facts.extend(seg.facts.iter().cloned());
+    segments::sweep(job).await?;
     Ok((tables, facts))
+}
+
+/// The per-user tables of the users in `inp`, blended with the stored segments.
+async fn write_users(
+    job: &Job,
+    ctx: &SessionContext,
+    inp: &Inputs,
+    seg: &segments::Segments,
+    popular_all: &[(i64, f32)],
+    target: &users::Target<'_>,
+    device: tch::Device,
+) -> Result<(Vec<WrittenTable>, users::Counts)> {
+    let clusters = seg.clusters_of(job, ctx, &inp.user_ids).await?;
+    let shares = seg.shares(job, ctx, inp.catalog.item_ids.len() + 1).await?;
+    users::write(job, inp, &clusters, &shares, popular_all, target, device).await
 }
 
 /// Run one shard: the per-user tables for its users, and its marker.
@@ -448,17 +419,17 @@ pub async fn run_shard(
     let folder = layout::shard(job.date, shard.count, shard.index);
     job.output.delete(&job.output.path(&layout::shard_marker(job.date, shard.count, shard.index))).await?;
     let ctx = job.session()?;
+    let catalog = inputs::load_catalog(job, &ctx, device).await?;
+    let seg = segments::ensure(job, &ctx, &catalog, device, fingerprint).await?;
     let select = |u: &str| shard_of(u, shard.count) == shard.index;
-    let inp = inputs::load(job, &ctx, device, &select).await?;
+    let inp = inputs::load(job, &ctx, catalog, &select).await?;
     let (_, popular_all) = popular(job, &ctx, false).await?;
-    let clusters = segments(job, &inp, device)?;
-    let shares = inputs::segment_shares(job, &ctx, &inp, &clusters.assignment, &clusters.sizes).await?;
     let target = users::Target {
         candidates_folder: format!("{folder}/{}", USER_TABLES[0]),
         cross_folder: format!("{folder}/{}", USER_TABLES[1]),
         select: &select,
     };
-    let (tables, counts) = users::write(job, &inp, &clusters, &shares, &popular_all, &target, device).await?;
+    let (tables, counts) = write_users(job, &ctx, &inp, &seg, &popular_all, &target, device).await?;
     let marker = ShardMarker {
         index: shard.index,
         count: shard.count,

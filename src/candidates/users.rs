@@ -172,8 +172,8 @@ pub async fn write(
     device: tch::Device,
 ) -> Result<(Vec<WrittenTable>, Counts)> {
     let c = &job.cfg.candidates;
-    let n1 = inp.item_ids.len() as i64 + 1;
-    let (item_cat, cat_names) = category_ids(&inp.categories, c.category_level);
+    let n1 = inp.catalog.item_ids.len() as i64 + 1;
+    let (item_cat, cat_names) = category_ids(&inp.catalog.categories, c.category_level);
     let item_cat_t = Tensor::from_slice(&item_cat).to_device(device);
     let n_cats = cat_names.len() as i64;
     // A user's segment: `clusters.assignment` by embedding row.
@@ -205,7 +205,7 @@ pub async fn write(
     let explore = if c.repeat_purchases { basket::explore_weight(job, device).await? } else { 0.0 };
     let selected: Vec<usize> = (0..inp.user_ids.len()).filter(|u| (target.select)(&inp.user_ids[*u])).collect();
     // The selected users' embeddings as one host matrix (all users: no copy).
-    let d = inp.dim;
+    let d = inp.catalog.dim;
     let gathered: Vec<f32>;
     let queries: &[f32] = if selected.len() == inp.user_ids.len() {
         &inp.user_vals
@@ -214,7 +214,7 @@ pub async fn write(
         &gathered
     };
     // Half the budget: scores, sigmoid, two masks and topk's scratch per user.
-    let search = topk::Search::new(queries, &inp.item_host, &inp.items, d, budget / 2);
+    let search = topk::Search::new(queries, &inp.catalog.item_host, &inp.catalog.items, d, budget / 2);
     let mut counts = Counts { block: search.block(), ..Counts::default() };
     for block in search.blocks() {
         let chunk = &selected[block.clone()];
@@ -263,12 +263,12 @@ pub async fn write(
                 .ctx("copying the normalisers to the host")?,
             None => Vec::new(),
         };
-        let masks = Masks { all: Some(&inp.blocked), pairs: &pairs, per_row: None };
+        let masks = Masks { all: Some(&inp.catalog.blocked), pairs: &pairs, per_row: None };
         topk::mask_scores(&mut scores, &masks);
         let scorer = Scorer {
             users: vals,
-            items: &inp.item_host,
-            dim: inp.dim,
+            items: &inp.catalog.item_host,
+            dim: inp.catalog.dim,
             n1: n1 as usize,
             repeat: c.repeat_purchases,
             cold: cold.iter().map(|r| (*r as usize, seg_of(chunk[*r as usize]))).collect(),
@@ -316,11 +316,11 @@ pub async fn write(
                 *counts.by_source.entry(src).or_default() += 1;
                 rows.user.push(uid.to_string());
                 rows.rank.push(j as i32 + 1);
-                rows.item.push(inp.item_ids[(i - 1) as usize].clone());
+                rows.item.push(inp.catalog.item_ids[(i - 1) as usize].clone());
                 rows.score.push(s);
                 rows.source.push(src);
                 let reason = reasons[r * top.k + j];
-                rows.reason.push((reason > 0).then(|| inp.item_ids[(reason - 1) as usize].clone()));
+                rows.reason.push((reason > 0).then(|| inp.catalog.item_ids[(reason - 1) as usize].clone()));
             }
         }
         counts.cold_start += cold.len() as u64;
@@ -330,7 +330,7 @@ pub async fn write(
             for (j, (s, i)) in cross.row(r).enumerate() {
                 xrows.user.push(uid.to_string());
                 xrows.rank.push(j as i32 + 1);
-                xrows.item.push(inp.item_ids[(i - 1) as usize].clone());
+                xrows.item.push(inp.catalog.item_ids[(i - 1) as usize].clone());
                 xrows.category.push(Some(cat_names[item_cat[i as usize] as usize].clone()));
                 xrows.score.push(s);
             }
@@ -347,7 +347,7 @@ pub async fn write(
         for (r, (i, s)) in popular.iter().filter(|(i, _)| !excluded.contains(i)).take(c.k).enumerate() {
             rows.user.push(uid.clone());
             rows.rank.push(r as i32 + 1);
-            rows.item.push(inp.item_ids[(*i - 1) as usize].clone());
+            rows.item.push(inp.catalog.item_ids[(*i - 1) as usize].clone());
             rows.score.push(*s);
             rows.source.push("popular");
             rows.reason.push(None);
@@ -452,12 +452,12 @@ fn reasons(inp: &Inputs, hist: &[&[i64]], top: &TopK, len: usize, device: tch::D
         return Ok(Vec::new());
     }
     let b = top.rows as i64;
-    let dim = inp.dim as i64;
+    let dim = inp.catalog.dim as i64;
     let idx = Tensor::from_slice(&top.items).to_device(device);
     let hist = left_pad(hist, len, device);
     let r = tch::no_grad(|| {
-        let cand = inp.unit.index_select(0, &idx).view([b, -1, dim]);
-        let h = inp.unit.index_select(0, &hist.view([-1])).view([b, -1, dim]);
+        let cand = inp.catalog.unit.index_select(0, &idx).view([b, -1, dim]);
+        let h = inp.catalog.unit.index_select(0, &hist.view([-1])).view([b, -1, dim]);
         let hist_k = hist.unsqueeze(1).expand([b, top.k as i64, hist.size()[1]], false);
         // Padding, and the candidate itself, cannot explain the candidate.
         let blocked = hist_k.eq(0).logical_or(&hist_k.eq_tensor(&idx.view([b, -1, 1])));
