@@ -19,7 +19,7 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-ids-only bench-repeat bench-topk bench-train bench-scale test test-crash lint fmt sample clean
+.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-ids-only bench-repeat bench-topk bench-train bench-scale bench-shards test test-crash lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench-train: build ## Training vs the same model in PyTorch eager (bench/torch_t
 
 bench-scale: build ## Two nights (scratch, then warm) at S, M and L (1M/3M/10M events): per-stage wall, CPU, RSS -> bench/results/scale.md.
 	SIZES="$(or $(SIZES),S M L)" bench/scale.sh
+
+bench-shards: build ## The DAG's tasks at L (SIZE) as separate processes: prepare, 4 shards, publish vs unsharded: time, RSS -> bench/results/shards.md.
+	SIZE="$(or $(SIZE),L)" SHARDS="$(or $(SHARDS),4)" bench/shards.sh
 
 test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers, the report in headless Chromium, the Airflow DAG in Airflow 3).
 	@$(LIBTORCH_ENV) NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; export NIGHTREC_PYTHON; \
