@@ -261,53 +261,6 @@ fn backfill_runs_dates_in_order_stops_at_the_first_failure_and_resumes() {
     assert!(o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("nightrec run"), "{}", text(&o));
 }
 
-/// A loader that follows the Hadoop convention, in a loop until `stop`
-/// exists: wait for `_SUCCESS`, glob the table's folder, read it, then
-/// check that `_SUCCESS` and the manifest did not change. Every read that
-/// passes must be one whole publication: each user's K rows exactly once,
-/// the files and row count of the manifest. Prints reads checked, discarded.
-const GLOB_READER: &str = r#"
-import sys, os, glob, json, collections, time
-import pyarrow.parquet as pq
-out, date, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-runs = f"{out}/_runs/dt={date}"
-def state():
-    try:
-        return open(f"{runs}/_SUCCESS", "rb").read(), open(f"{runs}/manifest.json", "rb").read()
-    except FileNotFoundError:
-        return None
-checked = discarded = 0
-while not os.path.exists(stop):
-    before = state()
-    if before is None:
-        discarded += 1
-        time.sleep(0.002)
-        continue
-    try:
-        files = sorted(glob.glob(f"{out}/user_candidates/dt={date}/*.parquet"))
-        rows = [r for f in files for r in pq.read_table(f, columns=["user_id", "rank"]).to_pylist()]
-    except (FileNotFoundError, OSError):
-        discarded += 1  # a file went away under the glob: _SUCCESS was gone by then
-        continue
-    if state() != before:
-        discarded += 1
-        continue
-    by_user = collections.defaultdict(list)
-    for r in rows:
-        by_user[r["user_id"]].append(r["rank"])
-    ks = {len(v) for v in by_user.values()}
-    assert len(ks) == 1, f"users with different row counts {sorted(ks)}: two publications at once"
-    k = ks.pop()
-    for u, ranks in by_user.items():
-        assert sorted(ranks) == list(range(1, k + 1)), (u, sorted(ranks))
-    m = json.loads(before[1])
-    t = next(t for t in m["tables"] if t["name"] == "user_candidates")
-    assert {os.path.relpath(f, out) for f in files} == {f["path"] for f in t["files"]}, "folder != manifest"
-    assert len(rows) == t["rows"]
-    checked += 1
-print(checked, discarded)
-"#;
-
 #[test]
 fn a_success_gated_glob_reader_never_sees_half_a_publication() {
     let fx = Fixture::new("150", "100", "8000");
@@ -318,8 +271,8 @@ fn a_success_gated_glob_reader_never_sees_half_a_publication() {
     let stop = fx.dir.path().join("stop");
     let reader = Command::new(python())
         .arg("-c")
-        .arg(GLOB_READER)
-        .args([&fx.output(), DATE, stop.to_str().unwrap()])
+        .arg(crate::writers::READER)
+        .args([&format!("local:{}", fx.output()), DATE, stop.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

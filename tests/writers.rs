@@ -22,7 +22,7 @@ pub struct Store {
 /// `_SUCCESS`, list and read the user_candidates folder, check `_SUCCESS`
 /// and the manifest did not change; every read that passes must be one
 /// whole publication (one K for every user, the manifest's files and rows).
-const READER: &str = r#"
+pub const READER: &str = r#"
 import sys, os, json, collections, time
 import pyarrow.fs as fs, pyarrow.parquet as pq
 target, date, stop = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -122,6 +122,27 @@ pub(crate) fn int_column(b: &RecordBatch, name: &str) -> Result<datafusion::arro
     datafusion::arrow::compute::cast(c, &DataType::Int64).map_err(|e| Error::Internal(format!("column {name}: {e}")))
 }
 
+/// Every row of `interactions` as (user id, item index, event type,
+/// events), streamed one batch at a time.
+pub async fn for_each_interaction(
+    job: &Job,
+    ctx: &SessionContext,
+    mut each: impl FnMut(&str, i64, &str, f64),
+) -> Result<()> {
+    let sql = "SELECT user_id, item_idx, event_type, events FROM interactions";
+    job.stream_work(ctx, "interactions", sql, |b| {
+        let (ids, types) = (text_column(b, "user_id")?, text_column(b, "event_type")?);
+        let (ids, types) = (ids.as_string::<i32>(), types.as_string::<i32>());
+        let (items, events) = (int_column(b, "item_idx")?, int_column(b, "events")?);
+        let (items, events) = (items.as_primitive::<Int64Type>(), events.as_primitive::<Int64Type>());
+        for r in 0..b.num_rows() {
+            each(ids.value(r), items.value(r), types.value(r), events.value(r) as f64);
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Load the item side.
 pub async fn load_catalog(job: &Job, ctx: &SessionContext, device: tch::Device) -> Result<Catalog> {
     let items_b = job
@@ -219,21 +240,12 @@ pub async fn load(job: &Job, ctx: &SessionContext, catalog: Catalog, select: &dy
         job.cfg.trainset.event_weights.pairs().iter().map(|(e, w)| (e.as_str(), *w)).collect();
     let end = (end / 1000) as f64;
     let (mut excl, mut weighted) = (Vec::new(), Vec::new());
-    let sql = "SELECT user_id, item_idx, event_type, events FROM interactions";
-    job.stream_work(ctx, "interactions", sql, |b| {
-        let (ids, types) = (text_column(b, "user_id")?, text_column(b, "event_type")?);
-        let (ids, types) = (ids.as_string::<i32>(), types.as_string::<i32>());
-        let (items, events) = (int_column(b, "item_idx")?, int_column(b, "events")?);
-        let (items, events) = (items.as_primitive::<Int64Type>(), events.as_primitive::<Int64Type>());
-        for r in 0..b.num_rows() {
-            let Some(u) = find(ids.value(r)) else { continue };
-            let (i, t, n) = (items.value(r), types.value(r), events.value(r) as f64);
-            if excluded_types.contains(&t) {
-                excl.push((u, i));
-            }
-            weighted.push((u, (i, n * weights.get(t).copied().unwrap_or(0.0))));
+    for_each_interaction(job, ctx, |user, i, t, n| {
+        let Some(u) = find(user) else { return };
+        if excluded_types.contains(&t) {
+            excl.push((u, i));
         }
-        Ok(())
+        weighted.push((u, (i, n * weights.get(t).copied().unwrap_or(0.0))));
     })
     .await?;
     // Repeat mode: each served user's baskets (every step, the last

@@ -198,20 +198,11 @@ async fn facts_of(
     let weights: HashMap<&str, f64> =
         job.cfg.trainset.event_weights.pairs().iter().map(|(e, w)| (e.as_str(), *w)).collect();
     let mut per: Vec<HashMap<i64, f64>> = vec![HashMap::new(); clusters.sizes.len()];
-    let sql = "SELECT user_id, item_idx, event_type, events FROM interactions";
-    job.stream_work(ctx, "interactions", sql, |b| {
-        let (ids, types) = (text_column(b, "user_id")?, text_column(b, "event_type")?);
-        let (ids, types) = (ids.as_string::<i32>(), types.as_string::<i32>());
-        let (items, events) = (int_column(b, "item_idx")?, int_column(b, "events")?);
-        let (items, events) = (items.as_primitive::<Int64Type>(), events.as_primitive::<Int64Type>());
-        for r in 0..b.num_rows() {
-            let Ok(u) = user_ids.binary_search_by(|s| s.as_str().cmp(ids.value(r))) else { continue };
-            let Some(seg) = clusters.assignment.get(u).and_then(|s| per.get_mut(*s as usize)) else { continue };
-            let cat = item_cat.get(items.value(r) as usize).copied().unwrap_or(0);
-            *seg.entry(cat).or_default() +=
-                events.value(r) as f64 * weights.get(types.value(r)).copied().unwrap_or(0.0);
-        }
-        Ok(())
+    inputs::for_each_interaction(job, ctx, |user, item, event_type, events| {
+        let Ok(u) = user_ids.binary_search_by(|s| s.as_str().cmp(user)) else { return };
+        let Some(seg) = clusters.assignment.get(u).and_then(|s| per.get_mut(*s as usize)) else { return };
+        let cat = item_cat.get(item as usize).copied().unwrap_or(0);
+        *seg.entry(cat).or_default() += events * weights.get(event_type).copied().unwrap_or(0.0);
     })
     .await?;
     let mut facts = Vec::new();
