@@ -31,6 +31,7 @@ use crate::job::Job;
 use crate::metrics::{Accuracy, KS, list_positions};
 use crate::model::seqrec::SeqRec;
 use crate::seqdata::{SeqData, left_pad};
+use crate::tables::evaluation::BASKET_MODELS;
 
 /// Length of every ranked list: the largest cut-off reported ([`KS`]).
 pub const K: usize = KS[KS.len() - 1];
@@ -40,9 +41,6 @@ pub const CHOICE_K: usize = 10;
 
 /// Most users whose histories TIFU-KNN takes neighbours from.
 pub const NEIGHBOUR_POOL: usize = 20_000;
-
-/// The evaluated models, in the order [`evaluate`] returns them.
-pub const MODELS: [&str; 5] = ["nightrec", "sequence_model", "personal_top_frequency", "tifu_knn", "popularity"];
 
 /// TIFU-KNN's settings: the group size, decay rates, neighbours and blend
 /// the paper reports for its grocery data (Dunnhumby, Instacart).
@@ -346,8 +344,7 @@ pub fn rank_sparse(scores: &[(i64, f32)], order: &[i64], place: &[u32], k: usize
 pub async fn histories(job: &Job, want: &HashMap<&str, usize>, hold_out: bool) -> Result<HashMap<usize, History>> {
     let mut rows: HashMap<usize, Vec<StepRow>> = HashMap::new();
     let ctx = job.session()?;
-    let sql = "SELECT user_id, step, item_idx, basket, event_type = 'purchase' AS purchase, \
-               to_unixtime(ts) AS ts_s, split = 'test' AS test FROM steps";
+    let sql = crate::sql::read("basket_steps")?;
     job.stream_work(&ctx, "steps", sql, |b| {
         let b = std::slice::from_ref(b);
         let ids = arrays::strings_required(b, "user_id")?;
@@ -378,7 +375,7 @@ pub async fn histories(job: &Job, want: &HashMap<&str, usize>, hold_out: bool) -
 
 /// What the next-basket evaluation of a night found.
 pub struct Outcome {
-    /// Each model of [`MODELS`] with its sums (empty without baselines).
+    /// Each model of [`BASKET_MODELS`] with its sums (empty without baselines).
     pub sums: Vec<(&'static str, Accuracy)>,
     /// The explore weight the blend does best with over every scored user:
     /// what tomorrow's lists use.
@@ -412,7 +409,7 @@ pub fn cross_fitted(metrics: &[Vec<(f64, f64)>]) -> Vec<usize> {
 
 /// Score the held-out baskets of `chosen` users (indices into `data`): the
 /// blend with every weight of `candidates.explore_weights`, and with
-/// `baselines` every other model of [`MODELS`]; `counts` are the items'
+/// `baselines` every other model of [`BASKET_MODELS`]; `counts` are the items'
 /// popularity (steps before each user's test basket, index = item).
 #[allow(clippy::too_many_arguments)]
 pub async fn evaluate(
@@ -437,7 +434,7 @@ pub async fn evaluate(
         .collect();
     let with_history: Vec<usize> = (0..data.seqs.len()).filter(|u| !data.split(*u).before_test.is_empty()).collect();
     let pool = if baselines {
-        crate::evaluate::sample(&with_history, &data.users, NEIGHBOUR_POOL, job.cfg.run.seed)
+        crate::holdout::sample(&with_history, &data.users, NEIGHBOUR_POOL, job.cfg.run.seed)
     } else {
         Vec::new()
     };
@@ -466,7 +463,7 @@ pub async fn evaluate(
         Vec::new()
     };
 
-    let mut sums = [Accuracy::default(); MODELS.len()];
+    let mut sums = [Accuracy::default(); BASKET_MODELS.len()];
     // Per user: the blend's list and (recall, ndcg) with each weight.
     let mut lists: Vec<Vec<Vec<i64>>> = Vec::with_capacity(cases.len());
     let mut metrics: Vec<Vec<(f64, f64)>> = Vec::with_capacity(cases.len());
@@ -524,26 +521,66 @@ pub async fn evaluate(
     }
     let chosen_weight = weights.get(best_weight(&metrics, 0..metrics.len())).copied().unwrap_or(0.0);
     Ok(Outcome {
-        sums: if baselines { MODELS.iter().copied().zip(sums).collect() } else { Vec::new() },
+        sums: if baselines { BASKET_MODELS.iter().copied().zip(sums).collect() } else { Vec::new() },
         explore_weight: chosen_weight,
     })
 }
 
-/// The explore weight tomorrow's lists use: the only one configured, or
-/// the one the blend does best with on the held-out baskets of the users
-/// the evaluation scores (scored with the checkpoint's holdout model, as
-/// `evaluate` does).
-pub async fn explore_weight(job: &Job, device: tch::Device) -> Result<f64> {
-    let weights = &job.cfg.candidates.explore_weights;
-    if weights.len() == 1 {
-        return Ok(weights[0]);
+/// What the explore weight depends on beside the checkpoint, for the embed
+/// stage's fingerprint: nothing unless buy-again mode is on.
+pub fn explore_inputs(cfg: &crate::config::Config) -> String {
+    if !cfg.candidates.repeat_purchases {
+        return String::new();
     }
-    let data = crate::seqdata::load(job).await?;
-    let (_vs, model, _meta) = crate::checkpoint::load(job, device, crate::checkpoint::Weights::Holdout).await?;
-    let items = tch::no_grad(|| model.item_table(&data.features(device)));
-    let (_, chosen) = crate::evaluate::test_users(job, &data);
-    let counts = vec![0f32; data.n_items() as usize];
-    Ok(evaluate(job, &data, &chosen, &model, &items, &counts, false, device).await?.explore_weight)
+    cfg.hash_of(&[
+        "candidates.buy_again_weight",
+        "candidates.buy_again_half_life_days",
+        "candidates.buy_again_basket_decay",
+        "candidates.explore_weights",
+        "evaluate.sample_users",
+    ])
+}
+
+/// The explore weight chosen for a date, as recorded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExploreWeight {
+    /// The weight tomorrow's lists use.
+    pub weight: f64,
+    /// The weights it was chosen from (`candidates.explore_weights`).
+    pub weights: Vec<f64>,
+}
+
+/// Choose the explore weight tomorrow's lists use and record it for the
+/// candidates stage: the only one configured, or the one the blend does
+/// best with on the held-out baskets of the users the evaluation scores
+/// (scored with the checkpoint's holdout model, as `evaluate` does). Run
+/// by the embed stage, so that writing candidates evaluates nothing.
+pub async fn choose_explore_weight(job: &Job, data: &SeqData, device: tch::Device) -> Result<f64> {
+    let weights = &job.cfg.candidates.explore_weights;
+    let weight = if weights.len() == 1 {
+        weights[0]
+    } else {
+        let (_vs, model, _meta) = crate::checkpoint::load(job, device, crate::checkpoint::Weights::Holdout).await?;
+        let items = tch::no_grad(|| model.item_table(&data.features(device)));
+        let (_, chosen) = crate::holdout::test_users(job, data);
+        let counts = vec![0f32; data.n_items() as usize];
+        evaluate(job, data, &chosen, &model, &items, &counts, false, device).await?.explore_weight
+    };
+    let record = ExploreWeight { weight, weights: weights.clone() };
+    crate::state::write(&job.output, &crate::layout::explore_weight(job.date), &record).await?;
+    Ok(weight)
+}
+
+/// The explore weight the embed stage chose for the job's date.
+pub async fn explore_weight(job: &Job) -> Result<f64> {
+    let path = crate::layout::explore_weight(job.date);
+    match crate::state::read::<ExploreWeight>(&job.output, &path).await? {
+        Some(r) if r.weights == job.cfg.candidates.explore_weights => Ok(r.weight),
+        _ => Err(crate::Error::Usage(format!(
+            "no explore weight for {} chosen from candidates.explore_weights {:?}: rerun the embed stage",
+            job.date, job.cfg.candidates.explore_weights
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! refit (`model.refit_epochs`) a second set of weights sits beside the
 //! published model's: the holdout model, trained on every step but the test
 //! ones, which the offline evaluation scores and the next date's warm start
-//! continues from (see `crate::train`).
+//! continues from (see `crate::stages::train`).
 //!
 //! The three objects are written separately, weights first and metadata
 //! last, and the metadata records each weights file's size and sha256. A

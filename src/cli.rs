@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{DeviceChoice, RunDate};
-use crate::job::Stage;
+use crate::ledger::Stage;
 
 /// Nightly batch job for e-commerce recommendations: behaviour logs and the
 /// catalog in, Parquet candidate tables out.

@@ -64,6 +64,9 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
 ///   selects. DuckDB has a function of the same name and shape (its own
 ///   hash), so the SQL files run on both engines. Stable within a process,
 ///   not meant to be stored.
+/// - `category_at(path, level)`: a category path cut at `level` parts by
+///   [`crate::category::at`] (NULL when it has none), so SQL and Rust cut
+///   paths by one rule.
 /// - `json_object(key, value, ...)`: a JSON object of text values (NULL →
 ///   `null`), as DuckDB's function of the same name makes it: how a
 ///   quarantined catalogue row keeps every column, free text included, in a
@@ -76,9 +79,32 @@ pub fn register_functions(ctx: &SessionContext) {
         Volatility::Immutable,
         Arc::new(hash_strings),
     ));
+    ctx.register_udf(create_udf(
+        "category_at",
+        vec![DataType::Utf8, DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(category_at),
+    ));
     ctx.register_udf(ScalarUDF::new_from_impl(JsonObject {
         signature: Signature::variadic_any(Volatility::Immutable),
     }));
+}
+
+fn category_at(args: &[ColumnarValue]) -> datafusion::error::Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let paths = cast(&arrays[0], &DataType::Utf8)?;
+    let levels = cast(&arrays[1], &DataType::Int64)?;
+    let (paths, levels) = (paths.as_string::<i32>(), levels.as_primitive::<datafusion::arrow::datatypes::Int64Type>());
+    let out: StringArray = (0..paths.len())
+        .map(|i| {
+            if paths.is_null(i) || levels.is_null(i) {
+                return None;
+            }
+            crate::category::at(paths.value(i), levels.value(i).max(0) as usize)
+        })
+        .collect();
+    Ok(ColumnarValue::Array(Arc::new(out)))
 }
 
 /// `json_object(key, value, ...)`.

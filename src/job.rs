@@ -7,150 +7,16 @@
 //! snapshot, the fingerprints of the stages before it). A rerun skips a
 //! stage whose recorded fingerprint matches, unless `--force`.
 
-use std::time::Instant;
-
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, RunDate, Window, hex};
 use crate::error::{DfContext, Error, Result};
+use crate::ledger::{Stage, StageMarker};
 use crate::parquet_io::{Lineage, WrittenTable, write_batches, write_stream};
 use crate::storage::Root;
 use crate::{layout, state};
-
-/// The stages of a nightly run, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Raw inputs → clean_events, items, users, quarantine, data_quality.
-    Clean,
-    /// Clean tables → sequences, interactions, popularity, item text.
-    Trainset,
-    /// Item text → item_text_embeddings.
-    Text,
-    /// Sequences → model checkpoint.
-    Train,
-    /// Checkpoint → user_embeddings, item_embeddings.
-    Embed,
-    /// Embeddings → user_candidates.
-    Candidates,
-    /// Checkpoint + held-out items → evaluation.
-    Evaluate,
-    /// Work tables → published partitions, manifest, _SUCCESS.
-    Publish,
-}
-
-impl Stage {
-    /// Every stage in run order.
-    pub const ALL: [Stage; 8] = [
-        Stage::Clean,
-        Stage::Trainset,
-        Stage::Text,
-        Stage::Train,
-        Stage::Embed,
-        Stage::Candidates,
-        Stage::Evaluate,
-        Stage::Publish,
-    ];
-
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Clean => "clean",
-            Stage::Trainset => "trainset",
-            Stage::Text => "text",
-            Stage::Train => "train",
-            Stage::Embed => "embed",
-            Stage::Candidates => "candidates",
-            Stage::Evaluate => "evaluate",
-            Stage::Publish => "publish",
-        }
-    }
-
-    /// Stages whose outputs this one reads.
-    pub fn upstream(self) -> &'static [Stage] {
-        match self {
-            Stage::Clean => &[],
-            Stage::Trainset => &[Stage::Clean],
-            Stage::Text => &[Stage::Trainset],
-            Stage::Train => &[Stage::Trainset, Stage::Text],
-            Stage::Embed => &[Stage::Train],
-            Stage::Candidates => &[Stage::Embed],
-            Stage::Evaluate => &[Stage::Train, Stage::Candidates],
-            Stage::Publish => &[Stage::Clean, Stage::Candidates, Stage::Evaluate],
-        }
-    }
-
-    /// Config sections and single keys whose change invalidates this
-    /// stage's outputs (and so, through the fingerprints, every stage
-    /// downstream). `run.threads`, `run.device`, `[runtime]` (memory pool,
-    /// spill folder, file sizes) and the log format change how a stage
-    /// runs, not what it produces: they rerun nothing.
-    pub fn config_keys(self) -> &'static [&'static str] {
-        match self {
-            Stage::Clean => &["clean", "run.lookback_days"],
-            Stage::Trainset => &["trainset", "candidates.repeat_purchases"],
-            Stage::Text => &["text"],
-            Stage::Train => &["model", "run.seed"],
-            Stage::Embed => &[],
-            Stage::Candidates => &["candidates", "run.seed"],
-            Stage::Evaluate => &[
-                "evaluate",
-                "run.seed",
-                "candidates.repeat_purchases",
-                "candidates.buy_again_weight",
-                "candidates.buy_again_half_life_days",
-                "candidates.buy_again_basket_decay",
-                "candidates.explore_weights",
-            ],
-            Stage::Publish => &["gate"],
-        }
-    }
-}
-
-/// What a finished stage leaves behind.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StageMarker {
-    /// The stage.
-    pub stage: Stage,
-    /// Fingerprint of its inputs and config.
-    pub fingerprint: String,
-    /// The run that produced it.
-    pub run_id: String,
-    /// Wall time in seconds.
-    pub seconds: f64,
-    /// CPU seconds (user + system, all threads).
-    #[serde(default)]
-    pub cpu_seconds: f64,
-    /// Peak resident memory of the process during the stage, in MiB.
-    #[serde(default)]
-    pub peak_rss_mb: f64,
-    /// Tables written.
-    pub tables: Vec<WrittenTable>,
-    /// Free-form facts for the run summary (metric values, sizes).
-    pub facts: Vec<(String, String)>,
-}
-
-/// How one stage went in this run.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageReport {
-    /// The stage.
-    pub stage: Stage,
-    /// False when skipped because nothing changed.
-    pub ran: bool,
-    /// Wall time in seconds (of the run that produced the outputs).
-    pub seconds: f64,
-    /// CPU seconds, user + system (of the run that produced the outputs).
-    pub cpu_seconds: f64,
-    /// Peak resident memory during the stage in MiB (likewise).
-    pub peak_rss_mb: f64,
-    /// Tables and their row counts.
-    pub tables: Vec<(String, u64)>,
-    /// Facts for the summary.
-    pub facts: Vec<(String, String)>,
-}
 
 /// Everything a stage needs to run.
 pub struct Job {
@@ -297,12 +163,12 @@ impl Job {
         &self,
         ctx: &SessionContext,
         table: &str,
-        sql: &str,
+        query: crate::sql::SqlFile,
         mut each: impl FnMut(&datafusion::arrow::array::RecordBatch) -> Result<()>,
     ) -> Result<()> {
         use futures::StreamExt;
         self.register_work(ctx, &[table]).await?;
-        let df = ctx.sql(sql).await.ctx(format!("reading {table}"))?;
+        let df = ctx.sql(query.text).await.ctx(format!("reading {table}"))?;
         let mut stream = df.execute_stream().await.ctx(format!("reading {table}"))?;
         while let Some(b) = stream.next().await {
             each(&b.ctx(format!("reading {table}"))?)?;
@@ -315,59 +181,9 @@ impl Job {
         &self,
         ctx: &SessionContext,
         table: &str,
-        sql: &str,
+        query: crate::sql::SqlFile,
     ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
         self.register_work(ctx, &[table]).await?;
-        ctx.sql(sql).await.ctx(format!("reading {table}"))?.collect().await.ctx(format!("reading {table}"))
-    }
-}
-
-impl StageReport {
-    /// The report of a stage from its marker.
-    pub fn from_marker(marker: StageMarker, ran: bool) -> StageReport {
-        StageReport {
-            stage: marker.stage,
-            ran,
-            seconds: marker.seconds,
-            cpu_seconds: marker.cpu_seconds,
-            peak_rss_mb: marker.peak_rss_mb,
-            tables: marker.tables.iter().map(|t| (t.name.clone(), t.rows())).collect(),
-            facts: marker.facts,
-        }
-    }
-}
-
-/// Time a stage body (wall, CPU, peak memory) and build its marker.
-pub struct StageTimer {
-    stage: Stage,
-    start: Instant,
-    cpu: f64,
-}
-
-impl StageTimer {
-    /// Start timing.
-    pub fn start(stage: Stage) -> StageTimer {
-        crate::resources::reset_peak_rss();
-        StageTimer { stage, start: Instant::now(), cpu: crate::resources::cpu_seconds() }
-    }
-
-    /// Finish with the tables written and summary facts.
-    pub fn finish(
-        self,
-        job: &Job,
-        fingerprint: String,
-        tables: Vec<WrittenTable>,
-        facts: Vec<(String, String)>,
-    ) -> StageMarker {
-        StageMarker {
-            stage: self.stage,
-            fingerprint,
-            run_id: job.run_id.clone(),
-            seconds: self.start.elapsed().as_secs_f64(),
-            cpu_seconds: crate::resources::cpu_seconds() - self.cpu,
-            peak_rss_mb: crate::resources::peak_rss_mb(),
-            tables,
-            facts,
-        }
+        ctx.sql(query.text).await.ctx(format!("reading {table}"))?.collect().await.ctx(format!("reading {table}"))
     }
 }

@@ -15,6 +15,7 @@
 //! _work/dt=D/checkpoint/model.safetensors, .json  the model trained for D and its metadata
 //! _work/dt=D/checkpoint/holdout.safetensors       with a refit: the model the evaluation scores
 //! _work/dt=D/_shards/N/I/…, _done.json            per-user candidates of shard I of N
+//! _work/dt=D/_explore_weight.json                 the explore weight the embed stage chose (buy-again mode)
 //! _cache/text_embeddings/<encoder key>/gen=<run>/ text embeddings kept across dates
 //! _leases/dt=D/date/<seq>.json                    the lease of the run writing date D (one writer at a time)
 //! _leases/dt=D/shard-N-I/<seq>.json               the lease of the run computing shard I of N
@@ -22,7 +23,7 @@
 
 use crate::config::RunDate;
 use crate::error::Result;
-use crate::job::Stage;
+use crate::ledger::Stage;
 use crate::storage::Root;
 
 /// Top folder of the work tables, markers and checkpoints of every date.
@@ -77,6 +78,11 @@ pub fn checkpoint_holdout_weights(date: RunDate) -> String {
 /// The metadata of the model trained for a date (shape, item ids, version).
 pub fn checkpoint_meta(date: RunDate) -> String {
     format!("{}/model.json", checkpoint(date))
+}
+
+/// The explore weight chosen for a date's lists (`--repeat-purchases`).
+pub fn explore_weight(date: RunDate) -> String {
+    work(date, "_explore_weight.json")
 }
 
 /// The folder of every shard count of a date.

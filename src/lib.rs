@@ -1,36 +1,37 @@
 //! nightrec: a nightly batch job that turns e-commerce behaviour logs into
 //! tomorrow's recommendation candidate tables.
 //!
-//! The stages (one module each) run in order: [`clean`] → [`trainset`] →
-//! [`text`] → [`train`] → [`embed`] → [`candidates`] → [`evaluate`] →
-//! [`publish`]; [`pipeline`] runs them for a date. SQL lives in
-//! `sql/<stage>/<table>.sql` ([`sql`]); pure tch modules in [`model`].
+//! The stages ([`stages`], one module each) run in order: clean →
+//! trainset → text → train → embed → candidates → evaluate → publish;
+//! [`pipeline`] runs them for a date. Every other module is a floor below
+//! them that imports no stage. SQL lives in `sql/<stage>/<table>.sql`
+//! ([`sql`]); pure tch modules in [`model`].
 
 #![deny(missing_docs)]
 
 pub mod arrays;
 pub mod basket;
-pub mod candidates;
+pub mod category;
 pub mod checkpoint;
-pub mod clean;
 pub mod cli;
 pub mod config;
 pub mod datagen;
 pub mod device;
-pub mod embed;
+pub mod encoders;
 pub mod engine;
 pub mod error;
-pub mod evaluate;
+pub mod holdout;
 pub mod ingest;
 pub mod job;
 pub mod layout;
 pub mod lease;
+pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod parquet_io;
 pub mod pipeline;
 pub mod progress;
-pub mod publish;
+pub mod published;
 pub mod quality;
 pub mod report;
 pub mod resources;
@@ -38,12 +39,11 @@ pub mod rng;
 pub mod seqdata;
 pub mod sql;
 pub mod sqlcmd;
+pub mod stages;
 pub mod state;
 pub mod storage;
-pub mod text;
+pub mod tables;
 pub mod text_cache;
 pub mod topk;
-pub mod train;
-pub mod trainset;
 
 pub use error::{Error, ExitCode, Result};

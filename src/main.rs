@@ -10,8 +10,10 @@ use nightrec::cli::{Cli, Command, EvalFormat, LogFormat};
 use nightrec::config::Config;
 use nightrec::error::{Error, ExitCode, Result};
 use nightrec::job::Job;
-use nightrec::pipeline::{self, RunOptions, RunSummary};
-use nightrec::{datagen, evaluate, sqlcmd, storage};
+use nightrec::ledger::RunSummary;
+use nightrec::pipeline::{self, RunOptions};
+use nightrec::stages::evaluate;
+use nightrec::{datagen, sqlcmd, storage};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -78,7 +80,7 @@ fn print_summary(s: &RunSummary) {
 async fn run(cli: Cli, mut cfg: Config) -> Result<()> {
     match cli.command {
         Command::Run(a) => {
-            let shard = a.shard.as_deref().map(str::parse::<nightrec::candidates::Shard>).transpose()?;
+            let shard = a.shard.as_deref().map(str::parse::<nightrec::stages::candidates::Shard>).transpose()?;
             if let Some(n) = a.lookback_days {
                 cfg.run.lookback_days = n;
             }
@@ -138,7 +140,7 @@ async fn run(cli: Cli, mut cfg: Config) -> Result<()> {
         }
         Command::Report(a) => {
             let job = Job::new(cfg, a.date, false)?;
-            let url = nightrec::publish::rebuild_report(&job).await?;
+            let url = nightrec::stages::publish::rebuild_report(&job).await?;
             println!("report: {url}");
         }
         Command::Eval(a) => {
@@ -149,7 +151,9 @@ async fn run(cli: Cli, mut cfg: Config) -> Result<()> {
             let version = nightrec::checkpoint::meta(&job).await?.map(|m| m.version).unwrap_or_default();
             let mut out = std::io::stdout().lock();
             match a.format {
-                EvalFormat::Table => sqlcmd::write(&mut out, &[evaluate::batch(&e.rows)?], sqlcmd::Format::Table)?,
+                EvalFormat::Table => {
+                    sqlcmd::write(&mut out, &[nightrec::tables::evaluation::batch(&e.rows)?], sqlcmd::Format::Table)?
+                }
                 EvalFormat::Json => {
                     let doc = serde_json::json!({
                         "date": a.date.to_string(),

@@ -1,14 +1,15 @@
 //! Running the stages of one date in order, skipping those whose inputs and
 //! config are unchanged, and summarising the run.
 
-use crate::candidates::Shard;
-use crate::clean;
 use crate::config::{Config, DeviceChoice, RunDate};
 use crate::error::Result;
 use crate::ingest::pin;
-use crate::job::{Job, Stage, StageMarker, StageReport, StageTimer};
+use crate::job::Job;
 use crate::layout;
 use crate::lease;
+use crate::ledger::{RunSummary, Stage, StageMarker, StageReport, StageTimer};
+use crate::stages::candidates::Shard;
+use crate::stages::clean;
 
 /// What `nightrec run` asks for.
 #[derive(Debug, Clone)]
@@ -24,7 +25,7 @@ pub struct RunOptions {
     /// Train from scratch instead of warm-starting.
     pub full_retrain: bool,
     /// Compute the per-user candidates of one shard only.
-    pub shard: Option<crate::candidates::Shard>,
+    pub shard: Option<crate::stages::candidates::Shard>,
 }
 
 impl RunOptions {
@@ -32,31 +33,6 @@ impl RunOptions {
     pub fn new(date: RunDate) -> RunOptions {
         RunOptions { date, stages: Vec::new(), force: false, device: None, full_retrain: false, shard: None }
     }
-}
-
-/// The outcome of a run.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunSummary {
-    /// The run date.
-    pub date: String,
-    /// The run id.
-    pub run_id: String,
-    /// Where outputs went.
-    pub output: String,
-    /// Device used for tensors.
-    pub device: String,
-    /// Threads of each pool of the process.
-    pub threads: crate::resources::Threads,
-    /// Per stage.
-    pub stages: Vec<StageReport>,
-    /// The URL of the date's report, once the date is published.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<String>,
-    /// What the run noticed and went on with (input files that arrived or
-    /// changed after the date's inputs were pinned, ...), each saying what
-    /// to do about it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
 }
 
 /// Run a nightly job.
@@ -95,7 +71,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         let extra = match stage {
             Stage::Clean => job.lineage.input_snapshot.clone(),
             // The encoder's own files, not only its settings.
-            Stage::Text => crate::text::encoder_identity(&job.cfg)?,
+            Stage::Text => crate::encoders::encoder_identity(&job.cfg)?,
+            Stage::Embed => crate::basket::explore_inputs(&job.cfg),
             // Training starts from the previous checkpoint: it is an input.
             Stage::Train if job.full_retrain => "full retrain".into(),
             Stage::Train => match crate::checkpoint::previous_meta(&job).await? {
@@ -107,7 +84,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
             _ => String::new(),
         };
         let fingerprint = job.fingerprint(stage, &extra).await?;
-        let published = stage != Stage::Publish || crate::publish::is_published(&job.output, job.date).await?;
+        let published = stage != Stage::Publish || crate::published::is_published(&job.output, job.date).await?;
         // A train marker without a readable checkpoint is no finished train.
         let trained = stage != Stage::Train || crate::checkpoint::meta(&job).await?.is_some();
         let unchanged = match job.marker(stage).await? {
@@ -135,19 +112,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
         let timer = StageTimer::start(stage);
         let (tables, facts) = match stage {
             Stage::Clean => clean::run(&job, &pinned.pin).await?,
-            Stage::Trainset => crate::trainset::run(&job).await?,
-            Stage::Text => crate::text::run(&job, device).await?,
-            Stage::Train => crate::train::run(&job, device).await?,
-            Stage::Embed => crate::embed::run(&job, device).await?,
-            Stage::Candidates => crate::candidates::run(&job, device, &fingerprint).await?,
-            Stage::Evaluate => crate::evaluate::run(&job, device).await?,
+            Stage::Trainset => crate::stages::trainset::run(&job).await?,
+            Stage::Text => crate::stages::text::run(&job, device).await?,
+            Stage::Train => crate::stages::train::run(&job, device).await?,
+            Stage::Embed => crate::stages::embed::run(&job, device).await?,
+            Stage::Candidates => crate::stages::candidates::run(&job, device, &fingerprint).await?,
+            Stage::Evaluate => crate::stages::evaluate::run(&job, device).await?,
             Stage::Publish => {
                 let so_far = summary(&job, device, reports.clone());
-                let (_manifest, facts) = crate::publish::run(&job, &so_far, &input_checks, &lease).await?;
+                let (_manifest, facts) = crate::stages::publish::run(&job, &so_far, &input_checks, &lease).await?;
                 (Vec::new(), facts)
             }
         };
-        let marker = timer.finish(&job, fingerprint, tables, facts);
+        let marker = timer.finish(&job.run_id, fingerprint, tables, facts);
         job.write_marker(&marker).await?;
         tracing::info!(
             stage = stage.name(),
@@ -163,7 +140,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     let mut done = summary(&job, device, reports);
     done.warnings = warnings;
     if selected.contains(&Stage::Publish)
-        && let Some(m) = crate::publish::read_manifest(&job.output, job.date).await?
+        && let Some(m) = crate::published::read_manifest(&job.output, job.date).await?
     {
         done.report = m.report.map(|r| job.output.object_url(&job.output.path(&r.path)));
     }
@@ -211,9 +188,9 @@ async fn run_shard(mut job: Job, device: tch::Device, shard: Shard, selected: &[
     let fingerprint = job.fingerprint(Stage::Candidates, "").await?;
     job.lineage.model_version = model_version(&job, Stage::Candidates).await?;
     let timer = StageTimer::start(Stage::Candidates);
-    let (tables, facts, ran) = crate::candidates::run_shard(&job, device, shard, &fingerprint).await?;
+    let (tables, facts, ran) = crate::stages::candidates::run_shard(&job, device, shard, &fingerprint).await?;
     lease.check()?;
-    let marker = timer.finish(&job, fingerprint, tables, facts);
+    let marker = timer.finish(&job.run_id, fingerprint, tables, facts);
     Ok(summary(&job, device, vec![StageReport::from_marker(marker, ran)]))
 }
 
@@ -231,7 +208,7 @@ pub async fn backfill(cfg: Config, opts: RunOptions, to: RunDate, mut each: impl
     let mut ran = 0;
     let mut date = opts.date;
     while date <= to {
-        if !opts.force && crate::publish::read_manifest(&output, date).await?.is_some() {
+        if !opts.force && crate::published::read_manifest(&output, date).await?.is_some() {
             tracing::info!(%date, status = "skipped", "already published; skipped (use --force to rerun)");
         } else {
             let one = RunOptions { date, full_retrain: opts.full_retrain && ran == 0, ..opts.clone() };

@@ -29,10 +29,11 @@ use plotters::prelude::*;
 
 use crate::arrays;
 use crate::error::{DfContext, Error, Result};
-use crate::evaluate::{self, BASKET_SEGMENT, LISTS_SEGMENT, Row};
 use crate::job::Job;
+use crate::ledger::RunSummary;
 use crate::metrics::KS;
-use crate::publish::{DayStats, GateCheck, Manifest};
+use crate::published::{DayStats, GateCheck, Manifest};
+use crate::tables::evaluation::{self, BASKET_SEGMENT, LISTS_SEGMENT, Row};
 
 /// Bins of the score histogram.
 pub const SCORE_BINS: i64 = 40;
@@ -52,13 +53,13 @@ pub struct About {
     pub gate: Vec<GateCheck>,
     /// The date's figures.
     pub stats: DayStats,
-    /// The run summary (`summary.json`) as JSON.
-    pub summary: serde_json::Value,
+    /// The run summary (`summary.json`), when there is a readable one.
+    pub summary: Option<RunSummary>,
 }
 
 impl About {
     /// What a manifest says, with the run summary it lists.
-    pub fn of(m: &Manifest, summary: serde_json::Value) -> About {
+    pub fn of(m: &Manifest, summary: Option<RunSummary>) -> About {
         About {
             run_id: m.lineage.run_id.clone(),
             model_version: m.lineage.model_version.clone(),
@@ -130,12 +131,12 @@ struct Page<'a> {
 /// `training_epochs` and `previous_candidates` (the list of the date
 /// `about.compared_with`, or of the latest earlier publication).
 pub async fn build(job: &Job, ctx: &SessionContext, about: &About, previous: Option<&str>) -> Result<String> {
-    let evaluation = collect(ctx, "SELECT * FROM evaluation").await?;
-    let mut rows = evaluate::rows_of(&evaluation)?;
+    let evaluation = collect(ctx, "evaluation").await?;
+    let mut rows = evaluation::rows_of(&evaluation)?;
     // One order whatever order the table's files are read in.
     rows.sort_by(|a, b| row_order(a).cmp(&row_order(b)));
     let epochs = if ctx.table_exist("training_epochs").ctx("looking up training_epochs")? {
-        let b = collect(ctx, "SELECT phase, epoch, loss, valid_ndcg FROM training_epochs").await?;
+        let b = collect(ctx, "training_epochs").await?;
         let (phase, epoch) = (arrays::strings_required(&b, "phase")?, arrays::ints(&b, "epoch")?);
         let (loss, valid) = (arrays::floats(&b, "loss")?, arrays::floats(&b, "valid_ndcg")?);
         let mut e: Vec<Epoch> = (0..phase.len())
@@ -146,7 +147,7 @@ pub async fn build(job: &Job, ctx: &SessionContext, about: &About, previous: Opt
                 valid_ndcg: valid[i],
             })
             .collect();
-        let order = |p: &str| crate::train::PHASES.iter().position(|x| *x == p).unwrap_or(usize::MAX);
+        let order = |p: &str| crate::tables::training_epochs::PHASES.iter().position(|x| *x == p).unwrap_or(usize::MAX);
         e.sort_by_key(|x| (order(&x.phase), x.epoch));
         e
     } else {
@@ -175,15 +176,15 @@ pub async fn build(job: &Job, ctx: &SessionContext, about: &About, previous: Opt
     };
     let overlap = match previous {
         Some(date) if ctx.table_exist("previous_candidates").ctx("looking up previous_candidates")? => {
-            let o = crate::publish::overlap(ctx).await?;
+            let o = crate::published::overlap(ctx).await?;
             Some((date.to_string(), o.into_iter().map(|(b, u, _)| (b, u)).collect()))
         }
         _ => None,
     };
-    let quality = quality(&collect(ctx, "SELECT * FROM data_quality").await?)?;
+    let quality = quality(&collect(ctx, "data_quality").await?)?;
     let mut trend = Vec::new();
     for d in crate::layout::dates(&job.output, crate::layout::RUNS).await?.into_iter().filter(|d| *d < job.date) {
-        if let Some(m) = crate::publish::read_manifest(&job.output, d).await?
+        if let Some(m) = crate::published::read_manifest(&job.output, d).await?
             && let Some(s) = m.stats
         {
             trend.push((d.to_string(), s));
@@ -194,17 +195,21 @@ pub async fn build(job: &Job, ctx: &SessionContext, about: &About, previous: Opt
     render(&page)
 }
 
-/// Rows in reading order: by segment ([`evaluate::segment_order`], then
+/// Rows in reading order: by segment ([`evaluation::segment_order`], then
 /// name), model (as evaluated), metric, k.
 fn row_order(r: &Row) -> (usize, &str, usize, &str, usize, &str, i32) {
-    let model =
-        evaluate::MODELS.iter().chain(crate::basket::MODELS.iter()).position(|m| *m == r.model).unwrap_or(usize::MAX);
+    let model = evaluation::MODELS
+        .iter()
+        .chain(evaluation::BASKET_MODELS.iter())
+        .position(|m| *m == r.model)
+        .unwrap_or(usize::MAX);
     let metric = crate::metrics::ACCURACY.iter().position(|m| *m == r.metric).unwrap_or(usize::MAX);
-    (evaluate::segment_order(&r.segment), &r.segment, model, &r.model, metric, &r.metric, r.k)
+    (evaluation::segment_order(&r.segment), &r.segment, model, &r.model, metric, &r.metric, r.k)
 }
 
-async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
-    ctx.sql(sql).await.ctx(format!("report: {sql}"))?.collect().await.ctx(format!("report: {sql}"))
+/// A table the page shows, read by its statement under `sql/read/`.
+async fn collect(ctx: &SessionContext, table: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    crate::sql::read(table)?.collect(ctx, vec![]).await
 }
 
 /// The dataset of a data-quality source: the input folder it was read
@@ -390,7 +395,7 @@ fn find<'a>(p: &'a Page<'_>, model: &str, segment: &str, metric: &str, k: i32) -
     p.rows.iter().find(|r| r.model == model && r.segment == segment && r.metric == metric && r.k == k)
 }
 
-/// Models of the leave-one-out rows present, in [`evaluate::MODELS`] order.
+/// Models of the leave-one-out rows present, in [`evaluation::MODELS`] order.
 fn models(p: &Page<'_>, segment: &str) -> Vec<String> {
     let mut m: Vec<String> = Vec::new();
     for r in p.rows.iter().filter(|r| r.segment == segment) {
@@ -399,7 +404,11 @@ fn models(p: &Page<'_>, segment: &str) -> Vec<String> {
         }
     }
     let order = |x: &String| {
-        evaluate::MODELS.iter().chain(crate::basket::MODELS.iter()).position(|y| *y == x.as_str()).unwrap_or(usize::MAX)
+        evaluation::MODELS
+            .iter()
+            .chain(evaluation::BASKET_MODELS.iter())
+            .position(|y| *y == x.as_str())
+            .unwrap_or(usize::MAX)
     };
     m.sort_by(|a, b| order(a).cmp(&order(b)).then(a.cmp(b)));
     m
@@ -494,7 +503,7 @@ fn metric_table(h: &mut String, p: &Page<'_>, segment: &str, ms: &[String]) {
     h.push_str("</tr>");
     for m in ["recall", "ndcg", "hr", "mrr"] {
         for k in KS {
-            let _ = write!(h, "<tr><td>{}@{k}</td>", evaluate::metric_label(m));
+            let _ = write!(h, "<tr><td>{}@{k}</td>", evaluation::metric_label(m));
             for model in ms {
                 h.push_str(&find(p, model, segment, m, k as i32).map(cell).unwrap_or_else(|| "<td>–</td>".into()));
             }
@@ -829,19 +838,16 @@ fn stages(h: &mut String, p: &Page<'_>) {
         "<section><h2 id=\"stages\">Stages</h2><table><tr><th>stage</th><th>status</th><th>seconds</th>\
         <th>CPU seconds</th><th>peak RSS (MiB)</th></tr>",
     );
-    let empty = Vec::new();
-    let list = p.about.summary.get("stages").and_then(|s| s.as_array()).unwrap_or(&empty);
+    let list = p.about.summary.as_ref().map(|s| s.stages.as_slice()).unwrap_or_default();
     for s in list {
-        let num = |k: &str| s.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
-        let ran = s.get("ran").and_then(|v| v.as_bool()).unwrap_or(false);
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.0}</td></tr>",
-            esc(s.get("stage").and_then(|v| v.as_str()).unwrap_or("?")),
-            if ran { "ran" } else { "skipped (unchanged)" },
-            num("seconds"),
-            num("cpu_seconds"),
-            num("peak_rss_mb")
+            esc(s.stage.name()),
+            if s.ran { "ran" } else { "skipped (unchanged)" },
+            s.seconds,
+            s.cpu_seconds,
+            s.peak_rss_mb
         );
     }
     h.push_str("</table></section>");
@@ -1140,6 +1146,7 @@ fn hbars_chart(x_desc: &str, labels: &[String], values: &[f64]) -> Result<Chart>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::{Stage, StageReport};
 
     fn row(model: &str, segment: &str, metric: &str, k: i32, value: f64) -> Row {
         Row {
@@ -1188,7 +1195,24 @@ mod tests {
             compared_with: Some("2026-11-20".into()),
             gate: vec![GateCheck { check: "ndcg_drop".into(), value: 0.01, threshold: 0.2, passed: true }],
             stats: stats(0.2),
-            summary: serde_json::json!({"stages": [{"stage": "train", "ran": true, "seconds": 3.5}]}),
+            summary: Some(RunSummary {
+                date: "2026-11-21".into(),
+                run_id: "run-1".into(),
+                output: "file:///out/".into(),
+                device: "Cpu".into(),
+                threads: crate::resources::Threads::default(),
+                stages: vec![StageReport {
+                    stage: Stage::Train,
+                    ran: true,
+                    seconds: 3.5,
+                    cpu_seconds: 0.0,
+                    peak_rss_mb: 0.0,
+                    tables: Vec::new(),
+                    facts: Vec::new(),
+                }],
+                report: None,
+                warnings: Vec::new(),
+            }),
         };
         let page = Page {
             date: "2026-11-21".into(),

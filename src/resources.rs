@@ -8,10 +8,10 @@
 //! once: tokio's workers, rayon's global pool, libtorch's intra- and
 //! inter-op pools, and DataFusion's partitions (see [`crate::engine`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The threads each pool of this process actually has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Threads {
     /// The configured cap (`run.threads`, 0 resolved to the core count).
     pub configured: usize,

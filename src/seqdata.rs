@@ -68,20 +68,8 @@ impl SeqData {
 /// Load sequences and item features of this run's date.
 pub async fn load(job: &Job) -> Result<SeqData> {
     let ctx = job.session()?;
-    let seq = job
-        .read_work(
-            &ctx,
-            "sequences",
-            "SELECT user_id, item_idxs, valid_steps, test_steps FROM sequences ORDER BY user_id",
-        )
-        .await?;
-    let text = job
-        .read_work(
-            &ctx,
-            "item_text_embeddings",
-            "SELECT item_idx, item_id, embedding FROM item_text_embeddings ORDER BY item_idx",
-        )
-        .await?;
+    let seq = job.read_work(&ctx, "sequences", crate::sql::read("sequences")?).await?;
+    let text = job.read_work(&ctx, "item_text_embeddings", crate::sql::read("item_text_embeddings")?).await?;
     let idx = arrays::ints(&text, "item_idx")?;
     if idx.iter().enumerate().any(|(i, v)| *v != i as i64 + 1) {
         return Err(Error::Internal("item_text_embeddings is not densely indexed from 1".into()));
@@ -91,7 +79,7 @@ pub async fn load(job: &Job) -> Result<SeqData> {
     full.extend(vals);
     let valid = arrays::ints(&seq, "valid_steps")?;
     let test = arrays::ints(&seq, "test_steps")?;
-    let (image, image_dim) = match crate::text::load_images(job, &ctx, idx.len()).await? {
+    let (image, image_dim) = match load_images(job, &ctx, idx.len()).await? {
         Some((v, d)) => (Some(v), d),
         None => (None, 0),
     };
@@ -127,6 +115,31 @@ pub fn split(seq: &[i64], (valid, test): (usize, usize)) -> Split<'_> {
     let t0 = n.saturating_sub(test);
     let v0 = t0.saturating_sub(valid);
     Split { train: &seq[..v0], valid: &seq[v0..t0], test: &seq[t0..], before_test: &seq[..t0] }
+}
+
+/// The image embeddings the `text` stage kept (`item_image_embeddings`), as row-major
+/// [n_items + 1, dim] (zero rows for items without one), if any.
+pub async fn load_images(
+    job: &Job,
+    ctx: &datafusion::prelude::SessionContext,
+    n_items: usize,
+) -> Result<Option<(Vec<f32>, usize)>> {
+    let table = "item_image_embeddings";
+    if job.output.list(&job.work(table)).await?.is_empty() {
+        return Ok(None);
+    }
+    let b = job.read_work(ctx, table, crate::sql::read("item_image_embeddings")?).await?;
+    let idx = arrays::ints(&b, "item_idx")?;
+    let (vals, dim) = arrays::vectors(&b, "embedding")?;
+    let mut full = vec![0f32; (n_items + 1) * dim];
+    for (r, i) in idx.iter().enumerate() {
+        let i = *i as usize;
+        if i == 0 || i > n_items {
+            return Err(Error::Internal(format!("item_image_embeddings has item_idx {i} outside 1..={n_items}")));
+        }
+        full[i * dim..(i + 1) * dim].copy_from_slice(&vals[r * dim..(r + 1) * dim]);
+    }
+    Ok(Some((full, dim)))
 }
 
 #[cfg(test)]

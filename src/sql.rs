@@ -51,7 +51,33 @@ pub const ALL: &[SqlFile] = &[
     sql_file!("publish", "day_stats"),
     sql_file!("publish", "candidate_overlap"),
     sql_file!("report", "score_histogram"),
+    sql_file!("read", "basket_steps"),
+    sql_file!("read", "data_quality"),
+    sql_file!("read", "evaluation"),
+    sql_file!("read", "first_sources"),
+    sql_file!("read", "histories"),
+    sql_file!("read", "interactions"),
+    sql_file!("read", "item_cooccurrence"),
+    sql_file!("read", "item_embeddings"),
+    sql_file!("read", "item_facts"),
+    sql_file!("read", "item_ids"),
+    sql_file!("read", "item_image_embeddings"),
+    sql_file!("read", "item_images"),
+    sql_file!("read", "item_stock"),
+    sql_file!("read", "item_text"),
+    sql_file!("read", "item_text_embeddings"),
+    sql_file!("read", "item_text_vectors"),
+    sql_file!("read", "sequences"),
+    sql_file!("read", "training_epochs"),
+    sql_file!("read", "user_embeddings"),
+    sql_file!("read", "user_ids"),
 ];
+
+/// A projection of one table that a stage or the report reads into
+/// memory (`sql/read/<name>.sql`).
+pub fn read(name: &str) -> Result<SqlFile> {
+    file("read", name)
+}
 
 /// Look up a statement by stage and table.
 pub fn file(stage: &str, table: &str) -> Result<SqlFile> {
@@ -89,4 +115,28 @@ impl SqlFile {
 /// A timestamp parameter (UTC, nanoseconds, no time zone) from epoch millis.
 pub fn ts_param(millis: i64) -> ScalarValue {
     ScalarValue::TimestampNanosecond(Some(millis.saturating_mul(1_000_000)), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_under_sql_is_registered_and_every_registered_one_exists() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+        let mut on_disk = std::collections::BTreeSet::new();
+        for stage in std::fs::read_dir(&root).unwrap() {
+            let stage = stage.unwrap().path();
+            for f in std::fs::read_dir(&stage).unwrap() {
+                let f = f.unwrap().path();
+                let dir = stage.file_name().unwrap().to_string_lossy().into_owned();
+                assert_eq!(f.extension().and_then(|e| e.to_str()), Some("sql"), "not a .sql file: {}", f.display());
+                on_disk.insert(format!("{dir}/{}", f.file_stem().unwrap().to_string_lossy()));
+            }
+        }
+        let registered: std::collections::BTreeSet<String> =
+            ALL.iter().map(|f| format!("{}/{}", f.stage, f.table)).collect();
+        assert_eq!(registered.len(), ALL.len(), "a statement is registered twice");
+        assert_eq!(on_disk, registered, "sql/ and sql::ALL differ");
+    }
 }

@@ -14,7 +14,7 @@ use crate::error::{DfContext, Error, Result};
 use crate::ingest::{self, DATASETS};
 use crate::job::Job;
 use crate::layout;
-use crate::publish::{is_published, read_manifest, register_files};
+use crate::published::{is_published, read_manifest, register_files};
 
 /// A registered table and where its data lives.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
     let job = Job::new(cfg, date, false)?;
     let ctx = job.session()?;
     let mut infos = Vec::new();
-    let mapper = crate::clean::id_mapper(&job.cfg)?;
+    let mapper = ingest::id_mapper(&job.cfg)?;
     // The files the date's night read, when it pinned them; else a listing.
     let pinned: Option<ingest::pin::InputPin> =
         crate::state::read(&job.output, &crate::layout::input_pin(job.date)).await?;

@@ -199,7 +199,7 @@ fn an_undecodable_parquet_file_stops_the_run_with_exit_3() {
 #[tokio::test]
 async fn memory_stores_carry_a_run_through_the_sql_stages() {
     use nightrec::config::{Config, DEFAULT_CONFIG_TOML};
-    use nightrec::job::Stage;
+    use nightrec::ledger::Stage;
     use nightrec::pipeline::{RunOptions, run};
     use nightrec::storage::Root;
 

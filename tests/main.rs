@@ -5,6 +5,7 @@ mod airflow;
 mod common;
 mod e2e;
 mod ingest;
+mod layering;
 mod ops;
 mod publish;
 mod report;

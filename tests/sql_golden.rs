@@ -4,7 +4,8 @@
 //! optional `params.json`, and `expected.txt` with the result rows sorted,
 //! so a reviewer reads a query, its inputs and its result side by side.
 //! Further cases of the same statement (other parameters, say) live in
-//! `tests/sql/<stage>/<table>@<case>/`.
+//! `tests/sql/<stage>/<table>@<case>/`. Of `sql/read/` (projections of one
+//! table) only the statements with logic have fixtures.
 //! `NIGHTREC_BLESS=1 make test` rewrites `expected.txt` (review the diff!).
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,11 @@ async fn every_sql_file_matches_its_golden_result() {
     let mut failures = Vec::new();
     for f in nightrec::sql::ALL {
         let dir = fixtures_root().join(f.stage).join(f.table);
+        // `sql/read/` holds projections of one table; those with logic have
+        // fixtures, the plain column lists are run by every end-to-end test.
+        if !dir.is_dir() && f.stage == "read" {
+            continue;
+        }
         if !dir.is_dir() {
             failures.push(format!("sql/{}/{}.sql has no fixtures in {}", f.stage, f.table, dir.display()));
             continue;

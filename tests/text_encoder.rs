@@ -3,7 +3,7 @@
 //! scripts/minilm_reference.py), and a semantic sanity check.
 
 use nightrec::config::{Config, DEFAULT_CONFIG_TOML};
-use nightrec::text::{TextEncoder, model_dir};
+use nightrec::encoders::{TextEncoder, model_dir};
 
 fn encoder() -> TextEncoder {
     let cfg = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "test", &[]).unwrap();

@@ -29,7 +29,7 @@ items AS (
     SELECT i.item_id,
            CAST(ROUND(-log2((COALESCE(u.users, 0) + 1.0) / ((SELECT n FROM all_users) + 1.0)) * 1e9) AS BIGINT)
                AS info,
-           COALESCE(array_to_string(array_slice(string_to_array(i.category, ' > '), 1, CAST($category_level AS BIGINT)), ' > '), '')
+           COALESCE(category_at(i.category, CAST($category_level AS BIGINT)), '')
                AS category
     FROM item_index i
     LEFT JOIN item_users u ON u.item_idx = i.item_idx

@@ -293,6 +293,23 @@ pub fn register(
     Ok(())
 }
 
+/// The user-id pseudonymiser of privacy mode, when it is on. The key comes
+/// from the environment only, like every other secret.
+pub fn id_mapper(cfg: &crate::config::Config) -> Result<Option<Arc<dyn IdMapper>>> {
+    if !cfg.clean.pseudonymize_user_ids {
+        return Ok(None);
+    }
+    match std::env::var(USER_ID_KEY_ENV) {
+        Ok(k) if k.len() >= 16 => Ok(Some(Arc::new(KeyedHash::new(k.as_bytes())))),
+        _ => Err(Error::Config(format!(
+            "clean.pseudonymize_user_ids is on but {USER_ID_KEY_ENV} is unset or shorter than 16 bytes"
+        ))),
+    }
+}
+
+/// The environment variable holding the privacy-mode key.
+pub const USER_ID_KEY_ENV: &str = "NIGHTREC_USER_ID_KEY";
+
 #[cfg(test)]
 mod tests {
     use super::*;

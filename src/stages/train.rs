@@ -859,17 +859,14 @@ fn apply_warm_start(
     Ok(Some((kept, new, dropped)))
 }
 
-/// The phases of training, in order, as `training_epochs.phase` names them.
-pub const PHASES: [&str; 3] = ["pretrain", "fine-tune", "refit"];
-
-/// `training_epochs`: one row per epoch of each phase ([`PHASES`]), with
+/// `training_epochs`: one row per epoch of each phase ([`crate::tables::training_epochs::PHASES`]), with
 /// its mean loss and validation NDCG@10 (fine-tuning only). Times are left
 /// to the log and the run summary: a rerun writes the same table.
 pub fn epochs_batch(r: &TrainReport) -> Result<datafusion::arrow::array::RecordBatch> {
     use datafusion::arrow::array::{Float64Array, Int32Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
-    let rows: Vec<(&str, usize, &EpochStats)> = PHASES
+    let rows: Vec<(&str, usize, &EpochStats)> = crate::tables::training_epochs::PHASES
         .iter()
         .zip([&r.pretrain, &r.finetune, &r.refit])
         .flat_map(|(p, v)| v.iter().enumerate().map(move |(i, e)| (*p, i + 1, e)))

@@ -48,19 +48,20 @@ use bytes::Bytes;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::SessionContext;
 use object_store::ObjectStoreExt;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::arrays;
 use crate::config::RunDate;
 use crate::error::{DfContext, Error, Result};
-use crate::job::{Job, Stage};
+use crate::job::Job;
 use crate::lease::Lease;
-use crate::parquet_io::{FileInfo, Lineage, WrittenTable};
+use crate::ledger::{RunSummary, Stage};
+use crate::parquet_io::{FileInfo, WrittenTable};
+use crate::published::{
+    DayStats, GateCheck, Manifest, ManifestTable, overlap, previous_publication, read_manifest, register_files,
+};
 use crate::quality::Check;
 use crate::storage::Root;
 use crate::{layout, report, state};
@@ -84,100 +85,6 @@ pub const PUBLISHED: &[(&str, Stage)] = &[
 /// Published tables that a stage of an older nightrec did not write: a
 /// date staged by one is published without them.
 const OPTIONAL: &[&str] = &["training_epochs"];
-
-/// The manifest of a published date.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The date.
-    pub date: String,
-    /// When it was published (UTC, RFC 3339).
-    pub published_at: String,
-    /// Lineage of the run that published it.
-    pub lineage: Lineage,
-    /// Every table with its files.
-    pub tables: Vec<ManifestTable>,
-    /// Id of this publication (part of every published file name).
-    #[serde(default)]
-    pub publication: String,
-    /// The day's figures the next date's gate compares with.
-    #[serde(default)]
-    pub stats: Option<DayStats>,
-    /// The date the gate compared with, if any.
-    #[serde(default)]
-    pub compared_with: Option<String>,
-    /// The gate's checks.
-    #[serde(default)]
-    pub gate: Vec<GateCheck>,
-    /// The run summary (`_runs/dt=D/summary.json`) as of this publication:
-    /// the stages before publish. `rows` is the number of stages.
-    #[serde(default)]
-    pub summary: Option<FileInfo>,
-    /// The night's report (`_runs/dt=D/report.html`, see
-    /// [`crate::report`]); `rows` is 0.
-    #[serde(default)]
-    pub report: Option<FileInfo>,
-}
-
-/// Figures of a published date (sql/publish/day_stats.sql).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DayStats {
-    /// Distinct recommended items / in-stock items.
-    pub coverage: f64,
-    /// Share of users whose list comes from cold start or popularity.
-    pub cold_share: f64,
-    /// The model's NDCG@10 on the held-out split.
-    pub ndcg: Option<f64>,
-    /// Users with candidates.
-    pub users: u64,
-    /// The model's Recall@10 on the held-out split.
-    #[serde(default)]
-    pub recall: Option<f64>,
-    /// Popularity's NDCG@10 on the held-out split.
-    #[serde(default)]
-    pub popularity_ndcg: Option<f64>,
-    /// Novelty (bits) of the first 10 candidates.
-    #[serde(default)]
-    pub novelty: Option<f64>,
-    /// Category diversity of the first 10 candidates.
-    #[serde(default)]
-    pub diversity: Option<f64>,
-}
-
-/// One day-over-day check.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GateCheck {
-    /// What is compared.
-    pub check: String,
-    /// Today's value.
-    pub value: f64,
-    /// The configured limit.
-    pub threshold: f64,
-    /// Whether it held.
-    pub passed: bool,
-}
-
-impl Manifest {
-    /// Every file the manifest lists: table files, the summary, the report.
-    pub fn files(&self) -> impl Iterator<Item = &str> {
-        self.tables
-            .iter()
-            .flat_map(|t| t.files.iter())
-            .chain(self.summary.iter())
-            .chain(self.report.iter())
-            .map(|f| f.path.as_str())
-    }
-}
-
-/// One table in a manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestTable {
-    /// Table name.
-    pub name: String,
-    /// Total rows.
-    pub rows: u64,
-    /// Files, paths relative to the output root.
-    pub files: Vec<FileInfo>,
-}
 
 async fn staged(job: &Job) -> Result<Vec<WrittenTable>> {
     let mut out = Vec::new();
@@ -234,48 +141,6 @@ async fn check_candidates(job: &Job) -> Result<SessionContext> {
     }
 }
 
-/// Register a table made of exactly these files (paths relative to `root`).
-pub async fn register_files(ctx: &SessionContext, name: &str, root: &Root, files: &[String]) -> Result<()> {
-    let urls = files
-        .iter()
-        .map(|f| ListingTableUrl::parse(root.object_url(&root.path(f))).ctx(format!("the URL of {f}")))
-        .collect::<Result<Vec<_>>>()?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .infer_schema(&ctx.state())
-        .await
-        .ctx(format!("reading the schema of {name}"))?;
-    let table = ListingTable::try_new(config).ctx(format!("registering {name}"))?;
-    let _ = ctx.deregister_table(name);
-    ctx.register_table(name, Arc::new(table)).ctx(format!("registering {name}"))?;
-    Ok(())
-}
-
-/// A date's manifest, when it is published (`_SUCCESS` and a readable
-/// manifest; an unreadable one is no publication, see [`crate::state`]).
-pub async fn read_manifest(root: &Root, date: RunDate) -> Result<Option<Manifest>> {
-    if !is_published(root, date).await? {
-        return Ok(None);
-    }
-    state::read(root, &layout::manifest(date)).await
-}
-
-/// Whether a date's `_SUCCESS` exists.
-pub async fn is_published(root: &Root, date: RunDate) -> Result<bool> {
-    root.exists(&root.path(&layout::success(date))).await
-}
-
-/// The latest date published before `date`, with its manifest.
-pub async fn previous_publication(root: &Root, date: RunDate) -> Result<Option<Manifest>> {
-    for d in layout::dates(root, layout::RUNS).await?.into_iter().rev().filter(|d| *d < date) {
-        if let Some(m) = read_manifest(root, d).await? {
-            return Ok(Some(m));
-        }
-    }
-    Ok(None)
-}
-
 async fn day_stats(job: &Job, ctx: &SessionContext) -> Result<DayStats> {
     job.register_work(ctx, &["evaluation"]).await?;
     let b = crate::sql::file("publish", "day_stats")?.collect(ctx, vec![]).await?;
@@ -290,16 +155,6 @@ async fn day_stats(job: &Job, ctx: &SessionContext) -> Result<DayStats> {
         novelty: f("novelty")?,
         diversity: f("diversity")?,
     })
-}
-
-/// The overlap of `user_candidates` with `previous_candidates` per user
-/// (`sql/publish/candidate_overlap.sql`): (bucket 0..=10, users, sum of
-/// their shares).
-pub async fn overlap(ctx: &SessionContext) -> Result<Vec<(i64, u64, f64)>> {
-    let b = crate::sql::file("publish", "candidate_overlap")?.collect(ctx, vec![]).await?;
-    let (bucket, users, sum) =
-        (arrays::ints(&b, "bucket")?, arrays::ints(&b, "users")?, arrays::floats(&b, "overlap_sum")?);
-    Ok(bucket.into_iter().zip(users).zip(sum).map(|((b, u), s)| (b, u.max(0) as u64, s.unwrap_or(0.0))).collect())
 }
 
 /// Compare today with the latest earlier publication; Err when a check fails.
@@ -448,9 +303,9 @@ pub async fn rebuild_report(job: &Job) -> Result<String> {
         }
     }
     let previous = register_previous(job, &ctx).await?;
-    let summary: serde_json::Value = match &m.summary {
-        Some(f) => state::read(out, &f.path).await?.unwrap_or(serde_json::Value::Null),
-        None => serde_json::Value::Null,
+    let summary: Option<RunSummary> = match &m.summary {
+        Some(f) => state::read(out, &f.path).await?,
+        None => None,
     };
     let html = report::build(job, &ctx, &report::About::of(&m, summary), previous.as_deref()).await?;
     let sha = crate::config::hex(&Sha256::digest(html.as_bytes()));
@@ -504,7 +359,7 @@ const RUN_CHECKS: &str = "data_quality_run";
 /// `data_quality` beside clean's.
 pub async fn run(
     job: &Job,
-    summary: &impl Serialize,
+    summary: &RunSummary,
     run_checks: &[Check],
     lease: &Lease,
 ) -> Result<(Manifest, Vec<(String, String)>)> {
@@ -524,7 +379,7 @@ pub async fn run(
         compared_with: compared_with.clone(),
         gate: checks.clone(),
         stats: stats.clone(),
-        summary: serde_json::to_value(summary).unwrap_or(serde_json::Value::Null),
+        summary: Some(summary.clone()),
     };
     let report_html = {
         let staged: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
@@ -563,10 +418,7 @@ pub async fn run(
     // 3. The summary and the report under names of their own bytes, then
     // the manifest, each in one PUT.
     let summary_bytes = state::to_bytes("summary", summary)?;
-    let stages = serde_json::to_value(summary)
-        .ok()
-        .and_then(|v| v.get("stages").and_then(|s| s.as_array()).map(|a| a.len() as u64))
-        .unwrap_or(0);
+    let stages = summary.stages.len() as u64;
     let summary_info = write_document(out, date, layout::Document::Summary, summary_bytes, stages).await?;
     let report_info = write_document(out, date, layout::Document::Report, Bytes::from(report_html), 0).await?;
     let report_url = out.object_url(&out.path(&report_info.path));

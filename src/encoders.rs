@@ -1,36 +1,17 @@
-//! Stage `text`: `item_text` → `item_text_embeddings`, and the item-text
-//! encoders it uses.
-//!
-//! The default encoder is the pretrained all-MiniLM-L6-v2 sentence encoder
-//! ([`TextEncoder`]): `tokenizers` with its shipped `tokenizer.json` (padding
-//! to the longest text of a batch and truncation at `text.max_tokens`
-//! instead of the file's fixed 128-token padding), a BERT written with tch
-//! ([`crate::model::bert`]), mean pooling over real tokens, L2 norm. Texts
-//! are batched by length so that little padding is computed. The fallback
-//! `hashing` encoder needs no model files: word unigrams and bigrams plus
-//! every prefix of the category path, hashed into signed buckets.
-//!
-//! An item with no text at all gets the zero vector with either encoder
-//! (documented, never NaN): the sequence model then places it by its ID
-//! embedding alone.
-//!
-//! Safe to re-run: the output folder is replaced whole.
+//! The item-text encoders: the pretrained MiniLM sentence encoder and the
+//! `hashing` fallback, where their files are, and the identity that keys
+//! the text cache and the text stage's fingerprint. Used by the text stage
+//! (item text) and by the query candidates (search queries).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
 use tch::{Kind, Tensor, nn};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use crate::arrays;
 use crate::config::{Config, TextEncoderKind};
 use crate::error::{DfContext, Error, Result};
-use crate::job::Job;
 use crate::model::bert::{Bert, BertConfig};
-use crate::parquet_io::WrittenTable;
 
 /// The MiniLM model folder: `text.model_dir`, or the cache `make setup` fills.
 pub fn model_dir(cfg: &Config) -> PathBuf {
@@ -181,84 +162,6 @@ pub fn embed_texts(cfg: &Config, texts: &[&str], device: tch::Device) -> Result<
     }
 }
 
-/// Parse catalog image embeddings (JSON arrays of numbers as text). The
-/// width is the most common length; vectors of another length, with
-/// non-finite values, or unparsable are left out (and counted).
-pub fn parse_images(raw: &[Option<String>]) -> (Vec<Option<Vec<f32>>>, usize, usize) {
-    let parsed: Vec<Option<Vec<f32>>> = raw
-        .iter()
-        .map(|r| {
-            let v: Vec<f32> = serde_json::from_str(r.as_deref()?).ok()?;
-            (!v.is_empty() && v.iter().all(|x| x.is_finite())).then_some(v)
-        })
-        .collect();
-    let mut lengths: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
-    for v in parsed.iter().flatten() {
-        *lengths.entry(v.len()).or_default() += 1;
-    }
-    let dim = lengths.iter().max_by_key(|(len, n)| (**n, std::cmp::Reverse(**len))).map(|(l, _)| *l).unwrap_or(0);
-    let given = raw.iter().filter(|r| r.as_deref().is_some_and(|t| !t.trim().is_empty())).count();
-    let kept: Vec<Option<Vec<f32>>> = parsed.into_iter().map(|v| v.filter(|v| v.len() == dim)).collect();
-    let rejected = given - kept.iter().flatten().count();
-    (kept, dim, rejected)
-}
-
-/// The image embeddings the `text` stage kept, as row-major
-/// [n_items + 1, dim] (zero rows for items without one), if any.
-pub async fn load_images(
-    job: &Job,
-    ctx: &datafusion::prelude::SessionContext,
-    n_items: usize,
-) -> Result<Option<(Vec<f32>, usize)>> {
-    let table = "item_image_embeddings";
-    if job.output.list(&job.work(table)).await?.is_empty() {
-        return Ok(None);
-    }
-    let b = job.read_work(ctx, table, "SELECT item_idx, embedding FROM item_image_embeddings").await?;
-    let idx = arrays::ints(&b, "item_idx")?;
-    let (vals, dim) = arrays::vectors(&b, "embedding")?;
-    let mut full = vec![0f32; (n_items + 1) * dim];
-    for (r, i) in idx.iter().enumerate() {
-        let i = *i as usize;
-        if i == 0 || i > n_items {
-            return Err(Error::Internal(format!("item_image_embeddings has item_idx {i} outside 1..={n_items}")));
-        }
-        full[i * dim..(i + 1) * dim].copy_from_slice(&vals[r * dim..(r + 1) * dim]);
-    }
-    Ok(Some((full, dim)))
-}
-
-async fn write_images(
-    job: &Job,
-    ctx: &datafusion::prelude::SessionContext,
-) -> Result<(Option<WrittenTable>, usize, usize)> {
-    let table = "item_image_embeddings";
-    job.output.delete_folder(&job.work(table)).await?;
-    let b =
-        job.read_work(ctx, "item_index", "SELECT item_idx, image_embedding FROM item_index ORDER BY item_idx").await?;
-    let idx = arrays::ints(&b, "item_idx")?;
-    let (vecs, dim, rejected) = parse_images(&arrays::strings(&b, "image_embedding")?);
-    let keep: Vec<usize> = (0..vecs.len()).filter(|i| vecs[*i].is_some()).collect();
-    if keep.is_empty() {
-        return Ok((None, 0, rejected));
-    }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("item_idx", DataType::Int32, false),
-        Field::new("embedding", arrays::vector_type(dim), false),
-    ]));
-    let flat: Vec<f32> = keep.iter().flat_map(|i| vecs[*i].iter().flatten().copied()).collect();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int32Array::from_iter_values(keep.iter().map(|i| idx[*i] as i32))),
-            arrays::vector_array(flat, dim)?,
-        ],
-    )
-    .ctx("building item_image_embeddings")?;
-    let t = job.write_work_batches(table, schema, &[batch]).await?;
-    Ok((Some(t), keep.len(), rejected))
-}
-
 /// The identity of the configured encoder: for MiniLM, a hash of its files
 /// and truncation (the text cache's key, [`crate::text_cache::encoder_key`]);
 /// for the hashing encoder, its width. Part of the text stage's
@@ -276,96 +179,12 @@ pub fn encoder_identity(cfg: &Config) -> Result<String> {
     }
 }
 
-/// Run the stage.
-pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
-    let ctx = job.session()?;
-    let batches =
-        job.read_work(&ctx, "item_text", "SELECT item_idx, item_id, text FROM item_text ORDER BY item_idx").await?;
-    let idx = arrays::ints(&batches, "item_idx")?;
-    let ids = arrays::strings_required(&batches, "item_id")?;
-    let texts = arrays::strings(&batches, "text")?;
-    let texts: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
-    let started = std::time::Instant::now();
-    let (flat, dim, cache) = match job.cfg.text.encoder {
-        TextEncoderKind::Minilm => {
-            let dir = model_dir(&job.cfg);
-            let key = encoder_identity(&job.cfg)?;
-            let (flat, dim, used) = crate::text_cache::embed(job, &key, &texts, |missing| {
-                let enc = TextEncoder::load(&dir, job.cfg.text.max_tokens, device)?;
-                Ok((enc.embed(missing, job.cfg.text.batch_size)?, enc.dim()))
-            })
-            .await?;
-            (flat, dim, Some((key, used)))
-        }
-        TextEncoderKind::Hashing => {
-            let (flat, dim) = embed_texts(&job.cfg, &texts, device)?;
-            (flat, dim, None)
-        }
-    };
-    let secs = started.elapsed().as_secs_f64();
-    let empty = texts.iter().filter(|t| t.trim().is_empty()).count();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("item_idx", DataType::Int32, false),
-        Field::new("item_id", DataType::Utf8, false),
-        Field::new("embedding", arrays::vector_type(dim), false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int32Array::from_iter_values(idx.iter().map(|i| *i as i32))),
-            Arc::new(StringArray::from_iter_values(ids.iter())),
-            arrays::vector_array(flat, dim)?,
-        ],
-    )
-    .ctx("building item_text_embeddings")?;
-    let table = "item_text_embeddings";
-    let t = job.write_work_batches(table, schema, &[batch]).await?;
-    let (images, with_image, rejected) = write_images(job, &ctx).await?;
-    let mut facts = vec![
-        ("encoder".into(), format!("{:?} ({dim} dims)", job.cfg.text.encoder).to_lowercase()),
-        ("items without text (zero vector)".into(), empty.to_string()),
-        ("texts per second".into(), format!("{:.0}", texts.len() as f64 / secs.max(1e-9))),
-    ];
-    if let Some((key, used)) = cache {
-        facts.push(("texts encoded / from cache".into(), format!("{} / {}", used.encoded, used.hits)));
-        facts.push((
-            "text cache".into(),
-            format!(
-                "{}{}",
-                job.output.folder_url(&crate::text_cache::folder(&key)),
-                if used.compacted { " (compacted)" } else { "" }
-            ),
-        ));
-    }
-    if with_image + rejected > 0 {
-        facts.push(("image embeddings kept / rejected".into(), format!("{with_image} / {rejected}")));
-    }
-    Ok((std::iter::once(t).chain(images).collect(), facts))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cos(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    #[test]
-    fn image_embeddings_keep_the_common_width_only() {
-        let raw = vec![
-            Some("[0.1, 0.2, 0.3]".to_string()),
-            None,
-            Some("[1, 2, 3]".to_string()),
-            Some("[1, 2]".to_string()),
-            Some("not json".to_string()),
-            Some("[1, 2, 3e400]".to_string()),
-        ];
-        let (v, dim, rejected) = parse_images(&raw);
-        assert_eq!(dim, 3);
-        assert_eq!(rejected, 3);
-        assert_eq!(v.iter().filter(|x| x.is_some()).count(), 2);
-        assert_eq!(v[2].as_deref(), Some(&[1.0f32, 2.0, 3.0][..]));
     }
 
     #[test]

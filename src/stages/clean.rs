@@ -36,28 +36,11 @@ use crate::arrays;
 use crate::config::MIN_FILE_ROWS_GATED;
 use crate::error::{DfContext, Error, Result};
 use crate::ingest::pin::InputPin;
-use crate::ingest::{self, DATASETS, FileRead, IdMapper, ReadCounts};
+use crate::ingest::{self, DATASETS, FileRead, ReadCounts};
 use crate::job::Job;
 use crate::parquet_io::WrittenTable;
 use crate::quality::{self, Check, Severity};
 use crate::sql::ts_param;
-
-/// The user-id pseudonymiser of privacy mode, when it is on. The key comes
-/// from the environment only, like every other secret.
-pub fn id_mapper(cfg: &crate::config::Config) -> Result<Option<Arc<dyn IdMapper>>> {
-    if !cfg.clean.pseudonymize_user_ids {
-        return Ok(None);
-    }
-    match std::env::var(USER_ID_KEY_ENV) {
-        Ok(k) if k.len() >= 16 => Ok(Some(Arc::new(ingest::KeyedHash::new(k.as_bytes())))),
-        _ => Err(Error::Config(format!(
-            "clean.pseudonymize_user_ids is on but {USER_ID_KEY_ENV} is unset or shorter than 16 bytes"
-        ))),
-    }
-}
-
-/// The environment variable holding the privacy-mode key.
-pub const USER_ID_KEY_ENV: &str = "NIGHTREC_USER_ID_KEY";
 
 /// Rows per input file as counted by the readers themselves.
 fn files_read(reads: &[FileRead]) -> Result<RecordBatch> {
@@ -115,7 +98,7 @@ fn input_files(job: &Job, pin: &InputPin) -> Result<RecordBatch> {
 pub async fn run(job: &Job, pin: &InputPin) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
     let counts = ReadCounts::default();
-    let mapper = id_mapper(&job.cfg)?;
+    let mapper = ingest::id_mapper(&job.cfg)?;
     for ds in DATASETS {
         ingest::register(&ctx, &job.input, ds, &pin.files_of(&job.input, ds.name), mapper.clone(), &counts)?;
     }

@@ -4,7 +4,7 @@
 //! **Accuracy.** Leave-one-out by time: each user's test steps (the last,
 //! by default) are predicted from everything before them, by the
 //! checkpoint's holdout model when training refit the published one on
-//! every step (`crate::train`): the model scored never saw a test step.
+//! every step (`crate::stages::train`): the model scored never saw a test step.
 //! The whole catalog is ranked, and the user's history is masked the same
 //! way for every model (an item the user already saw cannot take a place).
 //! Baselines run in the same pass on the same cases ([`MODELS`]):
@@ -41,33 +41,24 @@
 //! Safe to re-run: the output folder is replaced whole.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use datafusion::arrow::array::{Float64Array, Int32Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::arrays;
 use crate::basket;
 use crate::checkpoint;
 use crate::error::{DfContext, Error, Result};
+use crate::holdout::test_users;
 use crate::job::Job;
 use crate::metrics::{ACCURACY, Accuracy, KS, Moments, target_positions};
 use crate::parquet_io::WrittenTable;
 use crate::seqdata::{self, SeqData, left_pad};
 use crate::sql::ts_param;
-
-/// The models of the leave-one-out rows, in the order they are scored.
-pub const MODELS: [&str; 4] = ["nightrec", "popularity", "recent_popularity", "item_knn"];
-
-/// The segment of the next-basket rows (`--repeat-purchases`, [`basket`]).
-pub const BASKET_SEGMENT: &str = "next basket";
-
-/// The segment of the beyond-accuracy rows (tomorrow's lists).
-pub const LISTS_SEGMENT: &str = "published lists";
+use crate::tables::evaluation::{
+    BASKET_SEGMENT, HISTORY, ITEM_AGE, LISTS_SEGMENT, MODELS, Row, SERVED, batch, find, metric_label, schema,
+};
 
 /// Neighbours kept per item by the item-kNN baseline.
 pub const KNN_NEIGHBOURS: usize = 100;
@@ -76,136 +67,8 @@ pub const KNN_NEIGHBOURS: usize = 100;
 /// frequent among the scored cases).
 pub const TOP_CATEGORIES: usize = 5;
 
-/// History-length slices: (name, shortest, longest) history in steps.
-const HISTORY: [(&str, usize, usize); 3] =
-    [("history cold (1-5)", 1, 5), ("history light (6-20)", 6, 20), ("history heavy (21+)", 21, usize::MAX)];
-
-/// Slices by the held-out item's age: created within the trending window, or before.
-const ITEM_AGE: [&str; 2] = ["items new", "items established"];
-
-/// Slices by what serves the user tomorrow.
-const SERVED: [&str; 2] = ["served by model", "served by fallback"];
-
-/// A segment's place in reading order: all, history lengths, item age,
-/// categories, service, next basket, published lists (then the rest).
-pub fn segment_order(segment: &str) -> usize {
-    let fixed = std::iter::once("all").chain(HISTORY.iter().map(|h| h.0)).chain(ITEM_AGE);
-    if let Some(i) = fixed.clone().position(|s| s == segment) {
-        return i;
-    }
-    let categories = fixed.count();
-    if segment.starts_with("category ") {
-        return categories;
-    }
-    if let Some(i) = SERVED.iter().position(|s| *s == segment) {
-        return categories + 1 + i;
-    }
-    match segment {
-        BASKET_SEGMENT => categories + 3,
-        LISTS_SEGMENT => categories + 4,
-        _ => categories + 5,
-    }
-}
-
 /// Sources of `user_candidates` that are fallbacks, not the model.
 const FALLBACKS: [&str; 2] = ["cold_start", "popular"];
-
-/// One row of `evaluation`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    /// The model or baseline.
-    pub model: String,
-    /// The slice of cases (`all`, a history length, ...).
-    pub segment: String,
-    /// The metric.
-    pub metric: String,
-    /// The cut-off (0: not a cut-off metric).
-    pub k: i32,
-    /// The value (a mean over users, or a share).
-    pub value: f64,
-    /// Users behind the value.
-    pub users: i64,
-    /// Lower end of the 95% confidence interval (the value itself when
-    /// there is no sample behind it).
-    pub ci_low: f64,
-    /// Upper end of the 95% confidence interval.
-    pub ci_high: f64,
-}
-
-impl Row {
-    /// A mean over users with its confidence interval; `share` bounds the
-    /// interval to [0, 1].
-    fn mean(model: &str, segment: &str, metric: &str, k: usize, m: Moments, share: bool) -> Row {
-        let (v, h) = (m.mean(), m.ci95());
-        let (lo, hi) = if share { ((v - h).max(0.0), (v + h).min(1.0)) } else { (v - h, v + h) };
-        Row {
-            model: model.into(),
-            segment: segment.into(),
-            metric: metric.into(),
-            k: k as i32,
-            value: v,
-            users: m.n as i64,
-            ci_low: lo,
-            ci_high: hi,
-        }
-    }
-}
-
-/// The schema of `evaluation`.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("model", DataType::Utf8, false),
-        Field::new("segment", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("k", DataType::Int32, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("users", DataType::Int32, false),
-        Field::new("ci_low", DataType::Float64, false),
-        Field::new("ci_high", DataType::Float64, false),
-    ]))
-}
-
-/// `evaluation` rows as one batch.
-pub fn batch(rows: &[Row]) -> Result<RecordBatch> {
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.model.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.segment.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.metric.as_str()))),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.k))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.users.clamp(0, i32::MAX as i64) as i32))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.ci_low))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.ci_high))),
-        ],
-    )
-    .ctx("building evaluation")
-}
-
-/// `evaluation` rows read back from batches (of [`schema`]).
-pub fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>> {
-    let model = arrays::strings_required(batches, "model")?;
-    let segment = arrays::strings_required(batches, "segment")?;
-    let metric = arrays::strings_required(batches, "metric")?;
-    let k = arrays::ints(batches, "k")?;
-    let value = arrays::floats(batches, "value")?;
-    let users = arrays::ints(batches, "users")?;
-    let lo = arrays::floats(batches, "ci_low")?;
-    let hi = arrays::floats(batches, "ci_high")?;
-    Ok((0..model.len())
-        .map(|i| Row {
-            model: model[i].clone(),
-            segment: segment[i].clone(),
-            metric: metric[i].clone(),
-            k: k[i] as i32,
-            value: value[i].unwrap_or(f64::NAN),
-            users: users[i],
-            ci_low: lo[i].unwrap_or(f64::NAN),
-            ci_high: hi[i].unwrap_or(f64::NAN),
-        })
-        .collect())
-}
 
 /// What an evaluation found: the rows of `evaluation` and the run
 /// summary's facts.
@@ -221,11 +84,6 @@ impl Evaluation {
     pub fn value(&self, model: &str, segment: &str, metric: &str, k: i32) -> Option<f64> {
         find(&self.rows, model, segment, metric, k)
     }
-}
-
-/// The value of one row of `rows`, if present.
-pub fn find(rows: &[Row], model: &str, segment: &str, metric: &str, k: i32) -> Option<f64> {
-    rows.iter().find(|r| r.model == model && r.segment == segment && r.metric == metric && r.k == k).map(|r| r.value)
 }
 
 /// Item-kNN: for each item, its most similar items and their cosine.
@@ -376,12 +234,6 @@ impl Slices {
     }
 }
 
-/// A category path cut at `level` parts (None when empty).
-pub fn category_at(path: &str, level: usize) -> Option<String> {
-    let parts: Vec<&str> = path.split('>').map(str::trim).filter(|p| !p.is_empty()).take(level).collect();
-    (!parts.is_empty()).then(|| parts.join(" > "))
-}
-
 fn push_accuracy(rows: &mut Vec<Row>, model: &str, segment: &str, acc: &Accuracy) {
     if acc.users() == 0 {
         return;
@@ -399,7 +251,7 @@ fn push_accuracy(rows: &mut Vec<Row>, model: &str, segment: &str, acc: &Accuracy
 async fn item_knn(job: &Job, ctx: &SessionContext, data: &SeqData) -> Result<ItemKnn> {
     let item_users = train_item_users(data);
     let mut knn = KnnBuilder::new(data.n_items() as usize, KNN_NEIGHBOURS);
-    let sql = "SELECT item_a, item_b, users FROM item_cooccurrence";
+    let sql = crate::sql::read("item_cooccurrence")?;
     job.stream_work(ctx, "item_cooccurrence", sql, |b| {
         let b = std::slice::from_ref(b);
         let (a, i, u) = (arrays::ints(b, "item_a")?, arrays::ints(b, "item_b")?, arrays::ints(b, "users")?);
@@ -438,7 +290,7 @@ async fn recent_popularity(job: &Job, ctx: &SessionContext, n_items: usize) -> R
 /// Per item index: its category at `candidates.category_level`, and
 /// whether it was created within the trending window.
 async fn item_facts(job: &Job, ctx: &SessionContext, n_items: usize) -> Result<(Vec<Option<String>>, Vec<bool>)> {
-    let sql = "SELECT item_idx, category, to_unixtime(created_at) AS created_s FROM item_index";
+    let sql = crate::sql::read("item_facts")?;
     let b = job.read_work(ctx, "item_index", sql).await?;
     let since = trending_start(job).start_millis() as f64 / 1000.0;
     let level = job.cfg.candidates.category_level;
@@ -448,7 +300,7 @@ async fn item_facts(job: &Job, ctx: &SessionContext, n_items: usize) -> Result<(
     for ((i, c), t) in idx.into_iter().zip(cat).zip(created) {
         let i = i.max(0) as usize;
         if i < n_items {
-            cats[i] = c.as_deref().and_then(|c| category_at(c, level));
+            cats[i] = c.as_deref().and_then(|c| crate::category::at(c, level));
             new[i] = t.is_some_and(|t| t >= since);
         }
     }
@@ -459,11 +311,11 @@ async fn item_facts(job: &Job, ctx: &SessionContext, n_items: usize) -> Result<(
 /// `published` and the date has a manifest, else the work table.
 async fn register_lists(job: &Job, ctx: &SessionContext, published: bool) -> Result<&'static str> {
     if published
-        && let Some(m) = crate::publish::read_manifest(&job.output, job.date).await?
+        && let Some(m) = crate::published::read_manifest(&job.output, job.date).await?
         && let Some(t) = m.tables.iter().find(|t| t.name == "user_candidates")
     {
         let files: Vec<String> = t.files.iter().map(|f| f.path.clone()).collect();
-        crate::publish::register_files(ctx, "user_candidates", &job.output, &files).await?;
+        crate::published::register_files(ctx, "user_candidates", &job.output, &files).await?;
         return Ok("published");
     }
     job.register_work(ctx, &["user_candidates"]).await?;
@@ -475,7 +327,7 @@ async fn register_lists(job: &Job, ctx: &SessionContext, published: bool) -> Res
 async fn served(ctx: &SessionContext, want: &HashMap<&str, usize>) -> Result<HashMap<usize, bool>> {
     use futures::StreamExt;
     let what = "reading the first candidate of each user";
-    let df = ctx.sql("SELECT user_id, source FROM user_candidates WHERE rank = 1").await.ctx(what)?;
+    let df = ctx.sql(crate::sql::read("first_sources")?.text).await.ctx(what)?;
     let mut stream = df.execute_stream().await.ctx(what)?;
     let mut out = HashMap::new();
     while let Some(b) = stream.next().await {
@@ -646,46 +498,6 @@ pub async fn compute(job: &Job, device: tch::Device, published: bool) -> Result<
     Ok(Evaluation { rows, facts })
 }
 
-/// How a metric is written in facts and reports.
-pub fn metric_label(metric: &str) -> &str {
-    match metric {
-        "ndcg" => "NDCG",
-        "recall" => "Recall",
-        "hr" => "HR",
-        "mrr" => "MRR",
-        other => other,
-    }
-}
-
-/// The users with a test step, and the sample of them that is scored.
-pub fn test_users(job: &Job, data: &SeqData) -> (Vec<usize>, Vec<usize>) {
-    let eligible: Vec<usize> = (0..data.seqs.len()).filter(|u| !data.split(*u).test.is_empty()).collect();
-    let chosen = sample(&eligible, &data.users, job.cfg.evaluate.sample_users, job.cfg.run.seed);
-    (eligible, chosen)
-}
-
-/// At most `n` of `users` (indices into `ids`; 0 = all): those whose id
-/// has the smallest keyed hash under `seed`, in their original order.
-pub fn sample(users: &[usize], ids: &[String], n: usize, seed: u64) -> Vec<usize> {
-    if n == 0 || users.len() <= n {
-        return users.to_vec();
-    }
-    use sha2::{Digest, Sha256};
-    let key = |u: usize| {
-        let mut h = Sha256::new();
-        h.update(seed.to_le_bytes());
-        h.update(ids[u].as_bytes());
-        let d = h.finalize();
-        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-    };
-    let mut keyed: Vec<(u64, usize)> = users.iter().map(|u| (key(*u), *u)).collect();
-    keyed.select_nth_unstable(n - 1);
-    keyed.truncate(n);
-    let mut out: Vec<usize> = keyed.into_iter().map(|k| k.1).collect();
-    out.sort_unstable();
-    out
-}
-
 /// Users whose training steps contain each item (index = item_idx).
 fn train_item_users(data: &SeqData) -> Vec<f64> {
     let mut n = vec![0f64; data.n_items() as usize];
@@ -703,21 +515,7 @@ fn train_item_users(data: &SeqData) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_sample_is_stable_as_users_come_and_go() {
-        let ids: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
-        let all: Vec<usize> = (0..1000).collect();
-        let a = sample(&all, &ids, 100, 42);
-        assert_eq!(a.len(), 100);
-        assert_eq!(a, sample(&all, &ids, 100, 42), "not deterministic");
-        assert_ne!(a, sample(&all, &ids, 100, 43), "the seed is ignored");
-        assert_ne!(a, (0..100).collect::<Vec<_>>(), "the first users, not a sample");
-        // Removing users outside the sample changes nothing.
-        let fewer: Vec<usize> = all.iter().copied().filter(|u| a.contains(u) || u % 2 == 0).collect();
-        assert_eq!(sample(&fewer, &ids, 100, 42), a);
-        assert_eq!(sample(&all, &ids, 0, 42), all);
-    }
+    use crate::tables::evaluation::segment_order;
 
     #[test]
     fn knn_sums_cosine_over_history_and_keeps_top_neighbours() {
@@ -810,30 +608,5 @@ mod tests {
         shuffled.sort_by_key(|s| segment_order(s));
         assert_eq!(&shuffled[..names.len()], &names[..]);
         assert_eq!(&shuffled[names.len()..], [BASKET_SEGMENT, LISTS_SEGMENT]);
-    }
-
-    #[test]
-    fn categories_are_cut_at_a_level() {
-        assert_eq!(category_at("Home > Kitchen > Pans", 1).as_deref(), Some("Home"));
-        assert_eq!(category_at("Home > Kitchen > Pans", 2).as_deref(), Some("Home > Kitchen"));
-        assert_eq!(category_at("Home", 3).as_deref(), Some("Home"));
-        assert_eq!(category_at("  ", 1), None);
-    }
-
-    #[test]
-    fn rows_round_trip_through_a_batch() {
-        let mut m = Moments::default();
-        for v in [0.0, 1.0, 1.0] {
-            m.push(v);
-        }
-        let rows = vec![
-            Row::mean("nightrec", "all", "hr", 10, m, true),
-            Row::mean("nightrec", LISTS_SEGMENT, "novelty", 10, m, false),
-        ];
-        assert!(rows[0].ci_high <= 1.0 && rows[1].ci_high > 1.0, "only shares are bounded");
-        assert_eq!(rows[0].users, 3);
-        assert_eq!(rows_of(&[batch(&rows).unwrap()]).unwrap(), rows);
-        assert_eq!(find(&rows, "nightrec", "all", "hr", 10), Some(2.0 / 3.0));
-        assert_eq!(find(&rows, "nightrec", "all", "hr", 20), None);
     }
 }

@@ -1,6 +1,10 @@
 //! Stage `embed`: checkpoint → `item_embeddings` (every catalog item,
 //! interactions or not) and `user_embeddings` (every user with a sequence,
-//! encoded from their most recent items), in memory-bounded batches.
+//! encoded from their most recent items), in memory-bounded batches. In
+//! buy-again mode (`candidates.repeat_purchases`) it also chooses the
+//! explore weight tomorrow's lists use ([`crate::basket::choose_explore_weight`],
+//! recorded under the date's work folder), so that the candidates stage
+//! evaluates nothing.
 //!
 //! Safe to re-run: both folders are replaced whole.
 
@@ -101,5 +105,9 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
         ("users embedded".into(), user_table.rows().to_string()),
         ("items embedded".into(), item_table.rows().to_string()),
     ];
+    if job.cfg.candidates.repeat_purchases {
+        drop((model, items));
+        crate::basket::choose_explore_weight(job, &data, device).await?;
+    }
     Ok((vec![user_table, item_table], facts))
 }

@@ -161,7 +161,7 @@ async fn shares_of(
 ) -> Result<Vec<f32>> {
     let k = clusters.sizes.len().max(1);
     let mut share = vec![0f32; k * n1];
-    job.stream_work(ctx, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
+    job.stream_work(ctx, "sequences", crate::sql::read("histories")?, |b| {
         let ids = text_column(b, "user_id")?;
         let ids = ids.as_string::<i32>();
         for (r, mut items) in arrays::int_lists(std::slice::from_ref(b), "item_idxs")?.into_iter().enumerate() {

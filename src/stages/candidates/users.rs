@@ -6,7 +6,7 @@
 //! - `model`: the inner product of user and item embeddings;
 //! - with `--repeat-purchases`: the chance that the user's next basket
 //!   holds the item, a noisy-or of the model's chance (next-step
-//!   probability × basket size × the explore weight, [`basket::explore_weight`]) and the chance of buying
+//!   probability × basket size × the explore weight, [`basket::choose_explore_weight`]) and the chance of buying
 //!   it again (the decayed share of the user's baskets that bought it ×
 //!   `buy_again_weight`), [`crate::basket`]; items the user bought before
 //!   come as `buy_again`;
@@ -145,11 +145,10 @@ pub fn category_ids(categories: &[Option<String>], level: usize) -> (Vec<i64>, V
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut out = vec![0i64];
     for c in categories {
-        let name = c.as_deref().map(|c| c.split(" > ").take(level).collect::<Vec<_>>().join(" > ")).unwrap_or_default();
-        if name.trim().is_empty() {
+        let Some(name) = c.as_deref().and_then(|c| crate::category::at(c, level)) else {
             out.push(0);
             continue;
-        }
+        };
         let next = names.len() as i64;
         let id = *ids.entry(name.clone()).or_insert_with(|| {
             names.push(name);
@@ -202,7 +201,7 @@ pub async fn write(
         job.cfg.runtime.max_rows_per_file,
     )
     .await?;
-    let explore = if c.repeat_purchases { basket::explore_weight(job, device).await? } else { 0.0 };
+    let explore = if c.repeat_purchases { basket::explore_weight(job).await? } else { 0.0 };
     let selected: Vec<usize> = (0..inp.user_ids.len()).filter(|u| (target.select)(&inp.user_ids[*u])).collect();
     // The selected users' embeddings as one host matrix (all users: no copy).
     let d = inp.catalog.dim;

@@ -129,7 +129,7 @@ pub async fn for_each_interaction(
     ctx: &SessionContext,
     mut each: impl FnMut(&str, i64, &str, f64),
 ) -> Result<()> {
-    let sql = "SELECT user_id, item_idx, event_type, events FROM interactions";
+    let sql = crate::sql::read("interactions")?;
     job.stream_work(ctx, "interactions", sql, |b| {
         let (ids, types) = (text_column(b, "user_id")?, text_column(b, "event_type")?);
         let (ids, types) = (ids.as_string::<i32>(), types.as_string::<i32>());
@@ -145,12 +145,8 @@ pub async fn for_each_interaction(
 
 /// Load the item side.
 pub async fn load_catalog(job: &Job, ctx: &SessionContext, device: tch::Device) -> Result<Catalog> {
-    let items_b = job
-        .read_work(ctx, "item_embeddings", "SELECT item_idx, item_id, embedding FROM item_embeddings ORDER BY item_idx")
-        .await?;
-    let index_b = job
-        .read_work(ctx, "item_index", "SELECT item_idx, in_stock, category FROM item_index ORDER BY item_idx")
-        .await?;
+    let items_b = job.read_work(ctx, "item_embeddings", crate::sql::read("item_embeddings")?).await?;
+    let index_b = job.read_work(ctx, "item_index", crate::sql::read("item_stock")?).await?;
     let item_ids = arrays::strings_required(&items_b, "item_id")?;
     let (item_vals, dim) = arrays::vectors(&items_b, "embedding")?;
     let in_stock = arrays::bools(&index_b, "in_stock", true)?;
@@ -179,7 +175,7 @@ pub async fn user_embeddings(
     select: &dyn Fn(&str) -> bool,
 ) -> Result<(Vec<String>, Vec<f32>)> {
     let (mut ids, mut vals) = (Vec::new(), Vec::new());
-    let sql = "SELECT user_id, embedding FROM user_embeddings ORDER BY user_id";
+    let sql = crate::sql::read("user_embeddings")?;
     job.stream_work(ctx, "user_embeddings", sql, |b| {
         let batch_ids = arrays::strings_required(std::slice::from_ref(b), "user_id")?;
         let (v, udim) = arrays::vectors(std::slice::from_ref(b), "embedding")?;
@@ -204,7 +200,7 @@ pub async fn load(job: &Job, ctx: &SessionContext, catalog: Catalog, select: &dy
 
     // The served users: every known user (users/ and events) that `select` takes.
     let mut served: Vec<String> = Vec::new();
-    job.stream_work(ctx, "users", "SELECT DISTINCT user_id FROM users", |b| {
+    job.stream_work(ctx, "users", crate::sql::read("user_ids")?, |b| {
         let ids = text_column(b, "user_id")?;
         let ids = ids.as_string::<i32>();
         served.extend(
@@ -219,7 +215,7 @@ pub async fn load(job: &Job, ctx: &SessionContext, catalog: Catalog, select: &dy
     let find = |u: &str| served.binary_search_by(|s| s.as_str().cmp(u)).ok().map(|i| i as u32);
 
     let mut hist_pairs: Vec<(u32, i64)> = Vec::new();
-    job.stream_work(ctx, "sequences", "SELECT user_id, item_idxs FROM sequences", |b| {
+    job.stream_work(ctx, "sequences", crate::sql::read("histories")?, |b| {
         let ids = text_column(b, "user_id")?;
         let ids = ids.as_string::<i32>();
         let lists = arrays::int_lists(std::slice::from_ref(b), "item_idxs")?;

@@ -91,7 +91,8 @@ async fn popular(job: &Job, ctx: &SessionContext, write: bool) -> Result<(Option
     let c = &job.cfg.candidates;
     job.register_work(ctx, &["clean_events", "item_index"]).await?;
     if !ctx.table_exist("event_weights").ctx("looking up event_weights")? {
-        ctx.register_batch("event_weights", crate::trainset::event_weights(job)?).ctx("registering event_weights")?;
+        ctx.register_batch("event_weights", crate::tables::event_weights::batch(&job.cfg)?)
+            .ctx("registering event_weights")?;
     }
     let params = vec![
         ("start", ts_param(job.date.minus_days(c.trending_days.saturating_sub(1)).start_millis())),
@@ -114,7 +115,7 @@ async fn popular(job: &Job, ctx: &SessionContext, write: bool) -> Result<(Option
     let batches = all.collect().await.ctx("running sql/candidates/popular_items.sql")?;
     let ids = arrays::strings_required(&batches, "item_id")?;
     let scores = arrays::floats(&batches, "score")?;
-    let index_b = job.read_work(ctx, "item_index", "SELECT item_idx, item_id FROM item_index").await?;
+    let index_b = job.read_work(ctx, "item_index", crate::sql::read("item_ids")?).await?;
     let idx: HashMap<String, i64> =
         arrays::strings_required(&index_b, "item_id")?.into_iter().zip(arrays::ints(&index_b, "item_idx")?).collect();
     let list =
@@ -213,13 +214,7 @@ async fn query_candidates(
     ];
     let qb = crate::sql::file("candidates", "top_queries")?.collect(ctx, params).await?;
     let queries = arrays::strings_required(&qb, "query")?;
-    let tb = job
-        .read_work(
-            ctx,
-            "item_text_embeddings",
-            "SELECT item_idx, embedding FROM item_text_embeddings ORDER BY item_idx",
-        )
-        .await?;
+    let tb = job.read_work(ctx, "item_text_embeddings", crate::sql::read("item_text_vectors")?).await?;
     let (text_vals, tdim) = arrays::vectors(&tb, "embedding")?;
     let mut w = Ranked::create(job, "query_candidates", "query", "item_id").await?;
     if !queries.is_empty() && tdim > 0 {
@@ -232,7 +227,7 @@ async fn query_candidates(
         let blocked = inp.blocked.logical_or(&norms.le(1e-12));
         let items = &items / norms.clamp_min(1e-12).unsqueeze(1);
         let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
-        let (qv, qdim) = crate::text::embed_texts(&job.cfg, &texts, device)?;
+        let (qv, qdim) = crate::encoders::embed_texts(&job.cfg, &texts, device)?;
         if qdim != tdim {
             return Err(Error::Internal(format!("query embeddings have {qdim} dims, item text embeddings {tdim}")));
         }

@@ -1,0 +1,2 @@
+-- The data-quality checks (report).
+SELECT * FROM data_quality

@@ -1,0 +1,2 @@
+-- The evaluation rows (report).
+SELECT * FROM evaluation

@@ -1,0 +1,2 @@
+-- The image embeddings the text stage kept (training data).
+SELECT item_idx, embedding FROM item_image_embeddings

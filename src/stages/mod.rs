@@ -1,0 +1,20 @@
+//! The stages of a nightly run, in run order: [`clean`] → [`trainset`] →
+//! [`text`] → [`train`] → [`embed`] → [`candidates`] → [`evaluate`] →
+//! [`publish`]. [`crate::pipeline`] runs them for a date.
+//!
+//! A stage imports no other stage: what two stages share lives below them
+//! (the table formats in [`crate::tables`], the published state in
+//! [`crate::published`], the holdout sample in [`crate::holdout`], the
+//! buy-again rule in [`crate::basket`], the encoders in
+//! [`crate::encoders`], the bookkeeping in [`crate::ledger`], ...), and a
+//! stage hands its results to the next only as data under the output
+//! root. `tests/layering.rs` checks it.
+
+pub mod candidates;
+pub mod clean;
+pub mod embed;
+pub mod evaluate;
+pub mod publish;
+pub mod text;
+pub mod train;
+pub mod trainset;

@@ -1,0 +1,7 @@
+//! The formats of tables that one stage writes and others read: schemas,
+//! row types and the names and order of their values. A table read only by
+//! the stage that writes it keeps its format there.
+
+pub mod evaluation;
+pub mod event_weights;
+pub mod training_epochs;
