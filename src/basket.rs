@@ -467,32 +467,11 @@ pub async fn evaluate(
     // Per user: the blend's list and (recall, ndcg) with each weight.
     let mut lists: Vec<Vec<Vec<i64>>> = Vec::with_capacity(cases.len());
     let mut metrics: Vec<Vec<(f64, f64)>> = Vec::with_capacity(cases.len());
-    let max_len = model.config().max_len as usize;
-    let n1 = counts.len() as i64;
+    let blend = Blend { model, items, c, n1: counts.len() as i64, device };
     for (b, chunk) in cases.chunks(256).enumerate() {
         let inputs: Vec<&[i64]> = chunk.iter().map(|u| data.split(*u).before_test).collect();
-        let (model_top, blend_tops) = tch::no_grad(|| -> Result<(Vec<i64>, Vec<Vec<i64>>)> {
-            let raw = model.encode_last(&left_pad(&inputs, max_len, device), items).matmul(&items.tr());
-            let _ = raw.select(1, 0).fill_(f64::NEG_INFINITY);
-            let sizes: Vec<f32> = chunk.iter().map(|u| of(u).basket_size() as f32).collect();
-            let mut repeat = Vec::new();
-            for (r, u) in chunk.iter().enumerate() {
-                let h = of(u);
-                let shares = h.repeat_shares(h.test_start, c.buy_again_half_life_days, c.buy_again_basket_decay);
-                repeat.extend(shares.into_iter().map(|(i, w)| (r as i64, i, repeat_chance(w, c.buy_again_weight))));
-            }
-            let top = |s: &Tensor| -> Result<Vec<i64>> {
-                let k = (K as i64).min(n1 - 1);
-                crate::topk::host_i64(&s.to_kind(Kind::Float).topk(k, 1, true, true).1)
-            };
-            let mut blends = Vec::with_capacity(weights.len());
-            for w in weights {
-                let (blend, _) = model_chances(&raw, &sizes, *w);
-                add_repeat(&blend, &repeat);
-                blends.push(top(&blend)?);
-            }
-            Ok((top(&raw)?, blends))
-        })?;
+        let histories: Vec<&History> = chunk.iter().map(of).collect();
+        let (model_top, blend_tops) = blend.tops(&inputs, &histories)?;
         let k = model_top.len() / chunk.len().max(1);
         for (r, u) in chunk.iter().enumerate() {
             let basket = data.split(*u).test;
@@ -524,6 +503,48 @@ pub async fn evaluate(
         sums: if baselines { BASKET_MODELS.iter().copied().zip(sums).collect() } else { Vec::new() },
         explore_weight: chosen_weight,
     })
+}
+
+/// The model's scores and the blend's with each explore weight, for
+/// blocks of users.
+struct Blend<'a> {
+    model: &'a SeqRec,
+    items: &'a Tensor,
+    c: &'a crate::config::CandidatesConfig,
+    n1: i64,
+    device: tch::Device,
+}
+
+impl Blend<'_> {
+    /// The model's top [`K`] and the blend's top [`K`] with each weight of
+    /// `candidates.explore_weights`, row-major, for users with these inputs
+    /// and histories.
+    fn tops(&self, inputs: &[&[i64]], histories: &[&History]) -> Result<(Vec<i64>, Vec<Vec<i64>>)> {
+        let c = self.c;
+        let max_len = self.model.config().max_len as usize;
+        tch::no_grad(|| -> Result<(Vec<i64>, Vec<Vec<i64>>)> {
+            let raw =
+                self.model.encode_last(&left_pad(inputs, max_len, self.device), self.items).matmul(&self.items.tr());
+            let _ = raw.select(1, 0).fill_(f64::NEG_INFINITY);
+            let sizes: Vec<f32> = histories.iter().map(|h| h.basket_size() as f32).collect();
+            let mut repeat = Vec::new();
+            for (r, h) in histories.iter().enumerate() {
+                let shares = h.repeat_shares(h.test_start, c.buy_again_half_life_days, c.buy_again_basket_decay);
+                repeat.extend(shares.into_iter().map(|(i, w)| (r as i64, i, repeat_chance(w, c.buy_again_weight))));
+            }
+            let top = |s: &Tensor| -> Result<Vec<i64>> {
+                let k = (K as i64).min(self.n1 - 1);
+                crate::topk::host_i64(&s.to_kind(Kind::Float).topk(k, 1, true, true).1)
+            };
+            let mut blends = Vec::with_capacity(c.explore_weights.len());
+            for w in &c.explore_weights {
+                let (blend, _) = model_chances(&raw, &sizes, *w);
+                add_repeat(&blend, &repeat);
+                blends.push(top(&blend)?);
+            }
+            Ok((top(&raw)?, blends))
+        })
+    }
 }
 
 /// What the explore weight depends on beside the checkpoint, for the embed

@@ -68,22 +68,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     }
     for stage in Stage::ALL.into_iter().filter(|s| selected.contains(s)) {
         lease.check()?;
-        let extra = match stage {
-            Stage::Clean => job.lineage.input_snapshot.clone(),
-            // The encoder's own files, not only its settings.
-            Stage::Text => crate::encoders::encoder_identity(&job.cfg)?,
-            Stage::Embed => crate::basket::explore_inputs(&job.cfg),
-            // Training starts from the previous checkpoint: it is an input.
-            Stage::Train if job.full_retrain => "full retrain".into(),
-            Stage::Train => match crate::checkpoint::previous_meta(&job).await? {
-                Some((date, meta)) => format!("warm start {date} {}", meta.version),
-                None => "no warm start".into(),
-            },
-            // What the inputs did after the pin is reported in data_quality.
-            Stage::Publish => input_checks.iter().map(|c| format!("{}|{}|{};", c.check, c.source, c.value)).collect(),
-            _ => String::new(),
-        };
-        let fingerprint = job.fingerprint(stage, &extra).await?;
+        let fingerprint = job.fingerprint(stage, &inputs_beyond_config(&job, stage, &input_checks).await?).await?;
         let published = stage != Stage::Publish || crate::published::is_published(&job.output, job.date).await?;
         // A train marker without a readable checkpoint is no finished train.
         let trained = stage != Stage::Train || crate::checkpoint::meta(&job).await?.is_some();
@@ -146,6 +131,27 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     }
     drop(lease);
     Ok(done)
+}
+
+/// What a stage's outputs depend on beside its config keys and the stages
+/// before it: part of its fingerprint.
+async fn inputs_beyond_config(job: &Job, stage: Stage, input_checks: &[crate::quality::Check]) -> Result<String> {
+    Ok(match stage {
+        Stage::Clean => job.lineage.input_snapshot.clone(),
+        // The encoder's own files, not only its settings.
+        Stage::Text => crate::encoders::encoder_identity(&job.cfg)?,
+        // With buy-again on, embed chooses the explore weight.
+        Stage::Embed => crate::basket::explore_inputs(&job.cfg),
+        // Training starts from the previous checkpoint: it is an input.
+        Stage::Train if job.full_retrain => "full retrain".into(),
+        Stage::Train => match crate::checkpoint::previous_meta(job).await? {
+            Some((date, meta)) => format!("warm start {date} {}", meta.version),
+            None => "no warm start".into(),
+        },
+        // What the inputs did after the pin is reported in data_quality.
+        Stage::Publish => input_checks.iter().map(|c| format!("{}|{}|{};", c.check, c.source, c.value)).collect(),
+        _ => String::new(),
+    })
 }
 
 /// The clean stage must run again (a crash, a changed `[clean]`) but a

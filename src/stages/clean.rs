@@ -186,6 +186,114 @@ struct FileDefects {
     in_window: i64,
 }
 
+/// What the per-file checks found, for the run-wide checks and the gates.
+#[derive(Default)]
+struct Tally<'a> {
+    /// The data_quality rows so far.
+    checks: Vec<Check>,
+    /// Event rows read, inside the window, defective, misplaced, from bots.
+    ev_read: i64,
+    ev_in_window: i64,
+    ev_defects: i64,
+    ev_misplaced: i64,
+    ev_bots: i64,
+    /// The event file with the largest share of defects, and that share.
+    worst: Option<(String, f64)>,
+    /// Event files over `clean.max_bad_file_fraction`.
+    bad_files: Vec<FileDefects>,
+    /// Files whose rows read ≠ clean + quarantined.
+    unbalanced: usize,
+    /// Files decoded only in part, with the place their row goes in `checks`.
+    unread: Vec<(usize, &'a FileRead)>,
+}
+
+/// The per-file rows of every input file: rows read, clean, quarantined
+/// (by reason), their balance and the file's share of defects.
+fn file_checks<'a>(job: &Job, reads: &'a [FileRead], counts: &[RecordBatch], reasons: &Reasons) -> Result<Tally<'a>> {
+    let sources = arrays::strings_required(counts, "source")?;
+    let datasets = arrays::strings_required(counts, "dataset")?;
+    let read = arrays::ints(counts, "rows_read")?;
+    let clean = arrays::ints(counts, "clean")?;
+    let bad = arrays::ints(counts, "quarantined")?;
+    let c = &job.cfg.clean;
+    let mut t = Tally::default();
+    for i in 0..sources.len() {
+        let balanced = read[i] == clean[i] + bad[i];
+        if !balanced {
+            t.unbalanced += 1;
+        }
+        let source = sources[i].as_str();
+        t.checks.push(Check::info(source, "rows_read", read[i] as f64));
+        t.checks.push(Check::info(source, "rows_clean", clean[i] as f64));
+        t.checks.push(Check::info(source, "rows_quarantined", bad[i] as f64));
+        t.checks.push(Check::gated(
+            source,
+            "read_minus_clean_minus_quarantined",
+            (read[i] - clean[i] - bad[i]) as f64,
+            0.0,
+            balanced,
+        ));
+        let of_file: Vec<usize> = (0..reasons.source.len()).filter(|j| reasons.source[*j] == sources[i]).collect();
+        let with_reason =
+            |reason: &str| of_file.iter().filter(|j| reasons.reason[**j] == reason).map(|j| reasons.n[*j]).sum::<i64>();
+        let (outside, bots) = (with_reason(NOT_DEFECTS[0]), with_reason(NOT_DEFECTS[1]));
+        let defects = bad[i] - outside - bots;
+        let in_window = read[i] - outside;
+        let frac = if in_window > 0 { defects as f64 / in_window as f64 } else { 0.0 };
+        if datasets[i] == ingest::EVENTS.name && in_window >= MIN_FILE_ROWS_GATED {
+            let passed = frac <= c.max_bad_file_fraction;
+            t.checks.push(Check::gated(source, "bad_row_fraction", frac, c.max_bad_file_fraction, passed));
+            if !passed {
+                t.bad_files.push(FileDefects { source: source.to_string(), fraction: frac, in_window });
+            }
+        } else {
+            t.checks.push(Check::info(source, "bad_row_fraction", frac));
+        }
+        for j in &of_file {
+            t.checks.push(Check::info(source, &format!("quarantined:{}", reasons.reason[*j]), reasons.n[*j] as f64));
+        }
+        if let Some(f) = reads.iter().find(|f| f.url == sources[i] && f.unread.is_some()) {
+            t.unread.push((t.checks.len(), f));
+        }
+        if datasets[i] == ingest::EVENTS.name {
+            t.ev_read += read[i];
+            t.ev_in_window += in_window;
+            t.ev_defects += defects;
+            t.ev_misplaced += with_reason("wrong_partition");
+            t.ev_bots += bots;
+            if t.worst.as_ref().is_none_or(|w| frac > w.1) {
+                t.worst = Some((sources[i].clone(), frac));
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// Quarantined rows per (file, reason), sorted by count within a file.
+struct Reasons {
+    source: Vec<String>,
+    reason: Vec<String>,
+    n: Vec<i64>,
+}
+
+impl Reasons {
+    /// The top defect of a file (not a reason that is no defect), with its rows.
+    fn top_defect(&self, file: &str) -> Option<(&str, i64)> {
+        (0..self.source.len())
+            .find(|j| self.source[*j] == file && !NOT_DEFECTS.contains(&self.reason[*j].as_str()))
+            .map(|j| (self.reason[j].as_str(), self.n[j]))
+    }
+}
+
+/// The run-wide figures of the event files and whether each gate held.
+struct Verdict {
+    overall: f64,
+    bot_share: f64,
+    passed: bool,
+    bots_ok: bool,
+    files_ok: bool,
+}
+
 /// The data_quality rows of the clean stage, and the message of the first
 /// gate that failed, if one did.
 fn quality_checks(
@@ -194,125 +302,80 @@ fn quality_checks(
     counts: &[RecordBatch],
     reasons: &[RecordBatch],
 ) -> Result<(Vec<Check>, Option<String>)> {
-    let r_source = arrays::strings_required(reasons, "source")?;
-    let r_reason = arrays::strings_required(reasons, "reason")?;
-    let r_n = arrays::ints(reasons, "n")?;
-    let sources = arrays::strings_required(counts, "source")?;
-    let datasets = arrays::strings_required(counts, "dataset")?;
-    let read = arrays::ints(counts, "rows_read")?;
-    let clean = arrays::ints(counts, "clean")?;
-    let bad = arrays::ints(counts, "quarantined")?;
+    let reasons = Reasons {
+        source: arrays::strings_required(reasons, "source")?,
+        reason: arrays::strings_required(reasons, "reason")?,
+        n: arrays::ints(reasons, "n")?,
+    };
     let c = &job.cfg.clean;
-    let mut checks = Vec::new();
-    // Event rows read, inside the window, defective, misplaced, from bots.
-    let (mut ev_read, mut ev_in_window, mut ev_defects, mut ev_misplaced, mut ev_bots) = (0i64, 0i64, 0i64, 0i64, 0i64);
-    let mut worst: Option<(String, f64)> = None;
-    let mut bad_files: Vec<FileDefects> = Vec::new();
-    let mut unbalanced = 0;
-    let mut unread: Vec<(usize, &FileRead)> = Vec::new();
-    for i in 0..sources.len() {
-        let balanced = read[i] == clean[i] + bad[i];
-        if !balanced {
-            unbalanced += 1;
-        }
-        let source = sources[i].as_str();
-        checks.push(Check::info(source, "rows_read", read[i] as f64));
-        checks.push(Check::info(source, "rows_clean", clean[i] as f64));
-        checks.push(Check::info(source, "rows_quarantined", bad[i] as f64));
-        checks.push(Check::gated(
-            source,
-            "read_minus_clean_minus_quarantined",
-            (read[i] - clean[i] - bad[i]) as f64,
-            0.0,
-            balanced,
-        ));
-        let of_file: Vec<usize> = (0..r_source.len()).filter(|j| r_source[*j] == sources[i]).collect();
-        let with_reason =
-            |reason: &str| of_file.iter().filter(|j| r_reason[**j] == reason).map(|j| r_n[*j]).sum::<i64>();
-        let (outside, bots) = (with_reason(NOT_DEFECTS[0]), with_reason(NOT_DEFECTS[1]));
-        let defects = bad[i] - outside - bots;
-        let in_window = read[i] - outside;
-        let frac = if in_window > 0 { defects as f64 / in_window as f64 } else { 0.0 };
-        if datasets[i] == ingest::EVENTS.name && in_window >= MIN_FILE_ROWS_GATED {
-            let passed = frac <= c.max_bad_file_fraction;
-            checks.push(Check::gated(source, "bad_row_fraction", frac, c.max_bad_file_fraction, passed));
-            if !passed {
-                bad_files.push(FileDefects { source: source.to_string(), fraction: frac, in_window });
-            }
-        } else {
-            checks.push(Check::info(source, "bad_row_fraction", frac));
-        }
-        for j in &of_file {
-            checks.push(Check::info(source, &format!("quarantined:{}", r_reason[*j]), r_n[*j] as f64));
-        }
-        if let Some(f) = reads.iter().find(|f| f.url == sources[i] && f.unread.is_some()) {
-            unread.push((checks.len(), f));
-        }
-        if datasets[i] == ingest::EVENTS.name {
-            ev_read += read[i];
-            ev_in_window += in_window;
-            ev_defects += defects;
-            ev_misplaced += with_reason("wrong_partition");
-            ev_bots += bots;
-            if worst.as_ref().is_none_or(|w| frac > w.1) {
-                worst = Some((sources[i].clone(), frac));
-            }
-        }
-    }
-    let share = |n: i64| if ev_in_window > 0 { n as f64 / ev_in_window as f64 } else { 0.0 };
-    let (overall, bot_share) = (share(ev_defects), share(ev_bots));
-    let passed = overall <= c.max_bad_row_fraction;
-    let bots_ok = bot_share <= c.max_bot_fraction;
-    let files_ok = unread.len() <= c.max_unreadable_files;
+    let mut t = file_checks(job, reads, counts, &reasons)?;
+    let share = |n: i64| if t.ev_in_window > 0 { n as f64 / t.ev_in_window as f64 } else { 0.0 };
+    let (overall, bot_share) = (share(t.ev_defects), share(t.ev_bots));
+    let v = Verdict {
+        overall,
+        bot_share,
+        passed: overall <= c.max_bad_row_fraction,
+        bots_ok: bot_share <= c.max_bot_fraction,
+        files_ok: t.unread.len() <= c.max_unreadable_files,
+    };
     // Files decoded only in part: the bytes nobody read, never a guessed row count.
-    for (at, f) in unread.iter().rev() {
+    for (at, f) in t.unread.iter().rev() {
         let Some(u) = &f.unread else { continue };
         let detail = format!(
             "bytes {}..{} of {} could not be decoded after row {}: {}",
             u.from, u.size, u.size, f.rows, u.error
         );
         let mut check = Check::warning(&f.url, "unread_bytes", u.size.saturating_sub(u.from) as f64, detail);
-        if !files_ok {
+        if !v.files_ok {
             check.severity = Severity::Error;
         }
-        checks.insert(*at, check);
+        t.checks.insert(*at, check);
     }
     let all = "*";
-    checks.push(Check::info(all, "events_read", ev_read as f64));
-    let mut outside = Check::info(all, "events_out_of_window", (ev_read - ev_in_window) as f64);
+    t.checks.push(Check::info(all, "events_read", t.ev_read as f64));
+    let mut outside = Check::info(all, "events_out_of_window", (t.ev_read - t.ev_in_window) as f64);
     outside.detail = "outside the window, from the partition read before it, unpartitioned files or history older                       than the lookback: expected, not defects"
         .into();
-    checks.push(outside);
-    let mut misplaced = Check::info(all, "events_wrong_partition", ev_misplaced as f64);
+    t.checks.push(outside);
+    let mut misplaced = Check::info(all, "events_wrong_partition", t.ev_misplaced as f64);
     misplaced.detail = format!(
         "stamped more than clean.partition_tolerance_hours = {} h outside their dt= partition's day: defects",
         c.partition_tolerance_hours
     );
-    checks.push(misplaced);
-    checks.push(Check::gated(all, "events_bad_row_fraction", overall, c.max_bad_row_fraction, passed));
-    checks.push(Check::gated(
+    t.checks.push(misplaced);
+    t.checks.push(Check::gated(all, "events_bad_row_fraction", overall, c.max_bad_row_fraction, v.passed));
+    t.checks.push(Check::gated(
         all,
         "event_files_over_bad_file_fraction",
-        bad_files.len() as f64,
+        t.bad_files.len() as f64,
         0.0,
-        bad_files.is_empty(),
+        t.bad_files.is_empty(),
     ));
-    checks.push(Check::gated(all, "events_bot_fraction", bot_share, c.max_bot_fraction, bots_ok));
-    checks.push(Check::gated(all, "unreadable_files", unread.len() as f64, c.max_unreadable_files as f64, files_ok));
-    if unbalanced > 0 {
+    t.checks.push(Check::gated(all, "events_bot_fraction", bot_share, c.max_bot_fraction, v.bots_ok));
+    t.checks.push(Check::gated(
+        all,
+        "unreadable_files",
+        t.unread.len() as f64,
+        c.max_unreadable_files as f64,
+        v.files_ok,
+    ));
+    if t.unbalanced > 0 {
         return Err(Error::Internal(format!(
-            "{unbalanced} input files lost rows between reading and cleaning (see data_quality)"
+            "{} input files lost rows between reading and cleaning (see data_quality)",
+            t.unbalanced
         )));
     }
+    let gate = gate_message(job, &t, &reasons, &v);
+    Ok((t.checks, gate))
+}
+
+/// The message of the first clean gate that failed, if one did.
+fn gate_message(job: &Job, t: &Tally, reasons: &Reasons, v: &Verdict) -> Option<String> {
+    let c = &job.cfg.clean;
     let where_to_look = job.output.folder_url(&job.work(""));
-    // Reasons come sorted by count within a file: the first defect is the top one.
-    let top_defect = |file: &str| {
-        (0..r_source.len())
-            .find(|j| r_source[*j] == file && !NOT_DEFECTS.contains(&r_reason[*j].as_str()))
-            .map(|j| (r_reason[j].as_str(), r_n[j]))
-    };
-    let gate = if !files_ok {
-        let names: Vec<String> = unread
+    if !v.files_ok {
+        let names: Vec<String> = t
+            .unread
             .iter()
             .map(|(_, f)| match &f.unread {
                 Some(u) => format!("{} (bytes {}..{} not decoded)", f.url, u.from, u.size),
@@ -322,12 +385,12 @@ fn quality_checks(
         Some(format!(
             "{} input files could not be decoded to their end, above clean.max_unreadable_files = {}: {}; \
              see the data_quality table (check unread_bytes) under {where_to_look}",
-            unread.len(),
+            t.unread.len(),
             c.max_unreadable_files,
             names.join(", ")
         ))
-    } else if let Some(f) = bad_files.iter().max_by(|a, b| a.fraction.total_cmp(&b.fraction)) {
-        let (reason, n) = top_defect(&f.source).unwrap_or(("none", 0));
+    } else if let Some(f) = t.bad_files.iter().max_by(|a, b| a.fraction.total_cmp(&b.fraction)) {
+        let (reason, n) = reasons.top_defect(&f.source).unwrap_or(("none", 0));
         let hint = if reason == "wrong_partition" {
             format!(
                 ": timestamps more than clean.partition_tolerance_hours = {} h outside the file's dt= day \
@@ -345,29 +408,28 @@ fn quality_checks(
             f.fraction * 100.0,
             f.in_window,
             c.max_bad_file_fraction * 100.0,
-            bad_files.len(),
+            t.bad_files.len(),
         ))
-    } else if !passed {
-        let (file, frac) = worst.unwrap_or_default();
-        let top = top_defect(&file).map(|(r, n)| format!("{r} ({n} rows)")).unwrap_or_else(|| "none".into());
+    } else if !v.passed {
+        let (file, frac) = t.worst.clone().unwrap_or_default();
+        let top = reasons.top_defect(&file).map(|(r, n)| format!("{r} ({n} rows)")).unwrap_or_else(|| "none".into());
         Some(format!(
             "{:.2}% of event rows in the window were quarantined as defective, above clean.max_bad_row_fraction = {:.2}%; \
              worst file {file} ({:.1}% bad, mostly {top}); see the quarantine and data_quality tables under {where_to_look}",
-            overall * 100.0,
+            v.overall * 100.0,
             c.max_bad_row_fraction * 100.0,
             frac * 100.0,
         ))
-    } else if !bots_ok {
+    } else if !v.bots_ok {
         Some(format!(
             "{:.2}% of event rows in the window came from users over the bot limits, above clean.max_bot_fraction = {:.2}%; \
              check clean.bot_max_events_per_minute / _per_day, and the quarantine table (reason bot) under {where_to_look}",
-            bot_share * 100.0,
+            v.bot_share * 100.0,
             c.max_bot_fraction * 100.0,
         ))
     } else {
         None
-    };
-    Ok((checks, gate))
+    }
 }
 
 async fn write_quality(job: &Job, checks: &[Check]) -> Result<WrittenTable> {

@@ -381,40 +381,11 @@ pub async fn run(
         stats: stats.clone(),
         summary: Some(summary.clone()),
     };
-    let report_html = {
-        let staged: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-        let mut names = vec!["evaluation", "user_candidates"];
-        if staged.contains(&"training_epochs") {
-            names.push("training_epochs");
-        }
-        job.register_work(&ctx, &names).await?;
-        let dq: Vec<String> = tables
-            .iter()
-            .filter(|t| t.name == "data_quality")
-            .flat_map(|t| t.files.iter().map(|f| f.path.clone()))
-            .collect();
-        register_files(&ctx, "data_quality", out, &dq).await?;
-        let previous = register_previous(job, &ctx).await?;
-        report::build(job, &ctx, &about, previous.as_deref()).await?
-    };
+    let report_html = staged_report(job, &ctx, &tables, &about).await?;
     // 1. From here until step 5 the date reads as not published.
     let before = begin(out, date, lease).await?;
     // 2. Copy the staged files to their published names.
-    let mut manifest_tables = Vec::new();
-    for t in &tables {
-        let mut files = Vec::new();
-        for (i, f) in t.files.iter().enumerate() {
-            let dest = layout::published_file(&t.name, date, i, &publication);
-            // Same name, same publication id, same bytes: a rerun after a
-            // kill finds some files in place (copies are atomic).
-            let present = out.head_opt(&out.path(&dest)).await?.is_some_and(|m| m.size == f.bytes);
-            if !present {
-                out.copy(&out.path(&f.path), &out.path(&dest)).await?;
-            }
-            files.push(FileInfo { path: dest, ..f.clone() });
-        }
-        manifest_tables.push(ManifestTable { name: t.name.clone(), rows: t.rows(), files });
-    }
+    let manifest_tables = copy_to_published(out, date, &tables, &publication).await?;
     // 3. The summary and the report under names of their own bytes, then
     // the manifest, each in one PUT.
     let summary_bytes = state::to_bytes("summary", summary)?;
@@ -436,16 +407,82 @@ pub async fn run(
     };
     // 3-5. The manifest, then what it does not list goes, then _SUCCESS.
     let removed = finish(out, &manifest, before.as_ref(), &job.run_id, lease).await?;
+    let facts = publish_facts(&manifest, date, out, report_url, removed, run_checks.len());
+    Ok((manifest, facts))
+}
+
+/// The page of the staged tables (built before anything changes: when it
+/// cannot be built, nothing is published).
+async fn staged_report(
+    job: &Job,
+    ctx: &SessionContext,
+    tables: &[WrittenTable],
+    about: &report::About,
+) -> Result<String> {
+    let staged: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let mut names = vec!["evaluation", "user_candidates"];
+    if staged.contains(&"training_epochs") {
+        names.push("training_epochs");
+    }
+    job.register_work(ctx, &names).await?;
+    let dq: Vec<String> = tables
+        .iter()
+        .filter(|t| t.name == "data_quality")
+        .flat_map(|t| t.files.iter().map(|f| f.path.clone()))
+        .collect();
+    register_files(ctx, "data_quality", &job.output, &dq).await?;
+    let previous = register_previous(job, ctx).await?;
+    report::build(job, ctx, about, previous.as_deref()).await
+}
+
+/// Copy every staged file to its published name (step 2); the manifest's
+/// tables.
+async fn copy_to_published(
+    out: &Root,
+    date: RunDate,
+    tables: &[WrittenTable],
+    publication: &str,
+) -> Result<Vec<ManifestTable>> {
+    let mut manifest_tables = Vec::new();
+    for t in tables {
+        let mut files = Vec::new();
+        for (i, f) in t.files.iter().enumerate() {
+            let dest = layout::published_file(&t.name, date, i, publication);
+            // Same name, same publication id, same bytes: a rerun after a
+            // kill finds some files in place (copies are atomic).
+            let present = out.head_opt(&out.path(&dest)).await?.is_some_and(|m| m.size == f.bytes);
+            if !present {
+                out.copy(&out.path(&f.path), &out.path(&dest)).await?;
+            }
+            files.push(FileInfo { path: dest, ..f.clone() });
+        }
+        manifest_tables.push(ManifestTable { name: t.name.clone(), rows: t.rows(), files });
+    }
+    Ok(manifest_tables)
+}
+
+/// The publish stage's facts for the run summary.
+fn publish_facts(
+    manifest: &Manifest,
+    date: RunDate,
+    out: &Root,
+    report_url: String,
+    removed: usize,
+    input_warnings: usize,
+) -> Vec<(String, String)> {
     let mut facts = vec![
         ("published".into(), out.object_url(&out.path(&layout::manifest(date)))),
         ("report".into(), report_url),
-        ("publication".into(), publication),
-        (
+        ("publication".into(), manifest.publication.clone()),
+    ];
+    if let Some(stats) = &manifest.stats {
+        facts.push((
             "coverage / cold-start share".into(),
             format!("{:.3} / {:.3} of {} users", stats.coverage, stats.cold_share, stats.users),
-        ),
-    ];
-    match compared_with {
+        ));
+    }
+    let checks = &manifest.gate;
+    match &manifest.compared_with {
         Some(d) => facts.push((
             format!("gate vs {d}"),
             checks
@@ -459,8 +496,8 @@ pub async fn run(
     if removed > 0 {
         facts.push(("files removed (earlier publications, leftovers of killed runs)".into(), removed.to_string()));
     }
-    if !run_checks.is_empty() {
-        facts.push(("input warnings (data_quality)".into(), run_checks.len().to_string()));
+    if input_warnings > 0 {
+        facts.push(("input warnings (data_quality)".into(), input_warnings.to_string()));
     }
-    Ok((manifest, facts))
+    facts
 }

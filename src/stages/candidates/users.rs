@@ -33,6 +33,7 @@ use tch::Tensor;
 
 use super::{Inputs, kmeans::Clusters};
 use crate::basket;
+use crate::config::CandidatesConfig;
 use crate::error::{DfContext, Result};
 use crate::job::Job;
 use crate::parquet_io::{PartWriter, WrittenTable};
@@ -173,16 +174,20 @@ pub async fn write(
     let c = &job.cfg.candidates;
     let n1 = inp.catalog.item_ids.len() as i64 + 1;
     let (item_cat, cat_names) = category_ids(&inp.catalog.categories, c.category_level);
-    let item_cat_t = Tensor::from_slice(&item_cat).to_device(device);
-    let n_cats = cat_names.len() as i64;
-    // A user's segment: `clusters.assignment` by embedding row.
-    let seg_of = |u: usize| clusters.assignment.get(u).copied().unwrap_or(0) as usize;
     let k = clusters.sizes.len().max(1) as i64;
-    let seg_share = Tensor::from_slice(share_host).view([k, n1]).to_device(device);
-    let w_model = c.cold_start_model_weight;
-    let budget = c.memory_budget_mb.saturating_mul(1024 * 1024);
-    let reason_len = c.reason_history.max(1);
-
+    let lists = Lists {
+        c,
+        inp,
+        item_cat_t: Tensor::from_slice(&item_cat).to_device(device),
+        item_cat,
+        cat_names,
+        clusters,
+        seg_share: Tensor::from_slice(share_host).view([k, n1]).to_device(device),
+        share_host,
+        n1,
+        device,
+        explore: 0.0,
+    };
     let mut w = PartWriter::create(
         &job.output,
         &target.candidates_folder,
@@ -202,6 +207,7 @@ pub async fn write(
     )
     .await?;
     let explore = if c.repeat_purchases { basket::explore_weight(job).await? } else { 0.0 };
+    let lists = Lists { explore, ..lists };
     let selected: Vec<usize> = (0..inp.user_ids.len()).filter(|u| (target.select)(&inp.user_ids[*u])).collect();
     // The selected users' embeddings as one host matrix (all users: no copy).
     let d = inp.catalog.dim;
@@ -213,13 +219,63 @@ pub async fn write(
         &gathered
     };
     // Half the budget: scores, sigmoid, two masks and topk's scratch per user.
+    let budget = c.memory_budget_mb.saturating_mul(1024 * 1024);
     let search = topk::Search::new(queries, &inp.catalog.item_host, &inp.catalog.items, d, budget / 2);
     let mut counts = Counts { block: search.block(), ..Counts::default() };
     for block in search.blocks() {
         let chunk = &selected[block.clone()];
-        let b = chunk.len() as i64;
-        let ids: Vec<&str> = chunk.iter().map(|u| inp.user_ids[*u].as_str()).collect();
         let vals = &queries[block.start * d..block.end * d];
+        let raw = tch::no_grad(|| search.scores(block.clone()));
+        let (rows, xrows) = lists.block(chunk, vals, &raw, &mut counts)?;
+        w.write(&rows.batch()?).await?;
+        wx.write(&xrows.batch()?).await?;
+    }
+    let rows = popular_rows(inp, popular, target, c.k, &mut counts);
+    w.write(&rows.batch()?).await?;
+    Ok((vec![w.finish().await?, wx.finish().await?], counts))
+}
+
+/// What every block of users is ranked with.
+struct Lists<'a> {
+    c: &'a CandidatesConfig,
+    inp: &'a Inputs,
+    /// Each item's category id at the configured level (0: none), and
+    /// the categories' names by id.
+    item_cat: Vec<i64>,
+    item_cat_t: Tensor,
+    cat_names: Vec<String>,
+    clusters: &'a Clusters,
+    /// Segment shares, `segments × n1`, on the device and on the host.
+    seg_share: Tensor,
+    share_host: &'a [f32],
+    n1: i64,
+    device: tch::Device,
+    explore: f64,
+}
+
+/// One block's users as the scores see them: their ids, rows of the
+/// served users, histories, cold-start rows, excluded (row, item) pairs,
+/// buy-again chances and basket sizes.
+struct Block<'b> {
+    ids: Vec<&'b str>,
+    rows: Vec<Option<usize>>,
+    hist: Vec<&'b [i64]>,
+    cold: Vec<i64>,
+    pairs: Vec<(i64, i64)>,
+    ba_pairs: Vec<(i64, i64, f32)>,
+    sizes: Vec<f32>,
+}
+
+impl<'a> Lists<'a> {
+    /// A user's segment: `clusters.assignment` by embedding row.
+    fn seg_of(&self, u: usize) -> usize {
+        self.clusters.assignment.get(u).copied().unwrap_or(0) as usize
+    }
+
+    /// The block of users `chunk` (embedding rows).
+    fn users(&self, chunk: &[usize]) -> Block<'a> {
+        let (c, inp) = (self.c, self.inp);
+        let ids: Vec<&str> = chunk.iter().map(|u| inp.user_ids[*u].as_str()).collect();
         // Served users are a superset of the selected users with an embedding.
         let rows: Vec<Option<usize>> = ids.iter().map(|u| inp.served_index(u)).collect();
         let hist: Vec<&[i64]> = rows.iter().map(|r| r.map(|r| inp.history.get(r)).unwrap_or(&[])).collect();
@@ -239,22 +295,32 @@ pub async fn write(
             }
         }
         let sizes: Vec<f32> = rows.iter().map(|r| r.map(|r| inp.basket_size[r]).unwrap_or(1.0)).collect();
-        let (mut scores, log_norm) = tch::no_grad(|| {
-            let raw = search.scores(block.clone());
+        Block { ids, rows, hist, cold, pairs, ba_pairs, sizes }
+    }
+
+    /// The block's scores from the raw user-item products: the model's
+    /// chance with buy-again on, segment shares blended in for cold-start
+    /// users, buy-again chances added; and, with buy-again on, each row's
+    /// log normaliser.
+    fn scores(&self, b: &Block, chunk: &[usize], raw: &Tensor) -> Result<(Tensor, Vec<f64>)> {
+        let (c, device) = (self.c, self.device);
+        let w_model = c.cold_start_model_weight;
+        let (scores, log_norm) = tch::no_grad(|| {
             let (mut scores, log_norm) = if c.repeat_purchases {
-                let (p, n) = basket::model_chances(&raw, &sizes, explore);
+                let (p, n) = basket::model_chances(raw, &b.sizes, self.explore);
                 (p, Some(n))
             } else {
                 (raw.shallow_clone(), None)
             };
-            if !cold.is_empty() {
-                let rows = Tensor::from_slice(&cold).to_device(device);
-                let segs: Vec<i64> = cold.iter().map(|r| seg_of(chunk[*r as usize]) as i64).collect();
-                let share = seg_share.index_select(0, &Tensor::from_slice(&segs).to_device(device)) * (1.0 - w_model);
+            if !b.cold.is_empty() {
+                let rows = Tensor::from_slice(&b.cold).to_device(device);
+                let segs: Vec<i64> = b.cold.iter().map(|r| self.seg_of(chunk[*r as usize]) as i64).collect();
+                let share =
+                    self.seg_share.index_select(0, &Tensor::from_slice(&segs).to_device(device)) * (1.0 - w_model);
                 let sig = raw.index_select(0, &rows).sigmoid();
                 let _ = scores.index_copy_(0, &rows, &(share + sig * w_model).to_kind(scores.kind()));
             }
-            basket::add_repeat(&scores, &ba_pairs);
+            basket::add_repeat(&scores, &b.ba_pairs);
             (scores, log_norm)
         });
         let log_norm = match log_norm {
@@ -262,40 +328,36 @@ pub async fn write(
                 .ctx("copying the normalisers to the host")?,
             None => Vec::new(),
         };
-        let masks = Masks { all: Some(&inp.catalog.blocked), pairs: &pairs, per_row: None };
+        Ok((scores, log_norm))
+    }
+
+    /// Both tables' rows for the block of users `chunk` (embedding rows;
+    /// `vals` their embeddings, `raw` their products with every item).
+    fn block(&self, chunk: &[usize], vals: &[f32], raw: &Tensor, counts: &mut Counts) -> Result<(Rows, CrossRows)> {
+        let (c, inp) = (self.c, self.inp);
+        let b = self.users(chunk);
+        let (mut scores, log_norm) = self.scores(&b, chunk, raw)?;
+        let masks = Masks { all: Some(&inp.catalog.blocked), pairs: &b.pairs, per_row: None };
         topk::mask_scores(&mut scores, &masks);
         let scorer = Scorer {
             users: vals,
             items: &inp.catalog.item_host,
             dim: inp.catalog.dim,
-            n1: n1 as usize,
+            n1: self.n1 as usize,
             repeat: c.repeat_purchases,
-            cold: cold.iter().map(|r| (*r as usize, seg_of(chunk[*r as usize]))).collect(),
-            share: share_host,
-            w_model,
-            ba: ba_pairs.iter().map(|(r, i, v)| ((*r as usize, *i), f64::from(*v))).collect(),
+            cold: b.cold.iter().map(|r| (*r as usize, self.seg_of(chunk[*r as usize]))).collect(),
+            share: self.share_host,
+            w_model: c.cold_start_model_weight,
+            ba: b.ba_pairs.iter().map(|(r, i, v)| ((*r as usize, *i), f64::from(*v))).collect(),
             log_norm,
-            sizes: sizes.iter().map(|s| f64::from(*s)).collect(),
-            explore,
+            sizes: b.sizes.iter().map(|s| f64::from(*s)).collect(),
+            explore: self.explore,
         };
         let top = topk::exact_top_k(&scores, c.k, |r, i| scorer.score(r, i))?;
-
         // cross_category: the same scores, outside the dominant categories.
-        let mut dom = vec![false; (b * n_cats) as usize];
-        for (r, row) in rows.iter().enumerate() {
-            // Items without a category are never "another category".
-            dom[r * n_cats as usize] = true;
-            let weighted = row.map(|row| inp.weighted.get(row)).unwrap_or(&[]);
-            for id in dominant(weighted, &item_cat, &cat_names, c.dominant_categories) {
-                dom[r * n_cats as usize + id as usize] = true;
-            }
-        }
-        let dom = Tensor::from_slice(&dom).view([b, n_cats]).to_device(device);
-        let cross_mask = dom.index_select(1, &item_cat_t);
-        let _ = scores.masked_fill_(&cross_mask, f64::NEG_INFINITY);
+        let _ = scores.masked_fill_(&self.dominant_mask(&b), f64::NEG_INFINITY);
         let cross = topk::exact_top_k(&scores, c.cross_category_k, |r, i| scorer.score(r, i))?;
-
-        let seen: Vec<Vec<i64>> = hist.iter().map(|h| sorted_distinct(h)).collect();
+        let seen: Vec<Vec<i64>> = b.hist.iter().map(|h| sorted_distinct(h)).collect();
         let sources: Vec<&'static str> = (0..top.rows)
             .flat_map(|r| (0..top.k).map(move |j| (r, j)))
             .map(|(r, j)| {
@@ -306,9 +368,9 @@ pub async fn write(
                 }
             })
             .collect();
-        let reasons = reasons(inp, &hist, &top, reason_len, device)?;
+        let reasons = reasons(inp, &b.hist, &top, c.reason_history.max(1), self.device)?;
         let mut rows = Rows::default();
-        for (r, uid) in ids.iter().enumerate() {
+        for (r, uid) in b.ids.iter().enumerate() {
             counts.warm += 1;
             for (j, (s, i)) in top.row(r).enumerate() {
                 let src = sources[r * top.k + j];
@@ -322,28 +384,45 @@ pub async fn write(
                 rows.reason.push((reason > 0).then(|| inp.catalog.item_ids[(reason - 1) as usize].clone()));
             }
         }
-        counts.cold_start += cold.len() as u64;
-        w.write(&rows.batch()?).await?;
+        counts.cold_start += b.cold.len() as u64;
         let mut xrows = CrossRows::default();
-        for (r, uid) in ids.iter().enumerate() {
+        for (r, uid) in b.ids.iter().enumerate() {
             for (j, (s, i)) in cross.row(r).enumerate() {
                 xrows.user.push(uid.to_string());
                 xrows.rank.push(j as i32 + 1);
                 xrows.item.push(inp.catalog.item_ids[(i - 1) as usize].clone());
-                xrows.category.push(Some(cat_names[item_cat[i as usize] as usize].clone()));
+                xrows.category.push(Some(self.cat_names[self.item_cat[i as usize] as usize].clone()));
                 xrows.score.push(s);
             }
         }
-        wx.write(&xrows.batch()?).await?;
+        Ok((rows, xrows))
     }
 
-    // Users known from users/ but without an embedding: trending items.
+    /// [rows, items]: whether the item is in one of the user's dominant
+    /// categories (or has none: never "another category").
+    fn dominant_mask(&self, b: &Block) -> Tensor {
+        let n_cats = self.cat_names.len();
+        let mut dom = vec![false; b.rows.len() * n_cats];
+        for (r, row) in b.rows.iter().enumerate() {
+            dom[r * n_cats] = true;
+            let weighted = row.map(|row| self.inp.weighted.get(row)).unwrap_or(&[]);
+            for id in dominant(weighted, &self.item_cat, &self.cat_names, self.c.dominant_categories) {
+                dom[r * n_cats + id as usize] = true;
+            }
+        }
+        let dom = Tensor::from_slice(&dom).view([b.rows.len() as i64, n_cats as i64]).to_device(self.device);
+        dom.index_select(1, &self.item_cat_t)
+    }
+}
+
+/// Users known from users/ but without an embedding: trending items.
+fn popular_rows(inp: &Inputs, popular: &[(i64, f32)], target: &Target<'_>, k: usize, counts: &mut Counts) -> Rows {
     let mut rows = Rows::default();
     let warm = |u: &str| inp.user_ids.binary_search_by(|x| x.as_str().cmp(u)).is_ok();
     for (row, uid) in inp.served.iter().enumerate().filter(|(_, u)| !warm(u) && (target.select)(u)) {
         counts.popular += 1;
         let excluded = inp.excluded.get(row);
-        for (r, (i, s)) in popular.iter().filter(|(i, _)| !excluded.contains(i)).take(c.k).enumerate() {
+        for (r, (i, s)) in popular.iter().filter(|(i, _)| !excluded.contains(i)).take(k).enumerate() {
             rows.user.push(uid.clone());
             rows.rank.push(r as i32 + 1);
             rows.item.push(inp.catalog.item_ids[(*i - 1) as usize].clone());
@@ -353,8 +432,7 @@ pub async fn write(
             *counts.by_source.entry("popular").or_default() += 1;
         }
     }
-    w.write(&rows.batch()?).await?;
-    Ok((vec![w.finish().await?, wx.finish().await?], counts))
+    rows
 }
 
 /// A user's `n` heaviest categories (ids), by weighted interactions; ties

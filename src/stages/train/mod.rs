@@ -29,48 +29,26 @@
 //! Deterministic on CPU for a given `run.seed` and thread count.
 //! Safe to re-run: the checkpoint is replaced whole.
 
-use std::collections::HashMap;
+mod fit;
+mod loss;
+mod warm;
+mod windows;
 
-use tch::{Kind, Tensor, nn, nn::OptimizerConfig};
+use tch::{Kind, Tensor, nn};
 
 use crate::checkpoint::{self, CheckpointMeta, WarmStart};
-use crate::config::{LossKind, ModelConfig, NegativeSampling, Precision};
+use crate::config::{ModelConfig, NegativeSampling, Precision};
 use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
-use crate::metrics::RankSums;
-use crate::model::seqrec::ItemFeatures;
 use crate::model::{SeqRec, SeqRecConfig};
 use crate::parquet_io::WrittenTable;
-use crate::progress::Progress;
 use crate::rng::Rng;
-use crate::seqdata::{SeqData, left_pad};
-
-/// Mean validation NDCG@10 of a model (history masked).
-pub fn validate(
-    model: &SeqRec,
-    data: &SeqData,
-    feats: &ItemFeatures,
-    users: &[usize],
-    device: tch::Device,
-) -> RankSums {
-    let max_len = model.config().max_len as usize;
-    let mut sums = RankSums::default();
-    tch::no_grad(|| {
-        let items = model.item_table(feats);
-        for chunk in users.chunks(256) {
-            let inputs: Vec<&[i64]> = chunk.iter().map(|u| data.split(*u).train).collect();
-            let targets: Vec<i64> = chunk.iter().filter_map(|u| data.split(*u).valid.first().copied()).collect();
-            if targets.len() != inputs.len() {
-                continue;
-            }
-            let x = left_pad(&inputs, max_len, device);
-            let scores = model.encode_last(&x, &items).matmul(&items.tr());
-            let hist = left_pad(&inputs, usize::MAX, device);
-            sums.add(&scores, &Tensor::from_slice(&targets).to_device(device), &hist, 10);
-        }
-    });
-    sums
-}
+use crate::seqdata::SeqData;
+pub use fit::{noisy_patience, validate};
+use loss::{Ctx, Loss, Objective, delta_bounds, item_counts, popularity_negatives};
+pub use loss::{full_softmax_chosen, step_costs};
+use warm::{ITEM_ROWS, apply_warm_start, fill_unseen_rows, restore, seen_items};
+use windows::{Part, windows};
 
 /// One epoch's numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -138,15 +116,6 @@ pub struct TrainOptions {
     pub threads: usize,
 }
 
-/// Early stopping's patience for a validation NDCG with standard error
-/// `se`: `patience` while `se` is at most `noise`, proportionally more for
-/// a noisier (smaller) validation sample, at most `max` (and never less
-/// than `patience`).
-pub fn noisy_patience(patience: usize, max: usize, se: f64, noise: f64) -> usize {
-    let scaled = (patience as f64 * (se / noise).max(1.0)).round();
-    if scaled.is_finite() { (scaled as usize).clamp(patience, max.max(patience)) } else { patience }
-}
-
 /// Train on `data` (optionally from a warm start) on `device`.
 pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Option<&WarmStart>) -> Result<Trained> {
     let cfg = &opts.model;
@@ -160,28 +129,9 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         )));
     }
     let mut rng = Rng::new(opts.seed);
-    let mut valid_users: Vec<usize> =
-        (0..data.seqs.len()).filter(|u| !data.split(*u).valid.is_empty() && !data.split(*u).train.is_empty()).collect();
-    rng.shuffle(&mut valid_users);
-    valid_users.truncate(cfg.validation_users);
-    // Batches of similar lengths pad little.
-    valid_users.sort_by_key(|u| (data.split(*u).train.len(), *u));
-
-    let mcfg = SeqRecConfig {
-        n_items,
-        dim: cfg.dim,
-        heads: cfg.heads,
-        layers: cfg.layers,
-        max_len: opts.max_len as i64,
-        dropout: cfg.dropout,
-        text_dim: data.text_dim as i64,
-        text_fusion: cfg.text_fusion,
-        delta_max_norm: cfg.text_delta_max_norm,
-        id_dropout: cfg.id_dropout,
-        image_dim: data.image_dim as i64,
-        image_alpha: cfg.image_alpha,
-    };
-    let mut vs = nn::VarStore::new(device);
+    let valid_users = validation_users(data, cfg.validation_users, &mut rng);
+    let mcfg = model_config(data, opts);
+    let vs = nn::VarStore::new(device);
     let mut model = SeqRec::new(&vs.root(), &mcfg);
     model.train_in_bf16(match cfg.precision {
         Precision::Fp32 => false,
@@ -192,9 +142,7 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
         Some(w) => apply_warm_start(&vs, &mcfg, &data.item_ids, w)?,
         None => None,
     };
-    let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }
-        .build(&vs, cfg.learning_rate)
-        .map_err(|e| Error::torch("creating the optimiser", e))?;
+    let mut opt = fit::optimiser(&vs, cfg)?;
     let feats = data.features(device);
     let bounded = model.bounded_rows(&feats);
     if bounded.is_some() && cfg.text_delta_evidence > 0.0 {
@@ -214,12 +162,7 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     // transitions once).
     let positions: usize = samples.iter().map(|w| w.len() - 1).sum();
     let full = full_softmax_chosen(cfg, n_items, opts.max_len, positions);
-    // Cap the batch so that the [batch, length, classes] logits stay within
-    // the memory budget (forward + backward ≈ 3 copies of f32).
-    let classes = if full { n_items as f64 } else { (cfg.sampled_negatives + 1) as f64 };
-    let budget = cfg.memory_budget_mb.saturating_mul(1024 * 1024) as f64;
-    let per_seq = (opts.max_len as f64) * classes * 4.0 * 3.0;
-    let batch_size = cfg.batch_size.min((budget / per_seq).floor().max(1.0) as usize);
+    let batch_size = batch_size(cfg, n_items, opts.max_len, full);
     let ctx = Ctx {
         model: &model,
         feats: &feats,
@@ -236,96 +179,31 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     };
     let loss = if full { Loss::Full } else { Loss::Sampled(cfg.sampled_negatives) };
 
-    let mut pretrain = Vec::new();
-    if warm_stats.is_none() {
-        for epoch in 1..=cfg.pretrain_epochs {
-            let objective = Objective::Masked(cfg.mask_prob, loss);
-            let stats = ctx.epoch(&mut opt, &mut rng, &samples, cfg.grad_clip, objective, "pretrain")?;
-            tracing::info!(
-                epoch,
-                loss = stats.loss,
-                seqs_per_s = stats.seqs_per_s as u64,
-                seconds = stats.seconds,
-                "pretraining epoch (masked items)"
-            );
-            pretrain.push(stats);
-        }
-    }
+    let pretrain = if warm_stats.is_none() {
+        fit::pretrain(&ctx, &mut opt, &mut rng, &samples, cfg, Objective::Masked(cfg.mask_prob, loss))?
+    } else {
+        Vec::new()
+    };
     let objective = Objective::Next(loss);
     let max_epochs = if warm_stats.is_some() { cfg.warm_start_epochs } else { cfg.epochs };
-    let mut best = (f64::NEG_INFINITY, 0usize);
-    let mut best_weights: Vec<(String, Tensor)> = Vec::new();
-    let mut finetune = Vec::new();
-    for epoch in 1..=max_epochs {
-        let mut stats = ctx.epoch(&mut opt, &mut rng, &samples, cfg.grad_clip, objective, "fine-tune")?;
-        let valid = validate(&model, data, &feats, &valid_users, device);
-        stats.valid_ndcg = valid.ndcg();
-        let patience = if warm_stats.is_some() {
-            cfg.warm_start_patience
-        } else {
-            noisy_patience(cfg.patience, cfg.max_patience, valid.ci95().0 / 1.96, cfg.patience_noise)
-        };
-        tracing::info!(
-            epoch,
-            loss = stats.loss,
-            valid_ndcg10 = stats.valid_ndcg,
-            seqs_per_s = stats.seqs_per_s as u64,
-            seconds = stats.seconds,
-            "fine-tuning epoch (next item)"
-        );
-        finetune.push(stats);
-        if stats.valid_ndcg > best.0 {
-            best = (stats.valid_ndcg, epoch);
-            best_weights = vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
-        } else if epoch - best.1 >= patience {
-            tracing::info!(epoch, best_epoch = best.1, patience, "early stop: validation NDCG@10 stopped improving");
-            break;
-        }
-    }
-    restore(&vs, &best_weights);
-    let (mut refit, mut holdout) = (Vec::new(), None);
-    if cfg.refit_epochs > 0 && !best_weights.is_empty() {
-        let all: Vec<usize> = (0..data.seqs.len()).collect();
-        for part in [Part::BeforeTest, Part::All] {
-            let samples = windows(data, &all, part, opts.max_len);
-            let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }
-                .build(&vs, cfg.learning_rate)
-                .map_err(|e| Error::torch("creating the optimiser", e))?;
-            let label = if part == Part::All { "refit" } else { "refit (holdout)" };
-            for epoch in 1..=cfg.refit_epochs {
-                let stats = ctx.epoch(&mut opt, &mut rng, &samples, cfg.grad_clip, objective, label)?;
-                tracing::info!(
-                    epoch,
-                    loss = stats.loss,
-                    seqs_per_s = stats.seqs_per_s as u64,
-                    seconds = stats.seconds,
-                    held_out_test = part == Part::BeforeTest,
-                    "refit epoch (next item, latest steps included)"
-                );
-                if part == Part::All {
-                    refit.push(stats);
-                }
-            }
-            if part == Part::BeforeTest {
-                let weights: Vec<(String, Tensor)> =
-                    vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
-                if let Some((_, ids)) = weights.iter().find(|(k, _)| k == ITEM_ROWS) {
-                    fill_unseen_rows(ids, &seen_items(data, part));
-                }
-                holdout = Some(weights);
-                restore(&vs, &best_weights);
-            }
-        }
-    }
+    let validation = fit::Validation { data, users: &valid_users, warm: warm_stats.is_some() };
+    let tuned = fit::finetune(&ctx, &vs, &mut opt, &mut rng, &samples, cfg, objective, max_epochs, &validation)?;
+    restore(&vs, &tuned.best_weights);
+    let (refit, holdout) = if cfg.refit_epochs > 0 && !tuned.best_weights.is_empty() {
+        fit::refit(&ctx, &vs, &mut rng, data, cfg, objective, opts.max_len, &tuned.best_weights)?
+    } else {
+        (Vec::new(), None)
+    };
+    let mut vs = vs;
     if let Some(ids) = vs.variables().get(ITEM_ROWS) {
         fill_unseen_rows(ids, &seen_items(data, if refit.is_empty() { Part::Train } else { Part::All }));
     }
     vs.freeze();
     let report = TrainReport {
         pretrain,
-        finetune,
-        best_epoch: best.1,
-        best_valid_ndcg: best.0.max(0.0),
+        finetune: tuned.epochs,
+        best_epoch: tuned.best.1,
+        best_valid_ndcg: tuned.best.0.max(0.0),
         train_users: train_users.len(),
         train_windows: samples.len(),
         batch_size,
@@ -337,526 +215,45 @@ pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Opt
     Ok(Trained { vs, model, report, holdout })
 }
 
-/// The variable holding the per-item rows (ID embeddings or deltas).
-const ITEM_ROWS: &str = "item_id.weight";
-
-/// Which item rows the steps of `part` contain (index = item_idx).
-fn seen_items(data: &SeqData, part: Part) -> Vec<bool> {
-    let mut seen = vec![false; data.n_items() as usize];
-    let all: Vec<usize> = (0..data.seqs.len()).collect();
-    for w in windows(data, &all, part, usize::MAX / 2) {
-        for i in w {
-            seen[*i as usize] = true;
-        }
-    }
-    seen
+/// The users whose validation NDCG@10 decides early stopping: at most `n`
+/// of those with a validation step, drawn with `rng`, ordered by history
+/// length (batches of similar lengths pad little).
+fn validation_users(data: &SeqData, n: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut users: Vec<usize> =
+        (0..data.seqs.len()).filter(|u| !data.split(*u).valid.is_empty() && !data.split(*u).train.is_empty()).collect();
+    rng.shuffle(&mut users);
+    users.truncate(n);
+    users.sort_by_key(|u| (data.split(*u).train.len(), *u));
+    users
 }
 
-/// Items the model never trained on keep the row they started with (small
-/// noise, shrunk by weight decay), which ranks them below almost every
-/// trained item whatever their text says. They get the mean row of the
-/// items it trained on instead: the typical delta on top of their own text
-/// projection (or, without text, the typical item).
-fn fill_unseen_rows(ids: &Tensor, seen: &[bool]) {
-    let rows = |want: bool| -> Vec<i64> { (1..seen.len()).filter(|i| seen[*i] == want).map(|i| i as i64).collect() };
-    let (trained, unseen) = (rows(true), rows(false));
-    if trained.is_empty() || unseen.is_empty() {
-        return;
-    }
-    let dev = ids.device();
-    tch::no_grad(|| {
-        let mean = ids.index_select(0, &Tensor::from_slice(&trained).to_device(dev)).mean_dim(0, true, ids.kind());
-        let at = Tensor::from_slice(&unseen).to_device(dev);
-        let _ = ids.shallow_clone().index_copy_(0, &at, &mean.expand([unseen.len() as i64, -1], false).contiguous());
-    });
-}
-
-/// Copy saved weights (by variable name) into `vs`.
-fn restore(vs: &nn::VarStore, weights: &[(String, Tensor)]) {
-    let vars = vs.variables();
-    tch::no_grad(|| {
-        for (k, t) in weights {
-            if let Some(v) = vars.get(k) {
-                v.shallow_clone().copy_(t);
-            }
-        }
-    });
-}
-
-/// Multiply-adds per trained position of (the transformer, the full-softmax
-/// output layer, the sampled-softmax output layer); backward passes cost
-/// about twice the forward for each, so the ratios hold for a whole step.
-pub fn step_costs(cfg: &ModelConfig, n_items: i64, max_len: usize) -> (f64, f64, f64) {
-    let d = cfg.dim as f64;
-    // Per layer: q, k, v and output projections (4 d²), the 4x feed-forward
-    // (8 d²), attention scores and mixing over the window (2 L d).
-    let encoder = cfg.layers as f64 * (12.0 * d * d + 2.0 * max_len as f64 * d);
-    (encoder, n_items as f64 * d, (cfg.sampled_negatives + 1) as f64 * d)
-}
-
-/// Whether training uses the full softmax: as configured, or with
-/// `loss = "auto"` while the catalog-wide output layer costs at most
-/// `full_softmax_max_cost` times a whole sampled step, or while one epoch
-/// of it (`positions` next-item positions × catalog × dim) costs at most
-/// `full_softmax_max_epoch_gmacs` billion multiply-adds: the sampled
-/// softmax is for catalogues and logs too large for the full one, not for
-/// small logs with a large catalogue, where it loses much of the quality.
-/// Deterministic: the same data and config always choose the same loss.
-pub fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usize, positions: usize) -> bool {
-    match cfg.loss {
-        LossKind::Full => true,
-        LossKind::Sampled => false,
-        LossKind::Auto => {
-            let (encoder, full, sampled) = step_costs(cfg, n_items, max_len);
-            full <= cfg.full_softmax_max_cost * (encoder + sampled)
-                || positions as f64 * full <= cfg.full_softmax_max_epoch_gmacs * 1e9
-        }
-    }
-}
-
-/// The softmax a loss is computed over.
-#[derive(Debug, Clone, Copy)]
-enum Loss {
-    /// Every item.
-    Full,
-    /// The target and this many negatives drawn uniformly, shared by the batch.
-    Sampled(usize),
-}
-
-/// What an epoch optimises.
-#[derive(Debug, Clone, Copy)]
-enum Objective {
-    /// Masked-item prediction with this masking probability.
-    Masked(f64, Loss),
-    /// Next item.
-    Next(Loss),
-}
-
-struct Ctx<'a> {
-    model: &'a SeqRec,
-    feats: &'a ItemFeatures,
-    /// Item rows whose delta is bounded, and the same as a mask over all rows.
-    bounded: Option<(&'a Tensor, Tensor)>,
-    /// Popularity negatives: the sampling weights and each item's log of
-    /// its expected draws per step (row 0, padding, is never drawn).
-    negatives: Option<(Tensor, Tensor)>,
-    device: tch::Device,
-    max_len: usize,
-    batch_size: usize,
-    n_items: i64,
-}
-
-impl Ctx<'_> {
-    fn epoch(
-        &self,
-        opt: &mut nn::Optimizer,
-        rng: &mut Rng,
-        samples: &[&[i64]],
-        clip: f64,
-        objective: Objective,
-        label: &str,
-    ) -> Result<EpochStats> {
-        let started = std::time::Instant::now();
-        // Batches of similar lengths waste little on padding; the batches,
-        // and users within a length, come in a fresh random order.
-        let mut order = samples.to_vec();
-        rng.shuffle(&mut order);
-        order.sort_by_key(|w| w.len());
-        let mut batches_in: Vec<&[&[i64]]> = order.chunks(self.batch_size).collect();
-        rng.shuffle(&mut batches_in);
-        let mut bar = Progress::new(label, order.len());
-        let (mut loss_sum, mut batches) = (0f64, 0usize);
-        for chunk in batches_in {
-            let loss = match objective {
-                Objective::Masked(p, loss) => self.masked_loss(chunk, p, loss),
-                Objective::Next(loss) => self.next_item_loss(chunk, loss),
-            };
-            let value = loss.value.double_value(&[]);
-            if !value.is_finite() {
-                return Err(Error::Internal(format!("training loss became {value} ({label})")));
-            }
-            opt.backward_step_clip_norm(&loss.objective, clip);
-            // The bounded deltas the step's gradient reached (the sampled
-            // softmax touches a few rows, the full one all): rows Adam's
-            // momentum moves without a gradient drift little and are
-            // projected when next touched and at the end of the epoch.
-            if let Some((rows, mask)) = &self.bounded {
-                match &loss.touched {
-                    Some(ids) => self.model.bound_deltas(&ids.masked_select(&mask.index_select(0, ids))),
-                    None => self.model.bound_deltas(rows),
-                }
-            }
-            loss_sum += value;
-            batches += 1;
-            bar.advance(chunk.len(), || format!("loss {:.4}", loss_sum / batches as f64));
-        }
-        if let Some((rows, _)) = &self.bounded {
-            self.model.bound_deltas(rows);
-        }
-        let secs = started.elapsed().as_secs_f64();
-        bar.finish();
-        Ok(EpochStats {
-            loss: loss_sum / batches.max(1) as f64,
-            valid_ndcg: f64::NAN,
-            seqs_per_s: order.len() as f64 / secs.max(1e-9),
-            seconds: secs,
-        })
-    }
-
-    /// Every position predicts the item after it (causal attention).
-    fn next_item_loss(&self, parts: &[&[i64]], loss: Loss) -> StepLoss {
-        let inputs: Vec<&[i64]> = parts.iter().map(|p| &p[..p.len() - 1]).collect();
-        let targets: Vec<&[i64]> = parts.iter().map(|p| &p[1..]).collect();
-        let x = left_pad(&inputs, self.max_len, self.device);
-        let y = left_pad(&targets, self.max_len, self.device);
-        self.loss(&x, &y, true, loss)
-    }
-
-    /// A share of positions is replaced by `[MASK]` and predicted from both
-    /// sides; every sequence has its last item masked at least.
-    fn masked_loss(&self, parts: &[&[i64]], p: f64, loss: Loss) -> StepLoss {
-        let x = left_pad(parts, self.max_len, self.device);
-        let real = x.ne(0);
-        let last =
-            Tensor::zeros_like(&real).index_fill(1, &Tensor::from_slice(&[x.size()[1] - 1]).to_device(self.device), 1);
-        let draws = Tensor::rand(x.size(), (Kind::Float, self.device));
-        let chosen = draws.lt(p).logical_and(&real).logical_or(&last.to_kind(Kind::Bool));
-        let inputs = x.where_scalarother(&chosen.logical_not(), self.model.mask_index());
-        let targets = x.where_scalarother(&chosen, 0);
-        self.loss(&inputs, &targets, false, loss)
-    }
-
-    /// Cross-entropy of encoding `x` [B, L] against targets `y` [B, L]
-    /// (0 = no target at that position).
-    fn loss(&self, x: &Tensor, y: &Tensor, causal: bool, loss: Loss) -> StepLoss {
-        match loss {
-            Loss::Full => {
-                let items = self.model.training_item_table(self.feats);
-                let table = if causal { items.shallow_clone() } else { self.model.with_mask(&items) };
-                let h = self.model.encode(x, &table, true, causal);
-                let (h, y) = scored_positions(&h, y);
-                full_softmax_loss(&h, &y, &items, self.model.trains_in_bf16())
-            }
-            Loss::Sampled(negatives) => {
-                let neg = match &self.negatives {
-                    Some((weights, _)) => weights.multinomial(negatives as i64, true),
-                    None => Tensor::randint_low(1, self.n_items, [negatives as i64], (Kind::Int64, self.device)),
-                };
-                // Only the items this batch touches are represented: the
-                // catalog-wide table would cost more than the step itself.
-                let (table, local, uniq) = local_table(self.model, self.feats, &[x, y, &neg]);
-                let h = self.model.encode(&local[0], &table, true, causal);
-                let (h, y) = scored_positions(&h, &local[1]);
-                let correction = self.negatives.as_ref().map(|(_, log_draws)| log_draws.index_select(0, &uniq));
-                let loss =
-                    sampled_softmax_loss(&h, &y, &table, &local[2], correction.as_ref(), self.model.trains_in_bf16());
-                StepLoss { touched: Some(uniq), ..loss }
-            }
-        }
-    }
-}
-
-/// Each item's occurrences in the training steps of `users` (row 0,
-/// padding, stays 0).
-fn item_counts(data: &SeqData, users: &[usize], n_items: i64) -> Vec<f64> {
-    let mut w = vec![0f64; n_items as usize];
-    for u in users {
-        for i in data.split(*u).train {
-            w[*i as usize] += 1.0;
-        }
-    }
-    w
-}
-
-/// Each item's delta bound from its training occurrences `n`:
-/// `max_norm × √(1 + n / evidence)` (plus a row for the `[MASK]` item,
-/// which is never bounded).
-fn delta_bounds(counts: &[f64], max_norm: f64, evidence: f64, device: tch::Device) -> Tensor {
-    let b: Vec<f32> = counts.iter().map(|n| (max_norm * (1.0 + n / evidence).sqrt()) as f32).chain([0.0]).collect();
-    Tensor::from_slice(&b).to_device(device)
-}
-
-/// Popularity negatives: weights (training occurrences + 1)^0.75 over
-/// items 1.., and the log of each item's expected draws among `negatives`
-/// (with a last row for the `[MASK]` item).
-fn popularity_negatives(
-    data: &SeqData,
-    users: &[usize],
-    n_items: i64,
-    negatives: usize,
-    device: tch::Device,
-) -> (Tensor, Tensor) {
-    let mut w = item_counts(data, users, n_items);
-    for x in w.iter_mut().skip(1) {
-        *x = (*x + 1.0).powf(0.75);
-    }
-    w[0] = 0.0;
-    let total: f64 = w.iter().sum::<f64>().max(f64::MIN_POSITIVE);
-    // One more row for pretraining's `[MASK]` item (never drawn, never a target).
-    let log_draws: Vec<f32> = w
-        .iter()
-        .map(|x| if *x > 0.0 { (negatives as f64 * x / total).ln() as f32 } else { 0.0 })
-        .chain(std::iter::once(0.0))
-        .collect();
-    let weights: Vec<f32> = w.iter().map(|x| *x as f32).collect();
-    (Tensor::from_slice(&weights).to_device(device), Tensor::from_slice(&log_draws).to_device(device))
-}
-
-/// The rows of `ids` (any shapes) in a table of just the items they hold:
-/// the table and each tensor of ids renumbered into it. Id 0 (padding)
-/// stays 0, so padding is still recognised. Also returns the rows' ids.
-fn local_table(model: &SeqRec, feats: &ItemFeatures, ids: &[&Tensor]) -> (Tensor, Vec<Tensor>, Tensor) {
-    let device = ids[0].device();
-    let mut flat: Vec<Tensor> = vec![Tensor::zeros([1], (Kind::Int64, device))];
-    flat.extend(ids.iter().map(|t| t.flatten(0, -1)));
-    let all = Tensor::cat(&flat, 0);
-    let (uniq, inverse, _) = all.internal_unique2(true, true, false);
-    let mut out = Vec::with_capacity(ids.len());
-    let mut at = 1i64;
-    for t in ids {
-        let n = t.numel() as i64;
-        out.push(inverse.narrow(0, at, n).view(t.size().as_slice()));
-        at += n;
-    }
-    (model.item_rows(feats, &uniq), out, uniq)
-}
-
-/// The states [P, D] and targets [P] of the positions that have a target
-/// (y ≠ 0), so that padding and unmasked positions cost no output logits.
-fn scored_positions(h: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
-    let d = h.size()[2];
-    let y = y.view([-1]);
-    let at = y.nonzero().squeeze_dim(1);
-    (h.view([-1, d]).index_select(0, &at), y.index_select(0, &at))
-}
-
-/// Mean cross-entropy of states `h` [P, D] against every item of `items`,
-/// its gradient worked out as in [`sampled_softmax_loss`].
-fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, bf16: bool) -> StepLoss {
-    let rows = h.size()[0];
-    let p = rows.max(1) as f64;
-    let kind = h.kind();
-    let (value, gh, gi) = tch::no_grad(|| {
-        let (hd, id) = (h.detach(), items.detach());
-        let products = Products::new(bf16, rows);
-        let (hl, il) = (products.low(&hd, true), products.low(&id, false));
-        let mut z = products.mm(&hl, &il.tr(), kind, true);
-        let target = z.gather(1, &y.unsqueeze(1), false);
-        let m = z.amax([-1], true);
-        let _ = z.g_sub_(&m).exp_();
-        let s = z.sum_dim_intlist(-1, true, kind);
-        let value = (s.log() + &m - &target).mean(kind);
-        let _ = z.g_div_(&(&s * p));
-        let _ = z.scatter_add_(1, &y.unsqueeze(1), &Tensor::full([rows, 1], -1.0 / p, (kind, h.device())));
-        let zl = products.low(&z, true);
-        (value, products.mm(&zl, &il, kind, true), products.mm(&zl.tr(), &hl, kind, false))
-    });
-    let objective = (h * gh).sum(kind) + (items * gi).sum(kind);
-    StepLoss { value, objective, touched: None }
-}
-
-/// The training loss's matrix products: f32, or bf16 with f32 results and
-/// the scored positions' rows padded as in the model's bf16 products
-/// (`bf16_padded_rows`) so that oneDNN reuses a compiled kernel across batches.
-struct Products {
-    bf16: bool,
-    rows: i64,
-    padded: i64,
-}
-
-impl Products {
-    fn new(bf16: bool, rows: i64) -> Products {
-        Products { bf16, rows, padded: if bf16 { crate::model::seqrec::bf16_padded_rows(rows) } else { rows } }
-    }
-
-    /// `x` in the products' precision; `pad`: `x` has one row per scored
-    /// position, padded.
-    fn low(&self, x: &Tensor, pad: bool) -> Tensor {
-        let x = if self.bf16 { x.to_kind(Kind::BFloat16) } else { x.shallow_clone() };
-        if pad && self.padded > self.rows { x.constant_pad_nd([0, 0, 0, self.padded - self.rows]) } else { x }
-    }
-
-    /// a · b in `kind`; `per_position`: a's rows are the scored positions
-    /// (padded), and the padding rows are dropped from the result.
-    fn mm(&self, a: &Tensor, b: &Tensor, kind: Kind, per_position: bool) -> Tensor {
-        let out = a.mm(b);
-        let out = if per_position { out.narrow(0, 0, self.rows) } else { out };
-        out.to_kind(kind)
-    }
-}
-
-/// Mean cross-entropy of states `h` [P, D] over the target and the shared
-/// negatives `neg` (rows of `items`); a negative that is the target itself
-/// is left out of that position's softmax. With `log_draws` (per row of
-/// `items`, the log of its expected draws per step) every logit is
-/// corrected by it (sampled softmax with the logQ correction).
-///
-/// The gradient is worked out here rather than by autograd: the [P, K]
-/// logits are scored once with no graph, turned into softmax weights in
-/// place, and give the gradients of the states, the targets' rows and the
-/// negatives' rows by two matrix products. The returned objective is a sum
-/// of inner products of those three inputs with their fixed gradients, so
-/// its backward pass carries exactly the loss's gradients into the encoder
-/// and the item table, without autograd's copies of the logits (the
-/// concatenation, the masked copy, log-softmax forward and backward).
-fn sampled_softmax_loss(
-    h: &Tensor,
-    y: &Tensor,
-    items: &Tensor,
-    neg: &Tensor,
-    log_draws: Option<&Tensor>,
-    bf16: bool,
-) -> StepLoss {
-    let t = items.index_select(0, y);
-    let n = items.index_select(0, neg);
-    let rows = h.size()[0];
-    let p = rows.max(1) as f64;
-    let kind = h.kind();
-    let (value, gh, gt, gn) = tch::no_grad(|| {
-        let (hd, td, nd) = (h.detach(), t.detach(), n.detach());
-        let products = Products::new(bf16, rows);
-        let (hl, nl) = (products.low(&hd, true), products.low(&nd, false));
-        let mut pos = (&hd * &td).sum_dim_intlist(-1, true, kind);
-        let mut z = products.mm(&hl, &nl.tr(), kind, true);
-        // logQ: each logit less the log of how often its item is drawn.
-        if let Some(c) = log_draws {
-            pos -= c.index_select(0, y).unsqueeze(-1).to_kind(kind);
-            let _ = z.g_sub_(&c.index_select(0, neg).unsqueeze(0).to_kind(kind));
-        }
-        // Targets drawn as negatives are rare: mask only the rows that have one.
-        let is_neg = Tensor::zeros([items.size()[0]], (Kind::Bool, h.device())).index_fill(0, neg, 1);
-        let hit_rows = is_neg.index_select(0, y).nonzero().squeeze_dim(1);
-        if hit_rows.numel() > 0 {
-            let hit = y.index_select(0, &hit_rows).unsqueeze(-1).eq_tensor(&neg.unsqueeze(0));
-            let sub = z.index_select(0, &hit_rows).masked_fill(&hit, f64::NEG_INFINITY);
-            let _ = z.index_copy_(0, &hit_rows, &sub);
-        }
-        let m = z.amax([-1], true).maximum(&pos);
-        let _ = z.g_sub_(&m).exp_();
-        let e0 = (&pos - &m).exp();
-        let s = z.sum_dim_intlist(-1, true, kind) + &e0;
-        let value = (s.log() + &m - &pos).mean(kind);
-        // d loss / d logit: softmax weight (minus 1 for the target) over P.
-        let _ = z.g_div_(&(&s * p));
-        let g0 = (e0 / &s - 1.0) / p;
-        let zl = products.low(&z, true);
-        let gh = products.mm(&zl, &nl, kind, true) + &g0 * &td;
-        let gn = products.mm(&zl.tr(), &hl, kind, false);
-        let gt = g0 * &hd;
-        (value, gh, gt, gn)
-    });
-    let objective = (h * gh).sum(kind) + (t * gt).sum(kind) + (n * gn).sum(kind);
-    StepLoss { value, objective, touched: None }
-}
-
-/// A batch's loss: its value, and the tensor to differentiate (whose
-/// gradients are the loss's; its own value may differ).
-struct StepLoss {
-    value: Tensor,
-    objective: Tensor,
-    /// The item rows the loss reaches (None: every row).
-    touched: Option<Tensor>,
-}
-
-/// Which steps of each user's sequence are trained on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
-    /// The training steps (validation and test held out).
-    Train,
-    /// Every step but the test ones (the holdout model's refit).
-    BeforeTest,
-    /// Every step (the published model's refit).
-    All,
-}
-
-/// Training windows: each user's steps (`part` of them) cut from the end
-/// into pieces of at most `max_len + 1` items that overlap by one item, so
-/// that every transition is trained once and no input is longer than the
-/// model reads.
-fn windows<'a>(data: &'a SeqData, users: &[usize], part: Part, max_len: usize) -> Vec<&'a [i64]> {
-    let mut out = Vec::new();
-    for u in users {
-        let s = data.split(*u);
-        let t = match part {
-            Part::Train => s.train,
-            Part::BeforeTest => s.before_test,
-            Part::All => data.seqs[*u].as_slice(),
-        };
-        let mut end = t.len();
-        while end >= 2 {
-            let start = end.saturating_sub(max_len + 1);
-            out.push(&t[start..end]);
-            if start == 0 {
-                break;
-            }
-            end = start + 1;
-        }
-    }
-    out
-}
-
-/// Copy an earlier checkpoint's weights into a fresh model of the same
-/// shape, item rows mapped by item id. Returns (kept, new, dropped) item
-/// counts, or None (train from scratch) when the shapes differ.
-fn apply_warm_start(
-    vs: &nn::VarStore,
-    cfg: &SeqRecConfig,
-    item_ids: &[String],
-    warm: &WarmStart,
-) -> Result<Option<(usize, usize, usize)>> {
-    let old = &warm.meta.model;
-    let same_shape = SeqRecConfig {
-        n_items: cfg.n_items,
+/// The model's shape and regularisation for `data` under `opts`.
+fn model_config(data: &SeqData, opts: &TrainOptions) -> SeqRecConfig {
+    let cfg = &opts.model;
+    SeqRecConfig {
+        n_items: data.n_items(),
+        dim: cfg.dim,
+        heads: cfg.heads,
+        layers: cfg.layers,
+        max_len: opts.max_len as i64,
         dropout: cfg.dropout,
-        image_alpha: cfg.image_alpha,
-        delta_max_norm: cfg.delta_max_norm,
+        text_dim: data.text_dim as i64,
+        text_fusion: cfg.text_fusion,
+        delta_max_norm: cfg.text_delta_max_norm,
         id_dropout: cfg.id_dropout,
-        ..old.clone()
-    } == *cfg;
-    if !same_shape {
-        tracing::warn!(from = %warm.date, "the earlier checkpoint has another model shape; training from scratch");
-        return Ok(None);
+        image_dim: data.image_dim as i64,
+        image_alpha: cfg.image_alpha,
     }
-    let old_rows: HashMap<&str, i64> =
-        warm.meta.item_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as i64 + 1)).collect();
-    let saved: HashMap<&str, &Tensor> = warm.tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
-    let mut kept = 0;
-    tch::no_grad(|| -> Result<()> {
-        for (name, var) in vs.variables() {
-            let src = saved
-                .get(name.as_str())
-                .ok_or_else(|| Error::Data(format!("checkpoint of {} lacks {name}", warm.date)))?;
-            let mut var = var.shallow_clone();
-            if name == ITEM_ROWS {
-                // Row 0 (padding) and every item still in the catalog.
-                let (mut to, mut from) = (vec![0i64], vec![0i64]);
-                for (i, id) in item_ids.iter().enumerate() {
-                    if let Some(r) = old_rows.get(id.as_str()) {
-                        to.push(i as i64 + 1);
-                        from.push(*r);
-                    }
-                }
-                kept = to.len() - 1;
-                let rows =
-                    src.to_device(var.device()).index_select(0, &Tensor::from_slice(&from).to_device(var.device()));
-                let _ = var.index_copy_(0, &Tensor::from_slice(&to).to_device(var.device()), &rows);
-            } else if src.size() == var.size() {
-                var.copy_(src);
-            } else {
-                return Err(Error::Data(format!(
-                    "checkpoint of {}: {name} has shape {:?}, want {:?}",
-                    warm.date,
-                    src.size(),
-                    var.size()
-                )));
-            }
-        }
-        Ok(())
-    })?;
-    let new = item_ids.len() - kept;
-    let dropped = warm.meta.item_ids.len() - kept;
-    tracing::info!(from = %warm.date, kept, new, dropped, "warm start from an earlier checkpoint");
-    Ok(Some((kept, new, dropped)))
+}
+
+/// The configured batch size, capped so that the [batch, length, classes]
+/// logits stay within `model.memory_budget_mb` (forward + backward ≈ 3
+/// copies of f32).
+fn batch_size(cfg: &ModelConfig, n_items: i64, max_len: usize, full: bool) -> usize {
+    let classes = if full { n_items as f64 } else { (cfg.sampled_negatives + 1) as f64 };
+    let budget = cfg.memory_budget_mb.saturating_mul(1024 * 1024) as f64;
+    let per_seq = (max_len as f64) * classes * 4.0 * 3.0;
+    cfg.batch_size.min((budget / per_seq).floor().max(1.0) as usize)
 }
 
 /// `training_epochs`: one row per epoch of each phase ([`crate::tables::training_epochs::PHASES`]), with
@@ -940,6 +337,9 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::{loss::*, windows::*};
+    use crate::config::LossKind;
+    use crate::seqdata::left_pad;
 
     #[test]
     fn patience_grows_with_validation_noise_within_bounds() {
