@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 
 fn main() {
+    // Without this, any file of the package (the README, a bench script)
+    // reruns the script and so recompiles the crate.
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/lib");
