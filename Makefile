@@ -71,7 +71,7 @@ bench-scale: build ## Two nights (scratch, then warm) at S, M and L (1M/3M/10M e
 	SIZES="$(or $(SIZES),S M L)" bench/scale.sh
 
 bench-shards: build ## The DAG's tasks at L (SIZE) as separate processes: prepare, 4 shards, publish vs unsharded: time, RSS -> bench/results/shards.md.
-	SIZE="$(or $(SIZE),L)" SHARDS="$(or $(SHARDS),4)" bench/shards.sh
+	SIZE="$(or $(SIZE),L)" SHARDS="$(or $(SHARDS),4)" EPOCHS="$(EPOCHS)" bench/shards.sh
 
 test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers, the report in headless Chromium, the Airflow DAG in Airflow 3).
 	@$(LIBTORCH_ENV) NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; export NIGHTREC_PYTHON; \

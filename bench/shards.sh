@@ -8,6 +8,7 @@
 # lists. Writes bench/results/shards.md.
 #   SIZE: S (1M events, 100k users, 10k items), M (3M, 300k, 30k) or
 #         L (10M, 1M, 100k; default)
+#   EPOCHS: most pretraining and fine-tuning epochs (default: the config's)
 # usage: bench/shards.sh              (make bench-shards builds first)
 #        SIZE=S SHARDS=4 bench/shards.sh
 set -euo pipefail
@@ -17,6 +18,13 @@ SHARDS="${SHARDS:-4}"
 THREADS="${THREADS:-2}"
 OUT="${OUT:-bench-out/shards}"
 DATE="${DATE:-2026-11-21}"
+# EPOCHS caps pretraining and fine-tuning epochs in every task (a memory
+# measurement: what candidates and publish hold does not depend on how long
+# train ran); empty = the config's.
+EPOCHS="${EPOCHS:-}"
+if [[ -n "$EPOCHS" ]]; then
+  export NIGHTREC_MODEL__PRETRAIN_EPOCHS="$EPOCHS" NIGHTREC_MODEL__EPOCHS="$EPOCHS"
+fi
 PY="$(scripts/setup-python.sh)"
 scripts/setup-models.sh >/dev/null
 case "$SIZE" in
@@ -56,5 +64,5 @@ task publish "$sharded"
 task unsharded "$whole"
 rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src sql jobs Cargo.toml || echo +changes)"
 "$PY" bench/shards_report.py "$OUT/$SIZE" "$SIZE" "$SHARDS" "$THREADS" "$rev" \
-  "SIZE=$SIZE SHARDS=$SHARDS THREADS=$THREADS make bench-shards" > bench/results/shards.md
+  "SIZE=$SIZE SHARDS=$SHARDS THREADS=$THREADS${EPOCHS:+ EPOCHS=$EPOCHS} make bench-shards" "$EPOCHS" > bench/results/shards.md
 cat bench/results/shards.md
