@@ -14,7 +14,7 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 }
 
 /// A text column as owned strings (NULL → None).
-pub fn strings(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<String>>> {
+pub(crate) fn strings(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<String>>> {
     let mut out = Vec::new();
     for b in batches {
         let c = datafusion::arrow::compute::cast(column(b, name)?, &DataType::Utf8)
@@ -46,7 +46,7 @@ pub fn ints(batches: &[RecordBatch], name: &str) -> Result<Vec<i64>> {
 }
 
 /// A numeric column as f64 (NULL → None).
-pub fn floats(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<f64>>> {
+pub(crate) fn floats(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<f64>>> {
     let mut out = Vec::new();
     for b in batches {
         let c = datafusion::arrow::compute::cast(column(b, name)?, &DataType::Float64)
@@ -58,7 +58,7 @@ pub fn floats(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<f64>>> {
 }
 
 /// A boolean column (NULL → `default`).
-pub fn bools(batches: &[RecordBatch], name: &str, default: bool) -> Result<Vec<bool>> {
+pub(crate) fn bools(batches: &[RecordBatch], name: &str, default: bool) -> Result<Vec<bool>> {
     let mut out = Vec::new();
     for b in batches {
         let a = column(b, name)?
@@ -70,7 +70,7 @@ pub fn bools(batches: &[RecordBatch], name: &str, default: bool) -> Result<Vec<b
 }
 
 /// A list-of-integers column (NULL → empty).
-pub fn int_lists(batches: &[RecordBatch], name: &str) -> Result<Vec<Vec<i64>>> {
+pub(crate) fn int_lists(batches: &[RecordBatch], name: &str) -> Result<Vec<Vec<i64>>> {
     let mut out = Vec::new();
     for b in batches {
         let c = column(b, name)?;
@@ -89,7 +89,7 @@ pub fn int_lists(batches: &[RecordBatch], name: &str) -> Result<Vec<Vec<i64>>> {
 }
 
 /// A fixed-size list of float32 column, flattened row-major, with its width.
-pub fn vectors(batches: &[RecordBatch], name: &str) -> Result<(Vec<f32>, usize)> {
+pub(crate) fn vectors(batches: &[RecordBatch], name: &str) -> Result<(Vec<f32>, usize)> {
     let mut out = Vec::new();
     let mut dim = 0usize;
     for b in batches {
@@ -106,7 +106,7 @@ pub fn vectors(batches: &[RecordBatch], name: &str) -> Result<(Vec<f32>, usize)>
 }
 
 /// Build a fixed-size list of float32 column from row-major values.
-pub fn vector_array(values: Vec<f32>, dim: usize) -> Result<ArrayRef> {
+pub(crate) fn vector_array(values: Vec<f32>, dim: usize) -> Result<ArrayRef> {
     let field = Arc::new(Field::new("item", DataType::Float32, false));
     let arr = FixedSizeListArray::try_new(field, dim as i32, Arc::new(Float32Array::from(values)), None)
         .map_err(|e| Error::Internal(format!("building a vector column: {e}")))?;
@@ -114,6 +114,6 @@ pub fn vector_array(values: Vec<f32>, dim: usize) -> Result<ArrayRef> {
 }
 
 /// The Arrow type of an embedding column of width `dim`.
-pub fn vector_type(dim: usize) -> DataType {
+pub(crate) fn vector_type(dim: usize) -> DataType {
     DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32)
 }

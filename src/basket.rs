@@ -34,18 +34,18 @@ use crate::seqdata::{SeqData, left_pad};
 use crate::tables::evaluation::BASKET_MODELS;
 
 /// Length of every ranked list: the largest cut-off reported ([`KS`]).
-pub const K: usize = KS[KS.len() - 1];
+pub(crate) const K: usize = KS[KS.len() - 1];
 
 /// The cut-off the explore weight is chosen at.
-pub const CHOICE_K: usize = 10;
+pub(crate) const CHOICE_K: usize = 10;
 
 /// Most users whose histories TIFU-KNN takes neighbours from.
-pub const NEIGHBOUR_POOL: usize = 20_000;
+pub(crate) const NEIGHBOUR_POOL: usize = 20_000;
 
 /// TIFU-KNN's settings: the group size, decay rates, neighbours and blend
 /// the paper reports for its grocery data (Dunnhumby, Instacart).
 #[derive(Debug, Clone, Copy)]
-pub struct Tifu {
+pub(crate) struct Tifu {
     /// Baskets per group (m).
     pub group_size: usize,
     /// Decay between consecutive baskets of a group (r_b).
@@ -66,7 +66,7 @@ impl Default for Tifu {
 
 /// One user's steps before the held-out basket.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct History {
+pub(crate) struct History {
     /// Distinct items of each basket, sorted, oldest basket first.
     pub baskets: Vec<Vec<i64>>,
     /// Distinct items bought in each basket, sorted.
@@ -80,7 +80,7 @@ pub struct History {
 
 /// One row of `steps`.
 #[derive(Debug, Clone, Copy)]
-pub struct StepRow {
+pub(crate) struct StepRow {
     /// Position in the user's sequence.
     pub step: i64,
     /// Item index.
@@ -97,7 +97,7 @@ pub struct StepRow {
 
 impl History {
     /// Group one user's `steps` rows (any order) into baskets.
-    pub fn from_rows(mut rows: Vec<StepRow>) -> History {
+    pub(crate) fn from_rows(mut rows: Vec<StepRow>) -> History {
         rows.sort_by_key(|r| r.step);
         let mut h = History {
             test_start: rows.iter().filter(|r| r.test).map(|r| r.ts).fold(f64::INFINITY, f64::min),
@@ -129,14 +129,14 @@ impl History {
     }
 
     /// Mean distinct items per basket (at least 1).
-    pub fn basket_size(&self) -> f64 {
+    pub(crate) fn basket_size(&self) -> f64 {
         let n = self.baskets.len().max(1) as f64;
         (self.baskets.iter().map(Vec::len).sum::<usize>() as f64 / n).max(1.0)
     }
 
     /// Personal top frequency: baskets holding the item, plus a fraction
     /// below one for how recent its last basket is (ties go to the recent).
-    pub fn frequency_scores(&self) -> Vec<(i64, f32)> {
+    pub(crate) fn frequency_scores(&self) -> Vec<(i64, f32)> {
         let n = self.baskets.len() as f64;
         let mut per: HashMap<i64, (f64, usize)> = HashMap::new();
         for (b, items) in self.baskets.iter().enumerate() {
@@ -157,7 +157,7 @@ impl History {
     /// `basket_decay`^(baskets with a purchase after it) × 0.5^(its age at
     /// `now` / `half_life_days`): an estimate of the chance that the next
     /// basket holds the item again, recent habits counting most.
-    pub fn repeat_shares(&self, now: f64, half_life_days: f64, basket_decay: f64) -> Vec<(i64, f32)> {
+    pub(crate) fn repeat_shares(&self, now: f64, half_life_days: f64, basket_decay: f64) -> Vec<(i64, f32)> {
         let mut per: HashMap<i64, f64> = HashMap::new();
         let mut total = 0.0;
         let with_purchase: Vec<(&Vec<i64>, f64)> =
@@ -181,7 +181,7 @@ impl History {
     /// smaller); a group is the mean of its baskets' one-hot vectors, each
     /// `within_decay`^(baskets after it in the group); the user vector is
     /// the mean of the groups, each `group_decay`^(groups after it).
-    pub fn tifu_vector(&self, t: &Tifu) -> Vec<(i64, f32)> {
+    pub(crate) fn tifu_vector(&self, t: &Tifu) -> Vec<(i64, f32)> {
         let m = t.group_size.max(1);
         let n = self.baskets.len();
         let groups = n.div_ceil(m);
@@ -207,7 +207,7 @@ impl History {
 
 /// The chance that the next basket holds an item again, from its repeat
 /// share ([`History::repeat_shares`]) and `buy_again_weight`.
-pub fn repeat_chance(share: f32, weight: f64) -> f32 {
+pub(crate) fn repeat_chance(share: f32, weight: f64) -> f32 {
     (share * weight as f32).clamp(0.0, 1.0)
 }
 
@@ -215,14 +215,14 @@ pub fn repeat_chance(share: f32, weight: f64) -> f32 {
 /// model's next-step probability (softmax over the catalog, `log_norm` its
 /// log normaliser) × the user's usual basket size × `explore_weight`, at
 /// most 1.
-pub fn model_chance(score: f64, log_norm: f64, basket_size: f64, explore_weight: f64) -> f64 {
+pub(crate) fn model_chance(score: f64, log_norm: f64, basket_size: f64, explore_weight: f64) -> f64 {
     (explore_weight * basket_size * (score - log_norm).exp()).min(1.0)
 }
 
 /// [`model_chance`] of every item for a block of users: `raw` [B, N + 1]
 /// model scores (column 0 is padding, chance 0) and each row's basket
 /// size; with each row's log normaliser.
-pub fn model_chances(raw: &Tensor, sizes: &[f32], explore_weight: f64) -> (Tensor, Tensor) {
+pub(crate) fn model_chances(raw: &Tensor, sizes: &[f32], explore_weight: f64) -> (Tensor, Tensor) {
     let n1 = raw.size()[1];
     let logits = raw.to_kind(Kind::Float);
     let log_norm = logits.narrow(1, 1, n1 - 1).logsumexp([1], true);
@@ -235,7 +235,7 @@ pub fn model_chances(raw: &Tensor, sizes: &[f32], explore_weight: f64) -> (Tenso
 
 /// Turn `scores` [B, N + 1] (chances) into [`repeat_blend`] with the
 /// (row, item, repeat chance) triples, in place.
-pub fn add_repeat(scores: &Tensor, repeat: &[(i64, i64, f32)]) {
+pub(crate) fn add_repeat(scores: &Tensor, repeat: &[(i64, i64, f32)]) {
     if repeat.is_empty() {
         return;
     }
@@ -251,14 +251,14 @@ pub fn add_repeat(scores: &Tensor, repeat: &[(i64, i64, f32)]) {
 
 /// What `user_candidates` ranks by in repeat mode: the chance that the next
 /// basket holds the item, either way (noisy-or of the two chances).
-pub fn repeat_blend(model: f64, repeat: f64) -> f64 {
+pub(crate) fn repeat_blend(model: f64, repeat: f64) -> f64 {
     model + repeat * (1.0 - model)
 }
 
 /// TIFU-KNN's neighbour search over a pool of user vectors (Euclidean
 /// distance, as in the paper), through an inverted index so a query costs
 /// the postings of its own items.
-pub struct Neighbours {
+pub(crate) struct Neighbours {
     vectors: Vec<Vec<(i64, f32)>>,
     norms: Vec<f32>,
     index: HashMap<i64, Vec<(u32, f32)>>,
@@ -266,7 +266,7 @@ pub struct Neighbours {
 
 impl Neighbours {
     /// Index the pool's vectors.
-    pub fn new(vectors: Vec<Vec<(i64, f32)>>) -> Neighbours {
+    pub(crate) fn new(vectors: Vec<Vec<(i64, f32)>>) -> Neighbours {
         let mut index: HashMap<i64, Vec<(u32, f32)>> = HashMap::new();
         for (p, v) in vectors.iter().enumerate() {
             for (i, w) in v {
@@ -280,7 +280,7 @@ impl Neighbours {
     /// TIFU-KNN's scores for a user with vector `v`: α v + (1 − α) × the
     /// mean vector of its `neighbours` nearest pool users (`me`, the user's
     /// own slot in the pool, excluded), sorted by item.
-    pub fn predict(&self, v: &[(i64, f32)], me: Option<usize>, t: &Tifu) -> Vec<(i64, f32)> {
+    pub(crate) fn predict(&self, v: &[(i64, f32)], me: Option<usize>, t: &Tifu) -> Vec<(i64, f32)> {
         let mut dots = vec![0f32; self.vectors.len()];
         for (i, w) in v {
             for (p, x) in self.index.get(i).map(Vec::as_slice).unwrap_or(&[]) {
@@ -311,7 +311,7 @@ impl Neighbours {
 
 /// Items by popularity (most popular first, then by index) and each item's
 /// place in that order; `counts[0]` is padding and never listed.
-pub fn popularity_order(counts: &[f32]) -> (Vec<i64>, Vec<u32>) {
+pub(crate) fn popularity_order(counts: &[f32]) -> (Vec<i64>, Vec<u32>) {
     let mut order: Vec<i64> = (1..counts.len() as i64).collect();
     order.sort_by(|a, b| counts[*b as usize].total_cmp(&counts[*a as usize]).then(a.cmp(b)));
     let mut place = vec![u32::MAX; counts.len()];
@@ -323,7 +323,7 @@ pub fn popularity_order(counts: &[f32]) -> (Vec<i64>, Vec<u32>) {
 
 /// The `k` best of sparse scores (ties by popularity), filled up with the
 /// most popular items not among them.
-pub fn rank_sparse(scores: &[(i64, f32)], order: &[i64], place: &[u32], k: usize) -> Vec<i64> {
+pub(crate) fn rank_sparse(scores: &[(i64, f32)], order: &[i64], place: &[u32], k: usize) -> Vec<i64> {
     let rank = |i: i64| place.get(i as usize).copied().unwrap_or(u32::MAX);
     let mut s: Vec<(i64, f32)> = scores.iter().filter(|x| x.1 > 0.0 && x.0 > 0).copied().collect();
     s.sort_by(|a, b| b.1.total_cmp(&a.1).then(rank(a.0).cmp(&rank(b.0))).then(a.0.cmp(&b.0)));
@@ -341,7 +341,11 @@ pub fn rank_sparse(scores: &[(i64, f32)], order: &[i64], place: &[u32], k: usize
 
 /// Read the `steps` of the users in `want` (user id → key) as histories;
 /// without `hold_out` the test basket is history too (tomorrow's lists).
-pub async fn histories(job: &Job, want: &HashMap<&str, usize>, hold_out: bool) -> Result<HashMap<usize, History>> {
+pub(crate) async fn histories(
+    job: &Job,
+    want: &HashMap<&str, usize>,
+    hold_out: bool,
+) -> Result<HashMap<usize, History>> {
     let mut rows: HashMap<usize, Vec<StepRow>> = HashMap::new();
     let ctx = job.session()?;
     let sql = crate::sql::read("basket_steps")?;
@@ -374,7 +378,7 @@ pub async fn histories(job: &Job, want: &HashMap<&str, usize>, hold_out: bool) -
 }
 
 /// What the next-basket evaluation of a night found.
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Each model of [`BASKET_MODELS`] with its sums (empty without baselines).
     pub sums: Vec<(&'static str, Accuracy)>,
     /// The explore weight the blend does best with over every scored user:
@@ -385,7 +389,7 @@ pub struct Outcome {
 /// The index of the weight with the highest Recall@10 + NDCG@10 summed
 /// over `users` (ties: the smaller weight); `metrics[u][g]` is user u's
 /// (recall, ndcg) with weight g.
-pub fn best_weight(metrics: &[Vec<(f64, f64)>], users: impl Iterator<Item = usize> + Clone) -> usize {
+pub(crate) fn best_weight(metrics: &[Vec<(f64, f64)>], users: impl Iterator<Item = usize> + Clone) -> usize {
     let g = metrics.first().map(Vec::len).unwrap_or(0);
     let total = |w: usize| users.clone().map(|u| metrics[u][w].0 + metrics[u][w].1).sum::<f64>();
     let mut best = 0;
@@ -401,7 +405,7 @@ pub fn best_weight(metrics: &[Vec<(f64, f64)>], users: impl Iterator<Item = usiz
 /// scored with the weight the other fold does best with, so the reported
 /// blend never chose its weight on the users it is scored on. Returns the
 /// weight index used for each user.
-pub fn cross_fitted(metrics: &[Vec<(f64, f64)>]) -> Vec<usize> {
+pub(crate) fn cross_fitted(metrics: &[Vec<(f64, f64)>]) -> Vec<usize> {
     let fold = |f: usize| (0..metrics.len()).filter(move |u| u % 2 == f);
     let (on0, on1) = (best_weight(metrics, fold(0)), best_weight(metrics, fold(1)));
     (0..metrics.len()).map(|u| if u % 2 == 0 { on1 } else { on0 }).collect()
@@ -412,7 +416,7 @@ pub fn cross_fitted(metrics: &[Vec<(f64, f64)>]) -> Vec<usize> {
 /// `baselines` every other model of [`BASKET_MODELS`]; `counts` are the items'
 /// popularity (steps before each user's test basket, index = item).
 #[allow(clippy::too_many_arguments)]
-pub async fn evaluate(
+pub(crate) async fn evaluate(
     job: &Job,
     data: &SeqData,
     chosen: &[usize],
@@ -549,22 +553,18 @@ impl Blend<'_> {
 
 /// What the explore weight depends on beside the checkpoint, for the embed
 /// stage's fingerprint: nothing unless buy-again mode is on.
-pub fn explore_inputs(cfg: &crate::config::Config) -> String {
+pub(crate) fn explore_inputs(cfg: &crate::config::Config) -> String {
     if !cfg.candidates.repeat_purchases {
         return String::new();
     }
-    cfg.hash_of(&[
-        "candidates.buy_again_weight",
-        "candidates.buy_again_half_life_days",
-        "candidates.buy_again_basket_decay",
-        "candidates.explore_weights",
-        "evaluate.sample_users",
-    ])
+    let mut keys = crate::config::BUY_AGAIN_KEYS.to_vec();
+    keys.push("evaluate.sample_users");
+    cfg.hash_of(&keys)
 }
 
 /// The explore weight chosen for a date, as recorded.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ExploreWeight {
+pub(crate) struct ExploreWeight {
     /// The weight tomorrow's lists use.
     pub weight: f64,
     /// The weights it was chosen from (`candidates.explore_weights`).
@@ -576,7 +576,7 @@ pub struct ExploreWeight {
 /// best with on the held-out baskets of the users the evaluation scores
 /// (scored with the checkpoint's holdout model, as `evaluate` does). Run
 /// by the embed stage, so that writing candidates evaluates nothing.
-pub async fn choose_explore_weight(job: &Job, data: &SeqData, device: tch::Device) -> Result<f64> {
+pub(crate) async fn choose_explore_weight(job: &Job, data: &SeqData, device: tch::Device) -> Result<f64> {
     let weights = &job.cfg.candidates.explore_weights;
     let weight = if weights.len() == 1 {
         weights[0]
@@ -593,7 +593,7 @@ pub async fn choose_explore_weight(job: &Job, data: &SeqData, device: tch::Devic
 }
 
 /// The explore weight the embed stage chose for the job's date.
-pub async fn explore_weight(job: &Job) -> Result<f64> {
+pub(crate) async fn explore_weight(job: &Job) -> Result<f64> {
     let path = crate::layout::explore_weight(job.date);
     match crate::state::read::<ExploreWeight>(&job.output, &path).await? {
         Some(r) if r.weights == job.cfg.candidates.explore_weights => Ok(r.weight),

@@ -6,7 +6,7 @@
 //! its beyond-accuracy diversity.
 
 /// `path` cut at `level` parts (None when it has no part).
-pub fn at(path: &str, level: usize) -> Option<String> {
+pub(crate) fn at(path: &str, level: usize) -> Option<String> {
     let parts: Vec<&str> = path.split('>').map(str::trim).filter(|p| !p.is_empty()).take(level).collect();
     (!parts.is_empty()).then(|| parts.join(" > "))
 }

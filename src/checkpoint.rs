@@ -24,7 +24,7 @@ use crate::{layout, state};
 
 /// What a checkpoint says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckpointMeta {
+pub(crate) struct CheckpointMeta {
     /// Model shape.
     pub model: SeqRecConfig,
     /// `item_ids[i]` is the item with index `i + 1` (0 is padding).
@@ -46,7 +46,7 @@ pub struct CheckpointMeta {
 
 /// One weights file of a checkpoint, as its metadata records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointFile {
+pub(crate) struct CheckpointFile {
     /// `model.safetensors` or `holdout.safetensors`.
     pub name: String,
     /// Size in bytes.
@@ -57,7 +57,7 @@ pub struct CheckpointFile {
 
 /// Which of a checkpoint's weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Weights {
+pub(crate) enum Weights {
     /// The published model's (embed, candidates).
     Published,
     /// The holdout model's when the checkpoint has one, else the published
@@ -81,7 +81,7 @@ fn local_tmp(job: &Job) -> Result<std::path::PathBuf> {
 
 /// Save weights (and the holdout model's, when given) and metadata, the
 /// metadata last; returns it with the model version.
-pub async fn save(
+pub(crate) async fn save(
     job: &Job,
     vs: &nn::VarStore,
     holdout: Option<&[(String, Tensor)]>,
@@ -124,7 +124,7 @@ pub async fn save(
 
 /// Tests set this to a number of seconds to wait after the weights are
 /// written and before the metadata is, so that a kill lands between them.
-pub const KILL_HOOK: &str = "NIGHTREC_TEST_PAUSE_BEFORE_CHECKPOINT_META";
+pub(crate) const KILL_HOOK: &str = "NIGHTREC_TEST_PAUSE_BEFORE_CHECKPOINT_META";
 
 const WEIGHTS: &str = "model.safetensors";
 const HOLDOUT: &str = "holdout.safetensors";
@@ -187,7 +187,7 @@ async fn file_sha256(
 }
 
 /// An earlier date's checkpoint to start training from.
-pub struct WarmStart {
+pub(crate) struct WarmStart {
     /// The date it was trained for.
     pub date: RunDate,
     /// Its metadata (shape, item id map).
@@ -198,7 +198,7 @@ pub struct WarmStart {
 
 /// The most recent checkpoint of a date before this run's, at most
 /// `model.warm_start_max_age_days` old, if any: its date and metadata.
-pub async fn previous_meta(job: &Job) -> Result<Option<(RunDate, CheckpointMeta)>> {
+pub(crate) async fn previous_meta(job: &Job) -> Result<Option<(RunDate, CheckpointMeta)>> {
     let oldest = job.date.minus_days(job.cfg.model.warm_start_max_age_days);
     let dates = layout::dates(&job.output, layout::WORK).await?;
     for date in dates.into_iter().rev().filter(|d| *d < job.date && *d >= oldest) {
@@ -213,13 +213,13 @@ pub async fn previous_meta(job: &Job) -> Result<Option<(RunDate, CheckpointMeta)
 
 /// The metadata of the checkpoint trained for this run's date, if any (and
 /// if its weights match it).
-pub async fn meta(job: &Job) -> Result<Option<CheckpointMeta>> {
+pub(crate) async fn meta(job: &Job) -> Result<Option<CheckpointMeta>> {
     verified(&job.output, job.date).await
 }
 
 /// The warm start for this run: the previous checkpoint with its weights
 /// (the holdout model's, when it has one).
-pub async fn previous(job: &Job) -> Result<Option<WarmStart>> {
+pub(crate) async fn previous(job: &Job) -> Result<Option<WarmStart>> {
     let Some((date, meta)) = previous_meta(job).await? else { return Ok(None) };
     let weights = job.output.get(&job.output.path(&weights_path(date, &meta, Weights::Holdout))).await?;
     let dir = local_tmp(job)?;
@@ -231,7 +231,11 @@ pub async fn previous(job: &Job) -> Result<Option<WarmStart>> {
 }
 
 /// Load the checkpoint of this run's date onto `device`.
-pub async fn load(job: &Job, device: tch::Device, which: Weights) -> Result<(nn::VarStore, SeqRec, CheckpointMeta)> {
+pub(crate) async fn load(
+    job: &Job,
+    device: tch::Device,
+    which: Weights,
+) -> Result<(nn::VarStore, SeqRec, CheckpointMeta)> {
     let meta = meta(job).await?.ok_or_else(|| {
         Error::Usage(format!(
             "no readable checkpoint for {} at {}; rerun the train stage (--stage train --force)",

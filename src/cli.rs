@@ -1,4 +1,4 @@
-//! Command-line arguments (clap). Raw flags are parsed here; `main` turns
+//! Command-line arguments (clap). Raw flags are parsed here; [`crate::commands::load_config`] turns
 //! them into a validated [`crate::config::Config`] once, early.
 
 use std::path::PathBuf;

@@ -16,6 +16,16 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// The settings of buy-again mode's scoring: what the explore weight the
+/// embed stage chooses, and the evaluation's next-basket figures, depend on
+/// (besides `candidates.repeat_purchases`). In fingerprint order.
+pub(crate) const BUY_AGAIN_KEYS: [&str; 4] = [
+    "candidates.buy_again_weight",
+    "candidates.buy_again_half_life_days",
+    "candidates.buy_again_basket_decay",
+    "candidates.explore_weights",
+];
+
 /// The configuration bundled into the binary, identical to `jobs/nightly.toml`.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../jobs/nightly.toml");
 
@@ -52,7 +62,7 @@ impl RunDate {
 /// resolved once from the run date and `run.lookback_days` and carried to
 /// every reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
+pub(crate) struct Window {
     /// The first day of behaviour read.
     pub start: RunDate,
     /// The run date: the last day read.
@@ -61,15 +71,15 @@ pub struct Window {
 
 impl Window {
     /// The `lookback_days` days up to and including `date`.
-    pub fn new(date: RunDate, lookback_days: u32) -> Window {
+    pub(crate) fn new(date: RunDate, lookback_days: u32) -> Window {
         Window { start: date.minus_days(lookback_days.saturating_sub(1)), end: date }
     }
     /// Start of the window (UTC midnight of its first day), epoch millis.
-    pub fn start_millis(self) -> i64 {
+    pub(crate) fn start_millis(self) -> i64 {
         self.start.start_millis()
     }
     /// End of the window (exclusive: midnight after the run date), epoch millis.
-    pub fn end_millis(self) -> i64 {
+    pub(crate) fn end_millis(self) -> i64 {
         self.end.plus_days(1).start_millis()
     }
     /// Whether a Hive partition `dt=d` is read: the window's days and the
@@ -78,7 +88,7 @@ impl Window {
     /// run date is never read: it is still being written while the night
     /// runs, and reading it would make a rerun of the date depend on when
     /// it ran.
-    pub fn reads_partition(self, d: RunDate) -> bool {
+    pub(crate) fn reads_partition(self, d: RunDate) -> bool {
         d >= self.start.minus_days(1) && d <= self.end
     }
 }
@@ -185,7 +195,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// Device for training and candidate generation.
     pub device: DeviceChoice,
-    /// Threads for libtorch and rayon on CPU (0 = all cores).
+    /// Threads for every pool of the process: libtorch, rayon, DataFusion
+    /// and tokio (0 = all cores; resolved to a count when the configuration
+    /// is read, so every reader sees the same number).
     pub threads: usize,
     /// A run holds a lease on its (output root, date) for this long past
     /// its last heartbeat (it renews it every quarter of this); a lease
@@ -232,7 +244,7 @@ pub struct CleanConfig {
 /// Event files with fewer rows inside the window than this are left to the
 /// overall gate (`clean.max_bad_row_fraction`) only: one broken row in a
 /// file of three says little about the producer.
-pub const MIN_FILE_ROWS_GATED: i64 = 20;
+pub(crate) const MIN_FILE_ROWS_GATED: i64 = 20;
 
 /// Training-set construction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,7 +308,6 @@ pub enum TextEncoderKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextConfig {
-    /// The encoder.
     pub encoder: TextEncoderKind,
     /// Folder with the MiniLM `model.safetensors`, `tokenizer.json` and
     /// `config.json`; empty means the cache `make setup` fills
@@ -622,9 +633,12 @@ impl Config {
                 _ => return Err(Error::Config(format!("{key}: [{section}] is not a table"))),
             }
         }
-        let cfg: Config = toml::Value::Table(value)
+        let mut cfg: Config = toml::Value::Table(value)
             .try_into()
             .map_err(|e: toml::de::Error| Error::Config(format!("{origin}: {e}")))?;
+        if cfg.run.threads == 0 {
+            cfg.run.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -782,7 +796,7 @@ fn parse_env_value(raw: &str) -> toml::Value {
 }
 
 /// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -42,7 +42,6 @@ use crate::storage::Root;
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct GenOptions {
-    /// Users.
     pub users: usize,
     /// Catalog items.
     pub items: usize,
@@ -50,7 +49,6 @@ pub struct GenOptions {
     pub events: usize,
     /// Days of behaviour ending at `end_date`.
     pub days: u32,
-    /// Seed.
     pub seed: u64,
     /// Last day with events.
     pub end_date: RunDate,

@@ -4,7 +4,7 @@ use crate::config::DeviceChoice;
 use crate::error::{Error, Result};
 
 /// Resolve `--device` / `run.device` to a libtorch device.
-pub fn choose(choice: DeviceChoice) -> Result<tch::Device> {
+pub(crate) fn choose(choice: DeviceChoice) -> Result<tch::Device> {
     match choice {
         DeviceChoice::Cpu => Ok(tch::Device::Cpu),
         DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
@@ -16,7 +16,7 @@ pub fn choose(choice: DeviceChoice) -> Result<tch::Device> {
 }
 
 /// Seed libtorch and set its CPU threads, for reproducible runs.
-pub fn init(seed: u64, threads: usize) {
+pub(crate) fn init(seed: u64, threads: usize) {
     tch::manual_seed(seed as i64);
     tch::set_num_threads(threads.max(1) as i32);
 }

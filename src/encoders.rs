@@ -115,7 +115,7 @@ fn add(v: &mut [f32], token: &str, weight: f32) {
 }
 
 /// The hashing encoder: one item text (`title . category . brand . description`).
-pub fn hashing_embed(text: &str, dim: usize) -> Vec<f32> {
+pub(crate) fn hashing_embed(text: &str, dim: usize) -> Vec<f32> {
     let mut v = vec![0f32; dim];
     if dim == 0 {
         return v;
@@ -149,7 +149,7 @@ pub fn hashing_embed(text: &str, dim: usize) -> Vec<f32> {
 }
 
 /// Embed texts with the configured encoder; row-major values and width.
-pub fn embed_texts(cfg: &Config, texts: &[&str], device: tch::Device) -> Result<(Vec<f32>, usize)> {
+pub(crate) fn embed_texts(cfg: &Config, texts: &[&str], device: tch::Device) -> Result<(Vec<f32>, usize)> {
     match cfg.text.encoder {
         TextEncoderKind::Minilm => {
             let enc = TextEncoder::load(&model_dir(cfg), cfg.text.max_tokens, device)?;
@@ -167,7 +167,7 @@ pub fn embed_texts(cfg: &Config, texts: &[&str], device: tch::Device) -> Result<
 /// for the hashing encoder, its width. Part of the text stage's
 /// fingerprint, so that new weights under the same `[text]` settings encode
 /// the catalogue again.
-pub fn encoder_identity(cfg: &Config) -> Result<String> {
+pub(crate) fn encoder_identity(cfg: &Config) -> Result<String> {
     match cfg.text.encoder {
         TextEncoderKind::Minilm => {
             let dir = model_dir(cfg);

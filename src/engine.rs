@@ -25,17 +25,8 @@ use crate::config::Config;
 use crate::error::{DfContext, Error, Result};
 use crate::storage::Root;
 
-/// Threads to use: the configured count, or every core.
-pub fn threads(cfg: &Config) -> usize {
-    if cfg.run.threads > 0 {
-        cfg.run.threads
-    } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    }
-}
-
 /// The local spill folder.
-pub fn spill_dir(cfg: &Config) -> PathBuf {
+pub(crate) fn spill_dir(cfg: &Config) -> PathBuf {
     if cfg.runtime.spill_dir.is_empty() {
         std::env::temp_dir().join("nightrec-spill")
     } else {
@@ -178,16 +169,16 @@ fn hash_strings(args: &[ColumnarValue]) -> datafusion::error::Result<ColumnarVal
 }
 
 /// A session with the memory pool, spill folder and stores of this job.
-pub fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
+pub(crate) fn session(cfg: &Config, roots: &[&Root]) -> Result<SessionContext> {
     let spill = spill_dir(cfg);
     std::fs::create_dir_all(&spill).map_err(|e| Error::io(spill.display(), e))?;
-    let pool_bytes = cfg.runtime.sql_memory_mb.saturating_mul(1024 * 1024);
+    let pool_bytes = crate::resources::MemoryBudget::mib(cfg.runtime.sql_memory_mb).bytes();
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(pool_bytes)))
         .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])))
         .build_arc()
         .ctx("creating the query engine runtime")?;
-    let config = session_config(threads(cfg));
+    let config = session_config(cfg.run.threads);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     register_functions(&ctx);
     for r in roots {

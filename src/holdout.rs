@@ -9,7 +9,7 @@ use crate::job::Job;
 use crate::seqdata::SeqData;
 
 /// The users with a test step, and the sample of them that is scored.
-pub fn test_users(job: &Job, data: &SeqData) -> (Vec<usize>, Vec<usize>) {
+pub(crate) fn test_users(job: &Job, data: &SeqData) -> (Vec<usize>, Vec<usize>) {
     let eligible: Vec<usize> = (0..data.seqs.len()).filter(|u| !data.split(*u).test.is_empty()).collect();
     let chosen = sample(&eligible, &data.users, job.cfg.evaluate.sample_users, job.cfg.run.seed);
     (eligible, chosen)
@@ -17,7 +17,7 @@ pub fn test_users(job: &Job, data: &SeqData) -> (Vec<usize>, Vec<usize>) {
 
 /// At most `n` of `users` (indices into `ids`; 0 = all): those whose id
 /// has the smallest keyed hash under `seed`, in their original order.
-pub fn sample(users: &[usize], ids: &[String], n: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn sample(users: &[usize], ids: &[String], n: usize, seed: u64) -> Vec<usize> {
     if n == 0 || users.len() <= n {
         return users.to_vec();
     }

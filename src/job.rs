@@ -19,7 +19,7 @@ use crate::storage::Root;
 use crate::{layout, state};
 
 /// Everything a stage needs to run.
-pub struct Job {
+pub(crate) struct Job {
     /// Configuration after all overrides.
     pub cfg: Config,
     /// The run date.
@@ -42,7 +42,7 @@ pub struct Job {
 
 impl Job {
     /// Prepare a run.
-    pub fn new(cfg: Config, date: RunDate, force: bool) -> Result<Job> {
+    pub(crate) fn new(cfg: Config, date: RunDate, force: bool) -> Result<Job> {
         let input = Root::open(&cfg.storage.input)?;
         let output = Root::open(&cfg.storage.output)?;
         let now = chrono::Utc::now();
@@ -59,28 +59,28 @@ impl Job {
     }
 
     /// Folder of a work table, relative to the output root.
-    pub fn work(&self, table: &str) -> String {
+    pub(crate) fn work(&self, table: &str) -> String {
         layout::work(self.date, table)
     }
 
     /// The marker a stage left for this date, if any (an unreadable one is
     /// absent: the stage reruns; see [`crate::state`]).
-    pub async fn marker(&self, stage: Stage) -> Result<Option<StageMarker>> {
+    pub(crate) async fn marker(&self, stage: Stage) -> Result<Option<StageMarker>> {
         state::read(&self.output, &layout::stage_marker(self.date, stage)).await
     }
 
     /// Remove a stage's marker (before it runs, so a crash leaves none).
-    pub async fn clear_marker(&self, stage: Stage) -> Result<()> {
+    pub(crate) async fn clear_marker(&self, stage: Stage) -> Result<()> {
         self.output.delete(&self.output.path(&layout::stage_marker(self.date, stage))).await
     }
 
     /// Record a finished stage.
-    pub async fn write_marker(&self, marker: &StageMarker) -> Result<()> {
+    pub(crate) async fn write_marker(&self, marker: &StageMarker) -> Result<()> {
         state::write(&self.output, &layout::stage_marker(self.date, marker.stage), marker).await.map(|_| ())
     }
 
     /// The fingerprint a stage would have now.
-    pub async fn fingerprint(&self, stage: Stage, extra: &str) -> Result<String> {
+    pub(crate) async fn fingerprint(&self, stage: Stage, extra: &str) -> Result<String> {
         let mut h = Sha256::new();
         h.update(stage.name());
         h.update(self.cfg.hash_of(stage.config_keys()));
@@ -100,12 +100,12 @@ impl Job {
     }
 
     /// A query session with this job's stores.
-    pub fn session(&self) -> Result<SessionContext> {
+    pub(crate) fn session(&self) -> Result<SessionContext> {
         crate::engine::session(&self.cfg, &[&self.input, &self.output])
     }
 
     /// Register work tables of this date under their names.
-    pub async fn register_work(&self, ctx: &SessionContext, tables: &[&str]) -> Result<()> {
+    pub(crate) async fn register_work(&self, ctx: &SessionContext, tables: &[&str]) -> Result<()> {
         for t in tables {
             let url = self.output.folder_url(&self.work(t));
             // Registering again replaces: the folder may have been rewritten.
@@ -118,14 +118,14 @@ impl Job {
     }
 
     /// Run a DataFrame and write it as a work table.
-    pub async fn write_work(&self, df: DataFrame, table: &str) -> Result<WrittenTable> {
+    pub(crate) async fn write_work(&self, df: DataFrame, table: &str) -> Result<WrittenTable> {
         let stream = df.execute_stream().await.ctx(format!("running the query for {table}"))?;
         write_stream(&self.output, &self.work(table), table, stream, &self.lineage, self.cfg.runtime.max_rows_per_file)
             .await
     }
 
     /// Write batches built in memory as a work table.
-    pub async fn write_work_batches(
+    pub(crate) async fn write_work_batches(
         &self,
         table: &str,
         schema: datafusion::arrow::datatypes::SchemaRef,
@@ -144,7 +144,7 @@ impl Job {
     }
 
     /// Run one SQL file and write its result as a work table.
-    pub async fn sql_to_work(
+    pub(crate) async fn sql_to_work(
         &self,
         ctx: &SessionContext,
         stage: &str,
@@ -159,7 +159,7 @@ impl Job {
 
     /// Run a query over a work table and hand its result to `each` a batch
     /// at a time: the whole result is never in memory.
-    pub async fn stream_work(
+    pub(crate) async fn stream_work(
         &self,
         ctx: &SessionContext,
         table: &str,
@@ -177,7 +177,7 @@ impl Job {
     }
 
     /// Read a whole work table into memory.
-    pub async fn read_work(
+    pub(crate) async fn read_work(
         &self,
         ctx: &SessionContext,
         table: &str,

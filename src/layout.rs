@@ -27,107 +27,107 @@ use crate::ledger::Stage;
 use crate::storage::Root;
 
 /// Top folder of the work tables, markers and checkpoints of every date.
-pub const WORK: &str = "_work";
+pub(crate) const WORK: &str = "_work";
 /// Top folder of the manifests, summaries and `_SUCCESS` markers.
-pub const RUNS: &str = "_runs";
+pub(crate) const RUNS: &str = "_runs";
 /// The work folder holding a date's checkpoint (not a table).
-pub const CHECKPOINT: &str = "checkpoint";
+pub(crate) const CHECKPOINT: &str = "checkpoint";
 
 /// A date's work folder.
-pub fn work_root(date: RunDate) -> String {
+pub(crate) fn work_root(date: RunDate) -> String {
     format!("{WORK}/{}", date.partition())
 }
 
 /// A work table's folder (or any other name under the date's work folder).
-pub fn work(date: RunDate, name: &str) -> String {
+pub(crate) fn work(date: RunDate, name: &str) -> String {
     format!("{}/{name}", work_root(date))
 }
 
 /// The input files a date reads, as its first run listed them
 /// ([`crate::ingest::pin`]).
-pub fn input_pin(date: RunDate) -> String {
+pub(crate) fn input_pin(date: RunDate) -> String {
     work(date, "_inputs.json")
 }
 
 /// The folder of a date's stage markers.
-pub fn stage_markers(date: RunDate) -> String {
+pub(crate) fn stage_markers(date: RunDate) -> String {
     work(date, "_stages")
 }
 
 /// The marker a finished stage leaves.
-pub fn stage_marker(date: RunDate, stage: Stage) -> String {
+pub(crate) fn stage_marker(date: RunDate, stage: Stage) -> String {
     format!("{}/{}.json", stage_markers(date), stage.name())
 }
 
 /// The folder of the model trained for a date.
-pub fn checkpoint(date: RunDate) -> String {
+pub(crate) fn checkpoint(date: RunDate) -> String {
     work(date, CHECKPOINT)
 }
 
 /// The weights of the model trained for a date.
-pub fn checkpoint_weights(date: RunDate) -> String {
+pub(crate) fn checkpoint_weights(date: RunDate) -> String {
     format!("{}/model.safetensors", checkpoint(date))
 }
 
 /// The weights of the holdout model of a date (with a refit: trained on
 /// every step but the test ones; scored by the offline evaluation).
-pub fn checkpoint_holdout_weights(date: RunDate) -> String {
+pub(crate) fn checkpoint_holdout_weights(date: RunDate) -> String {
     format!("{}/holdout.safetensors", checkpoint(date))
 }
 
 /// The metadata of the model trained for a date (shape, item ids, version).
-pub fn checkpoint_meta(date: RunDate) -> String {
+pub(crate) fn checkpoint_meta(date: RunDate) -> String {
     format!("{}/model.json", checkpoint(date))
 }
 
 /// The explore weight chosen for a date's lists (`--repeat-purchases`).
-pub fn explore_weight(date: RunDate) -> String {
+pub(crate) fn explore_weight(date: RunDate) -> String {
     work(date, "_explore_weight.json")
 }
 
 /// The folder of every shard count of a date.
-pub fn shards(date: RunDate) -> String {
+pub(crate) fn shards(date: RunDate) -> String {
     work(date, "_shards")
 }
 
 /// The folder of shard `index` of `count`.
-pub fn shard(date: RunDate, count: u32, index: u32) -> String {
+pub(crate) fn shard(date: RunDate, count: u32, index: u32) -> String {
     format!("{}/{count}/{index}", shards(date))
 }
 
 /// The marker a finished shard leaves.
-pub fn shard_marker(date: RunDate, count: u32, index: u32) -> String {
+pub(crate) fn shard_marker(date: RunDate, count: u32, index: u32) -> String {
     format!("{}/_done.json", shard(date, count, index))
 }
 
 /// A published table's folder for a date (a Hive partition).
-pub fn published(table: &str, date: RunDate) -> String {
+pub(crate) fn published(table: &str, date: RunDate) -> String {
     format!("{table}/{}", date.partition())
 }
 
 /// One published file: its part number and the publication it belongs to.
-pub fn published_file(table: &str, date: RunDate, part: usize, publication: &str) -> String {
+pub(crate) fn published_file(table: &str, date: RunDate, part: usize, publication: &str) -> String {
     format!("{}/part-{part:05}-{publication}.parquet", published(table, date))
 }
 
 /// A date's folder of publication records.
-pub fn runs(date: RunDate) -> String {
+pub(crate) fn runs(date: RunDate) -> String {
     format!("{RUNS}/{}", date.partition())
 }
 
 /// A date's manifest.
-pub fn manifest(date: RunDate) -> String {
+pub(crate) fn manifest(date: RunDate) -> String {
     format!("{}/manifest.json", runs(date))
 }
 
 /// A date's success marker.
-pub fn success(date: RunDate) -> String {
+pub(crate) fn success(date: RunDate) -> String {
     format!("{}/_SUCCESS", runs(date))
 }
 
 /// A document a publication lists beside its tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Document {
+pub(crate) enum Document {
     /// The run summary, as JSON.
     Summary,
     /// The night's report, one HTML page.
@@ -136,7 +136,7 @@ pub enum Document {
 
 /// A publication's document, named by (a prefix of) its own sha256: a name
 /// is never reused for other bytes.
-pub fn document(date: RunDate, doc: Document, sha: &str) -> String {
+pub(crate) fn document(date: RunDate, doc: Document, sha: &str) -> String {
     match doc {
         Document::Summary => format!("{}/summary-{sha}.json", runs(date)),
         Document::Report => format!("{}/report-{sha}.html", runs(date)),
@@ -146,7 +146,7 @@ pub fn document(date: RunDate, doc: Document, sha: &str) -> String {
 /// Whether a file of the output root belongs to some publication of `date`
 /// (a table file, a summary, a report: publish deletes those its manifest
 /// does not list), as opposed to the manifest and `_SUCCESS` themselves.
-pub fn is_publication_file(date: RunDate, rel: &str) -> bool {
+pub(crate) fn is_publication_file(date: RunDate, rel: &str) -> bool {
     match rel.strip_prefix(&format!("{}/", runs(date))) {
         Some(name) => {
             (name.starts_with("summary") && name.ends_with(".json"))
@@ -157,31 +157,31 @@ pub fn is_publication_file(date: RunDate, rel: &str) -> bool {
 }
 
 /// One text encoder's embedding cache.
-pub fn text_cache(encoder_key: &str) -> String {
+pub(crate) fn text_cache(encoder_key: &str) -> String {
     format!("_cache/text_embeddings/{encoder_key}")
 }
 
 /// Top folder of the leases ([`crate::lease`]).
-pub const LEASES: &str = "_leases";
+pub(crate) const LEASES: &str = "_leases";
 
 /// A date's leases: the date's own and its shards'.
-pub fn leases(date: RunDate) -> String {
+pub(crate) fn leases(date: RunDate) -> String {
     format!("{LEASES}/{}", date.partition())
 }
 
 /// The lease of the run that writes a date (its work folder, its
 /// publication).
-pub fn date_lease(date: RunDate) -> String {
+pub(crate) fn date_lease(date: RunDate) -> String {
     format!("{}/date", leases(date))
 }
 
 /// The lease of the run computing shard `index` of `count`.
-pub fn shard_lease(date: RunDate, count: u32, index: u32) -> String {
+pub(crate) fn shard_lease(date: RunDate, count: u32, index: u32) -> String {
     format!("{}/shard-{count}-{index}", leases(date))
 }
 
 /// The dates with a `dt=` folder under `top` ([`WORK`] or [`RUNS`]), oldest first.
-pub async fn dates(root: &Root, top: &str) -> Result<Vec<RunDate>> {
+pub(crate) async fn dates(root: &Root, top: &str) -> Result<Vec<RunDate>> {
     let mut dates: Vec<RunDate> =
         root.subfolders(top).await?.iter().filter_map(|d| d.strip_prefix("dt=").and_then(|d| d.parse().ok())).collect();
     dates.sort();

@@ -41,12 +41,11 @@ use crate::{layout, state};
 
 /// Who holds a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
+pub(crate) struct Owner {
     /// Host name.
     pub host: String,
     /// Process id on that host.
     pub pid: u32,
-    /// The run id.
     pub run_id: String,
     /// What it runs (for messages).
     pub command: String,
@@ -54,7 +53,7 @@ pub struct Owner {
 
 impl Owner {
     /// This process, running `command` as run `run_id`.
-    pub fn this_process(run_id: &str, command: &str) -> Owner {
+    pub(crate) fn this_process(run_id: &str, command: &str) -> Owner {
         Owner { host: hostname(), pid: std::process::id(), run_id: run_id.to_string(), command: command.to_string() }
     }
 
@@ -65,7 +64,7 @@ impl Owner {
 
 /// One record of a lease.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     /// Its number.
     pub seq: u64,
     /// The holder.
@@ -149,7 +148,7 @@ async fn create(root: &Root, scope: &str, record: &Record) -> Result<bool> {
 }
 
 /// A lease held by this process; released when dropped.
-pub struct Lease {
+pub(crate) struct Lease {
     scope_url: String,
     lost: Arc<AtomicBool>,
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -164,7 +163,7 @@ impl std::fmt::Debug for Lease {
 
 /// Take the lease of `scope` (a folder relative to `root`) for `owner`,
 /// for `ttl` past each heartbeat.
-pub async fn acquire(root: &Root, scope: &str, owner: Owner, ttl: Duration) -> Result<Lease> {
+pub(crate) async fn acquire(root: &Root, scope: &str, owner: Owner, ttl: Duration) -> Result<Lease> {
     let scope_url = root.folder_url(scope);
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     for _ in 0..8 {
@@ -214,7 +213,7 @@ impl Lease {
 
     /// Err when another process took the lease over (this one stalled
     /// past its expiry): stop before changing anything else.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.lost.load(Ordering::Acquire) {
             return Err(Error::LeaseLost { scope: self.scope_url.clone() });
         }
@@ -288,7 +287,7 @@ fn heartbeat(
 /// Take the lease of a date (the run that writes its work folder and its
 /// publication); refused while another process holds it or computes one of
 /// the date's shards.
-pub async fn acquire_date(root: &Root, date: RunDate, run_id: &str, what: &str, ttl: Duration) -> Result<Lease> {
+pub(crate) async fn acquire_date(root: &Root, date: RunDate, run_id: &str, what: &str, ttl: Duration) -> Result<Lease> {
     let owner = Owner::this_process(run_id, &format!("nightrec {what} --date {date}"));
     let held = acquire(root, &layout::date_lease(date), owner, ttl).await?;
     for folder in root.subfolders(&layout::leases(date)).await? {
@@ -305,7 +304,7 @@ pub async fn acquire_date(root: &Root, date: RunDate, run_id: &str, what: &str, 
 
 /// Take the lease of shard `index` of `count` of a date; refused while
 /// another process holds it, or holds the date's.
-pub async fn acquire_shard(
+pub(crate) async fn acquire_shard(
     root: &Root,
     date: RunDate,
     (index, count): (u32, u32),
@@ -340,7 +339,8 @@ async fn live(root: &Root, scope: &str) -> Result<Option<(u64, Record)>> {
 }
 
 /// Whether a lease is held by a live process now, and by whom.
-pub async fn holder(root: &Root, scope: &str) -> Result<Option<Owner>> {
+#[cfg(test)]
+pub(crate) async fn holder(root: &Root, scope: &str) -> Result<Option<Owner>> {
     Ok(live(root, scope).await?.map(|(_, r)| r.owner))
 }
 

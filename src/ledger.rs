@@ -88,24 +88,27 @@ impl Stage {
             // ([`crate::basket::explore_inputs`]).
             Stage::Embed => &[],
             Stage::Candidates => &["candidates", "run.seed"],
-            Stage::Evaluate => &[
-                "evaluate",
-                "run.seed",
-                "candidates.repeat_purchases",
-                "candidates.buy_again_weight",
-                "candidates.buy_again_half_life_days",
-                "candidates.buy_again_basket_decay",
-                "candidates.explore_weights",
-            ],
+            Stage::Evaluate => &EVALUATE_KEYS,
             Stage::Publish => &["gate"],
         }
     }
 }
 
+/// The evaluate stage's settings: its own, the seed, and buy-again mode's
+/// (its next-basket figures).
+const EVALUATE_KEYS: [&str; 7] = {
+    let mut keys = ["evaluate", "run.seed", "candidates.repeat_purchases", "", "", "", ""];
+    let mut i = 0;
+    while i < crate::config::BUY_AGAIN_KEYS.len() {
+        keys[3 + i] = crate::config::BUY_AGAIN_KEYS[i];
+        i += 1;
+    }
+    keys
+};
+
 /// What a finished stage leaves behind.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StageMarker {
-    /// The stage.
+pub(crate) struct StageMarker {
     pub stage: Stage,
     /// Fingerprint of its inputs and config.
     pub fingerprint: String,
@@ -128,7 +131,6 @@ pub struct StageMarker {
 /// How one stage went in this run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageReport {
-    /// The stage.
     pub stage: Stage,
     /// False when skipped because nothing changed.
     pub ran: bool,
@@ -146,7 +148,7 @@ pub struct StageReport {
 
 impl StageReport {
     /// The report of a stage from its marker.
-    pub fn from_marker(marker: StageMarker, ran: bool) -> StageReport {
+    pub(crate) fn from_marker(marker: StageMarker, ran: bool) -> StageReport {
         StageReport {
             stage: marker.stage,
             ran,
@@ -160,7 +162,7 @@ impl StageReport {
 }
 
 /// Time a stage body (wall, CPU, peak memory) and build its marker.
-pub struct StageTimer {
+pub(crate) struct StageTimer {
     stage: Stage,
     start: Instant,
     cpu: f64,
@@ -168,13 +170,13 @@ pub struct StageTimer {
 
 impl StageTimer {
     /// Start timing.
-    pub fn start(stage: Stage) -> StageTimer {
+    pub(crate) fn start(stage: Stage) -> StageTimer {
         crate::resources::reset_peak_rss();
         StageTimer { stage, start: Instant::now(), cpu: crate::resources::cpu_seconds() }
     }
 
     /// Finish with the tables written and summary facts.
-    pub fn finish(
+    pub(crate) fn finish(
         self,
         run_id: &str,
         fingerprint: String,
@@ -199,7 +201,6 @@ impl StageTimer {
 pub struct RunSummary {
     /// The run date.
     pub date: String,
-    /// The run id.
     pub run_id: String,
     /// Where outputs went.
     pub output: String,

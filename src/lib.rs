@@ -5,45 +5,50 @@
 //! trainset → text → train → embed → candidates → evaluate → publish;
 //! [`pipeline`] runs them for a date. Every other module is a floor below
 //! them that imports no stage. SQL lives in `sql/<stage>/<table>.sql`
-//! ([`sql`]); pure tch modules in [`model`].
+//! ([`sql`]); pure tch modules in `model`.
+//!
+//! Items are `pub(crate)` unless the binary ([`commands`]) or the
+//! integration tests use them; the `unreachable_pub` lint (an error under
+//! `clippy -D warnings`) keeps it so, and lets the compiler find dead code.
 
-#![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod arrays;
-pub mod basket;
-pub mod category;
-pub mod checkpoint;
+mod basket;
+mod category;
+mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod datagen;
-pub mod device;
+mod device;
 pub mod encoders;
 pub mod engine;
 pub mod error;
-pub mod holdout;
-pub mod ingest;
-pub mod job;
-pub mod layout;
-pub mod lease;
+mod holdout;
+mod ingest;
+mod job;
+mod layout;
+mod lease;
 pub mod ledger;
-pub mod metrics;
-pub mod model;
+mod metrics;
+mod model;
 pub mod parquet_io;
 pub mod pipeline;
-pub mod progress;
-pub mod published;
-pub mod quality;
-pub mod report;
+mod progress;
+mod published;
+mod quality;
+mod report;
 pub mod resources;
 pub mod rng;
-pub mod seqdata;
+mod seqdata;
 pub mod sql;
-pub mod sqlcmd;
-pub mod stages;
-pub mod state;
+mod sqlcmd;
+mod stages;
+mod state;
 pub mod storage;
-pub mod tables;
-pub mod text_cache;
-pub mod topk;
+mod tables;
+mod text_cache;
+mod topk;
 
 pub use error::{Error, ExitCode, Result};

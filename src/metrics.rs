@@ -16,14 +16,14 @@
 use tch::{Kind, Tensor};
 
 /// The cut-offs every accuracy metric is reported at.
-pub const KS: [usize; 3] = [10, 20, 50];
+pub(crate) const KS: [usize; 3] = [10, 20, 50];
 
 /// The accuracy metrics, in the order of [`Accuracy::user`]'s values.
-pub const ACCURACY: [&str; 4] = ["recall", "ndcg", "hr", "mrr"];
+pub(crate) const ACCURACY: [&str; 4] = ["recall", "ndcg", "hr", "mrr"];
 
 /// Sum and sum of squares of per-user values.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Moments {
+pub(crate) struct Moments {
     /// Σ value.
     pub sum: f64,
     /// Σ value².
@@ -34,36 +34,36 @@ pub struct Moments {
 
 impl Moments {
     /// Add one value.
-    pub fn push(&mut self, v: f64) {
+    pub(crate) fn push(&mut self, v: f64) {
         self.sum += v;
         self.sum_sq += v * v;
         self.n += 1;
     }
     /// The mean (0 without values).
-    pub fn mean(&self) -> f64 {
+    pub(crate) fn mean(&self) -> f64 {
         self.sum / self.n.max(1) as f64
     }
     /// Half-width of the 95% confidence interval of the mean.
-    pub fn ci95(&self) -> f64 {
+    pub(crate) fn ci95(&self) -> f64 {
         ci95(self.sum, self.sum_sq, self.n)
     }
 }
 
 /// Recall, NDCG, HR and MRR at each of [`KS`], per user.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Accuracy {
+pub(crate) struct Accuracy {
     /// `m[k][metric]`: k indexes [`KS`], metric [`ACCURACY`].
     pub m: [[Moments; 4]; 3],
 }
 
 impl Accuracy {
     /// Users counted.
-    pub fn users(&self) -> usize {
+    pub(crate) fn users(&self) -> usize {
         self.m[0][0].n
     }
 
     /// The moments of `metric` (a name of [`ACCURACY`]) at `k` (one of [`KS`]).
-    pub fn get(&self, metric: &str, k: usize) -> Moments {
+    pub(crate) fn get(&self, metric: &str, k: usize) -> Moments {
         let (Some(ki), Some(mi)) = (KS.iter().position(|x| *x == k), ACCURACY.iter().position(|x| *x == metric)) else {
             return Moments::default();
         };
@@ -71,14 +71,14 @@ impl Accuracy {
     }
 
     /// The mean of `metric` at `k` (0 for an unknown metric or cut-off).
-    pub fn mean(&self, metric: &str, k: usize) -> f64 {
+    pub(crate) fn mean(&self, metric: &str, k: usize) -> f64 {
         self.get(metric, k).mean()
     }
 
     /// One user's (recall, ndcg, hr, mrr) at `k`: `positions` are those of
     /// the relevant items found in the ranking (0 = first; fractional for
     /// ties), `relevant` how many relevant items the user has.
-    pub fn user(positions: &[f64], relevant: usize, k: usize) -> [f64; 4] {
+    pub(crate) fn user(positions: &[f64], relevant: usize, k: usize) -> [f64; 4] {
         if relevant == 0 {
             return [0.0; 4];
         }
@@ -96,7 +96,7 @@ impl Accuracy {
 
     /// Add one user from the positions of their relevant items (see
     /// [`Accuracy::user`]); a user without relevant items is no case.
-    pub fn add_positions(&mut self, positions: &[f64], relevant: usize) {
+    pub(crate) fn add_positions(&mut self, positions: &[f64], relevant: usize) {
         if relevant == 0 {
             return;
         }
@@ -110,25 +110,16 @@ impl Accuracy {
     /// Add one user from a ranked list (best first; an item listed twice
     /// counts at its first place) and their relevant items (duplicates
     /// count once). A user without relevant items is no case.
-    pub fn add_list(&mut self, ranked: &[i64], relevant: &[i64]) {
+    pub(crate) fn add_list(&mut self, ranked: &[i64], relevant: &[i64]) {
         let (positions, n) = list_positions(ranked, relevant);
         self.add_positions(&positions, n);
-    }
-
-    /// Add every user of another sum.
-    pub fn merge(&mut self, other: &Accuracy) {
-        for (a, b) in self.m.iter_mut().flatten().zip(other.m.iter().flatten()) {
-            a.sum += b.sum;
-            a.sum_sq += b.sum_sq;
-            a.n += b.n;
-        }
     }
 }
 
 /// The positions in `ranked` (first places of distinct items) of the
 /// distinct items of `relevant` it holds, and how many distinct relevant
 /// items there are.
-pub fn list_positions(ranked: &[i64], relevant: &[i64]) -> (Vec<f64>, usize) {
+pub(crate) fn list_positions(ranked: &[i64], relevant: &[i64]) -> (Vec<f64>, usize) {
     let mut rel = relevant.to_vec();
     rel.sort_unstable();
     rel.dedup();
@@ -152,7 +143,7 @@ pub fn list_positions(ranked: &[i64], relevant: &[i64]) -> (Vec<f64>, usize) {
 /// own score even when it is in the history). Items scoring strictly
 /// higher count 1, other items scoring the same count ½. Returns [B]
 /// doubles on the scores' device.
-pub fn target_positions(scores: &Tensor, targets: &Tensor, history: &Tensor) -> Tensor {
+pub(crate) fn target_positions(scores: &Tensor, targets: &Tensor, history: &Tensor) -> Tensor {
     let scores = scores.to_kind(Kind::Float);
     let t = scores.gather(1, &targets.unsqueeze(1), false);
     let mut masked = scores.copy();
@@ -167,7 +158,7 @@ pub fn target_positions(scores: &Tensor, targets: &Tensor, history: &Tensor) -> 
 /// Sums of per-row NDCG@k, HR@k and MRR@k with one target per row (the
 /// training's validation).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct RankSums {
+pub(crate) struct RankSums {
     /// Σ NDCG@k.
     pub ndcg: f64,
     /// Σ HR@k.
@@ -184,7 +175,7 @@ pub struct RankSums {
 
 /// Half-width of the normal 95% confidence interval of a mean, from the
 /// sum and sum of squares of `n` values (0 for fewer than two values).
-pub fn ci95(sum: f64, sum_sq: f64, n: usize) -> f64 {
+pub(crate) fn ci95(sum: f64, sum_sq: f64, n: usize) -> f64 {
     if n < 2 {
         return 0.0;
     }
@@ -196,19 +187,21 @@ pub fn ci95(sum: f64, sum_sq: f64, n: usize) -> f64 {
 
 impl RankSums {
     /// Mean NDCG@k.
-    pub fn ndcg(&self) -> f64 {
+    pub(crate) fn ndcg(&self) -> f64 {
         self.ndcg / self.users.max(1) as f64
     }
     /// Mean HR@k.
-    pub fn hr(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn hr(&self) -> f64 {
         self.hr / self.users.max(1) as f64
     }
     /// Mean MRR@k.
-    pub fn mrr(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn mrr(&self) -> f64 {
         self.mrr / self.users.max(1) as f64
     }
     /// 95% confidence half-widths of (NDCG, HR, MRR).
-    pub fn ci95(&self) -> (f64, f64, f64) {
+    pub(crate) fn ci95(&self) -> (f64, f64, f64) {
         (
             ci95(self.ndcg, self.ndcg_sq, self.users),
             ci95(self.hr, self.hr, self.users),
@@ -218,7 +211,7 @@ impl RankSums {
 
     /// Add a batch: `scores` [B, N] (column 0 is padding), `targets` [B],
     /// `history` [B, H] item indices padded with 0 ([`target_positions`]).
-    pub fn add(&mut self, scores: &Tensor, targets: &Tensor, history: &Tensor, k: i64) {
+    pub(crate) fn add(&mut self, scores: &Tensor, targets: &Tensor, history: &Tensor, k: i64) {
         let rank = target_positions(scores, targets, history);
         let hit = rank.lt(k as f64).to_kind(Kind::Double);
         self.hr += hit.sum(Kind::Double).double_value(&[]);
@@ -282,11 +275,6 @@ mod tests {
         assert_eq!(rep.users(), 2);
         assert_eq!(Accuracy::default().mean("ndcg", 10), 0.0);
         assert_eq!(rep.mean("ndcg", 15), 0.0, "not a reported cut-off");
-        // Merging sums is adding the users.
-        let mut m = one;
-        m.merge(&late);
-        assert_eq!(m.users(), 2);
-        assert!(close(m.mean("hr", 10), 0.5));
     }
 
     #[test]

@@ -6,8 +6,6 @@
 //! metadata, and the writer reports rows, bytes and sha256 per file for the
 //! publish manifest.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -26,7 +24,7 @@ use crate::storage::Root;
 
 /// Where a table's data came from; stored in every Parquet file's metadata.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Lineage {
+pub(crate) struct Lineage {
     /// The run that wrote the file.
     pub run_id: String,
     /// Hash of the configuration the run used.
@@ -56,7 +54,7 @@ impl Lineage {
 
 /// One written Parquet file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FileInfo {
+pub(crate) struct FileInfo {
     /// Path relative to the storage root.
     pub path: String,
     /// Rows in the file.
@@ -69,7 +67,7 @@ pub struct FileInfo {
 
 /// A table written as part files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WrittenTable {
+pub(crate) struct WrittenTable {
     /// Table name.
     pub name: String,
     /// Folder relative to the storage root.
@@ -80,13 +78,13 @@ pub struct WrittenTable {
 
 impl WrittenTable {
     /// Total rows over all files.
-    pub fn rows(&self) -> u64 {
+    pub(crate) fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
     }
 }
 
 /// Streams batches into rolling part files under one folder.
-pub struct PartWriter<'a> {
+pub(crate) struct PartWriter<'a> {
     root: &'a Root,
     folder: String,
     table: String,
@@ -99,7 +97,7 @@ pub struct PartWriter<'a> {
 
 impl<'a> PartWriter<'a> {
     /// Replace the folder's contents with a new table (old files are deleted first).
-    pub async fn create(
+    pub(crate) async fn create(
         root: &'a Root,
         folder: &str,
         table: &str,
@@ -138,7 +136,7 @@ impl<'a> PartWriter<'a> {
     }
 
     /// Append a batch.
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let mut offset = 0;
         while offset < batch.num_rows() {
             self.open()?;
@@ -167,7 +165,7 @@ impl<'a> PartWriter<'a> {
     }
 
     /// Upload the last part and describe the table.
-    pub async fn finish(mut self) -> Result<WrittenTable> {
+    pub(crate) async fn finish(mut self) -> Result<WrittenTable> {
         if self.current.is_none() && self.files.is_empty() {
             // An empty table still gets one file so readers learn its schema.
             self.open()?;
@@ -178,7 +176,7 @@ impl<'a> PartWriter<'a> {
 }
 
 /// Replace the contents of `folder` with the batches of a stream.
-pub async fn write_stream(
+pub(crate) async fn write_stream(
     root: &Root,
     folder: &str,
     table: &str,
@@ -196,7 +194,7 @@ pub async fn write_stream(
 }
 
 /// Replace the contents of `folder` with in-memory batches.
-pub async fn write_batches(
+pub(crate) async fn write_batches(
     root: &Root,
     folder: &str,
     table: &str,
@@ -213,20 +211,9 @@ pub async fn write_batches(
     w.finish().await
 }
 
-/// Read the key-value metadata of a Parquet file held in memory.
-pub fn key_value_metadata(data: Bytes) -> Result<Vec<(String, String)>> {
-    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-    let reader = SerializedFileReader::new(data).ctx("reading Parquet metadata")?;
-    let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
-    Ok(kv.into_iter().map(|k| (k.key, k.value.unwrap_or_default())).collect())
-}
-
 /// Rows recorded in a Parquet file's footer.
 pub fn row_count(data: Bytes) -> Result<u64> {
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
     let reader = SerializedFileReader::new(data).ctx("reading Parquet metadata")?;
     Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
 }
-
-/// Shared schema handle for building batches by hand.
-pub type Schema = Arc<datafusion::arrow::datatypes::Schema>;

@@ -53,6 +53,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary> {
     let repin = job.force && selected.contains(&Stage::Clean);
     let pinned = pin::resolve(&job.input, &job.output, job.date, job.window, &job.run_id, repin).await?;
     job.lineage.input_snapshot = pinned.pin.snapshot(&job.input);
+    let source = if pinned.fresh { "pinned now" } else { "the pin of an earlier run" };
+    tracing::info!(files = pinned.pin.files.len(), pinned_by = %pinned.pin.run_id, "inputs: {source}");
     let input_checks = pinned.checks(&job.input, job.date);
     let mut warnings = Vec::new();
     for c in &input_checks {
@@ -206,7 +208,12 @@ async fn run_shard(mut job: Job, device: tch::Device, shard: Shard, selected: &[
 /// command run again resumes at the first date not published. Stops at the
 /// first failure, with that date's error and exit code. `each` gets every
 /// date's summary as it finishes; returns how many dates ran.
-pub async fn backfill(cfg: Config, opts: RunOptions, to: RunDate, mut each: impl FnMut(&RunSummary)) -> Result<usize> {
+pub(crate) async fn backfill(
+    cfg: Config,
+    opts: RunOptions,
+    to: RunDate,
+    mut each: impl FnMut(&RunSummary),
+) -> Result<usize> {
     if to < opts.date {
         return Err(crate::Error::Usage(format!("--from {} is after --to {to}", opts.date)));
     }
@@ -250,7 +257,7 @@ fn summary(job: &Job, device: tch::Device, stages: Vec<StageReport>) -> RunSumma
         run_id: job.run_id.clone(),
         output: job.output.folder_url(""),
         device: format!("{device:?}"),
-        threads: crate::resources::threads_now(crate::engine::threads(&job.cfg)),
+        threads: crate::resources::threads_now(job.cfg.run.threads),
         stages,
         report: None,
         warnings: Vec::new(),

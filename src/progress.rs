@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 /// One bar: `label [#####.....] done/total  message`.
-pub struct Progress {
+pub(crate) struct Progress {
     label: String,
     total: usize,
     done: usize,
@@ -16,7 +16,7 @@ pub struct Progress {
 
 impl Progress {
     /// A bar over `total` units; silent unless stderr is a terminal.
-    pub fn new(label: impl Into<String>, total: usize) -> Progress {
+    pub(crate) fn new(label: impl Into<String>, total: usize) -> Progress {
         Progress {
             label: label.into(),
             total: total.max(1),
@@ -28,12 +28,12 @@ impl Progress {
     }
 
     /// Units per second so far.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
 
     /// Advance by `n` units and show `message` (at most ten redraws a second).
-    pub fn advance(&mut self, n: usize, message: impl FnOnce() -> String) {
+    pub(crate) fn advance(&mut self, n: usize, message: impl FnOnce() -> String) {
         self.done = (self.done + n).min(self.total);
         if !self.on || self.last_draw.is_some_and(|t| t.elapsed().as_millis() < 100) && self.done < self.total {
             return;
@@ -57,7 +57,7 @@ impl Progress {
     }
 
     /// Clear the bar's line.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         if self.on && self.last_draw.is_some() {
             let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
         }

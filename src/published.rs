@@ -22,8 +22,7 @@ use crate::{layout, state};
 
 /// The manifest of a published date.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The date.
+pub(crate) struct Manifest {
     pub date: String,
     /// When it was published (UTC, RFC 3339).
     pub published_at: String,
@@ -55,7 +54,7 @@ pub struct Manifest {
 
 /// Figures of a published date (sql/publish/day_stats.sql).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DayStats {
+pub(crate) struct DayStats {
     /// Distinct recommended items / in-stock items.
     pub coverage: f64,
     /// Share of users whose list comes from cold start or popularity.
@@ -80,7 +79,7 @@ pub struct DayStats {
 
 /// One day-over-day check.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GateCheck {
+pub(crate) struct GateCheck {
     /// What is compared.
     pub check: String,
     /// Today's value.
@@ -93,7 +92,7 @@ pub struct GateCheck {
 
 impl Manifest {
     /// Every file the manifest lists: table files, the summary, the report.
-    pub fn files(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn files(&self) -> impl Iterator<Item = &str> {
         self.tables
             .iter()
             .flat_map(|t| t.files.iter())
@@ -105,7 +104,7 @@ impl Manifest {
 
 /// One table in a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestTable {
+pub(crate) struct ManifestTable {
     /// Table name.
     pub name: String,
     /// Total rows.
@@ -115,7 +114,7 @@ pub struct ManifestTable {
 }
 
 /// Register a table made of exactly these files (paths relative to `root`).
-pub async fn register_files(ctx: &SessionContext, name: &str, root: &Root, files: &[String]) -> Result<()> {
+pub(crate) async fn register_files(ctx: &SessionContext, name: &str, root: &Root, files: &[String]) -> Result<()> {
     let urls = files
         .iter()
         .map(|f| ListingTableUrl::parse(root.object_url(&root.path(f))).ctx(format!("the URL of {f}")))
@@ -134,7 +133,7 @@ pub async fn register_files(ctx: &SessionContext, name: &str, root: &Root, files
 
 /// A date's manifest, when it is published (`_SUCCESS` and a readable
 /// manifest; an unreadable one is no publication, see [`crate::state`]).
-pub async fn read_manifest(root: &Root, date: RunDate) -> Result<Option<Manifest>> {
+pub(crate) async fn read_manifest(root: &Root, date: RunDate) -> Result<Option<Manifest>> {
     if !is_published(root, date).await? {
         return Ok(None);
     }
@@ -142,12 +141,12 @@ pub async fn read_manifest(root: &Root, date: RunDate) -> Result<Option<Manifest
 }
 
 /// Whether a date's `_SUCCESS` exists.
-pub async fn is_published(root: &Root, date: RunDate) -> Result<bool> {
+pub(crate) async fn is_published(root: &Root, date: RunDate) -> Result<bool> {
     root.exists(&root.path(&layout::success(date))).await
 }
 
 /// The latest date published before `date`, with its manifest.
-pub async fn previous_publication(root: &Root, date: RunDate) -> Result<Option<Manifest>> {
+pub(crate) async fn previous_publication(root: &Root, date: RunDate) -> Result<Option<Manifest>> {
     for d in layout::dates(root, layout::RUNS).await?.into_iter().rev().filter(|d| *d < date) {
         if let Some(m) = read_manifest(root, d).await? {
             return Ok(Some(m));
@@ -159,7 +158,7 @@ pub async fn previous_publication(root: &Root, date: RunDate) -> Result<Option<M
 /// The overlap of `user_candidates` with `previous_candidates` per user
 /// (`sql/publish/candidate_overlap.sql`): (bucket 0..=10, users, sum of
 /// their shares).
-pub async fn overlap(ctx: &SessionContext) -> Result<Vec<(i64, u64, f64)>> {
+pub(crate) async fn overlap(ctx: &SessionContext) -> Result<Vec<(i64, u64, f64)>> {
     let b = crate::sql::file("publish", "candidate_overlap")?.collect(ctx, vec![]).await?;
     let (bucket, users, sum) =
         (arrays::ints(&b, "bucket")?, arrays::ints(&b, "users")?, arrays::floats(&b, "overlap_sum")?);

@@ -18,7 +18,7 @@ use crate::error::{DfContext, Result};
 
 /// How much a data-quality row matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
+pub(crate) enum Severity {
     /// A count or a measurement.
     Info,
     /// Did not pass, tolerated by the configuration: the run goes on.
@@ -29,7 +29,7 @@ pub enum Severity {
 
 impl Severity {
     /// As written in the table.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
             Severity::Warning => "warning",
@@ -40,7 +40,7 @@ impl Severity {
 
 /// A row of `data_quality`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Check {
+pub(crate) struct Check {
     /// The input file checked, or `*` for the whole run.
     pub source: String,
     /// What was checked (`rows_read`, `bad_row_fraction`, ...).
@@ -59,7 +59,7 @@ pub struct Check {
 
 impl Check {
     /// A count or measurement of one source.
-    pub fn info(source: &str, check: &str, value: f64) -> Check {
+    pub(crate) fn info(source: &str, check: &str, value: f64) -> Check {
         Check {
             source: source.into(),
             check: check.into(),
@@ -73,19 +73,19 @@ impl Check {
 
     /// A value against a limit: `error` when it breaks the limit and the
     /// limit is a gate, else `info`.
-    pub fn gated(source: &str, check: &str, value: f64, threshold: f64, passed: bool) -> Check {
+    pub(crate) fn gated(source: &str, check: &str, value: f64, threshold: f64, passed: bool) -> Check {
         let severity = if passed { Severity::Info } else { Severity::Error };
         Check { threshold: Some(threshold), passed, severity, ..Check::info(source, check, value) }
     }
 
     /// Something that did not pass but does not stop the run.
-    pub fn warning(source: &str, check: &str, value: f64, detail: String) -> Check {
+    pub(crate) fn warning(source: &str, check: &str, value: f64, detail: String) -> Check {
         Check { passed: false, severity: Severity::Warning, detail, ..Check::info(source, check, value) }
     }
 }
 
 /// The table's schema.
-pub fn schema() -> SchemaRef {
+pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
         Field::new("check", DataType::Utf8, false),
@@ -98,7 +98,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// The table of these checks.
-pub fn batch(checks: &[Check]) -> Result<RecordBatch> {
+pub(crate) fn batch(checks: &[Check]) -> Result<RecordBatch> {
     RecordBatch::try_new(
         schema(),
         vec![

@@ -1,5 +1,6 @@
 //! What a process may use and what a stage used: one thread count applied
-//! to every pool, and per-stage CPU time and peak memory for the run
+//! to every pool, memory budgets ([`MemoryBudget`]: configured MiB → rows
+//! of a block), and per-stage CPU time and peak memory for the run
 //! summary, so that the cost of a stage (and the cap) can be seen.
 //!
 //! Schedulers put several tasks on one machine; libtorch and rayon each
@@ -9,6 +10,37 @@
 //! inter-op pools, and DataFusion's partitions (see [`crate::engine`]).
 
 use serde::{Deserialize, Serialize};
+
+/// A memory budget: a configured number of MiB (`candidates.memory_budget_mb`,
+/// `model.memory_budget_mb`, `runtime.sql_memory_mb`), and the one place
+/// where it becomes bytes or a number of rows that fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemoryBudget {
+    bytes: usize,
+}
+
+impl MemoryBudget {
+    /// `mib` mebibytes (saturating at `usize::MAX` bytes).
+    pub(crate) fn mib(mib: usize) -> Self {
+        MemoryBudget { bytes: mib.saturating_mul(1024 * 1024) }
+    }
+
+    /// The budget in bytes.
+    pub(crate) fn bytes(self) -> usize {
+        self.bytes
+    }
+
+    /// Half of it, for a block that needs the other half for its scratch.
+    pub(crate) fn half(self) -> Self {
+        MemoryBudget { bytes: self.bytes / 2 }
+    }
+
+    /// Rows of `bytes_per_row` bytes that fit: at least 1 (a block always
+    /// makes progress), at most `max`.
+    pub(crate) fn rows(self, bytes_per_row: usize, max: usize) -> usize {
+        (self.bytes / bytes_per_row.max(1)).clamp(1, max.max(1))
+    }
+}
 
 /// The threads each pool of this process actually has.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +81,7 @@ pub fn apply_threads(threads: usize) -> crate::Result<()> {
 }
 
 /// The pools as they are now.
-pub fn threads_now(configured: usize) -> Threads {
+pub(crate) fn threads_now(configured: usize) -> Threads {
     let tokio = tokio::runtime::Handle::try_current().ok().map(|h| h.metrics().num_workers());
     Threads {
         configured,
@@ -60,7 +92,7 @@ pub fn threads_now(configured: usize) -> Threads {
 }
 
 /// CPU seconds (user + system) this process has used so far, all threads.
-pub fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the struct we own and reads nothing else.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
@@ -76,7 +108,7 @@ pub fn cpu_seconds() -> f64 {
 /// measurement stays the whole process's peak). `getrusage` and
 /// `/usr/bin/time` read the same mark, so after a reset they report the
 /// peak since the reset, not the whole process's.
-pub fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     release_free_memory();
     // Writing 5 to clear_refs resets VmHWM (Linux 4.0+). Best effort.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -87,7 +119,7 @@ pub fn reset_peak_rss() {
 /// training's per-step buffers stay mapped between steps (see main.rs);
 /// after a stage that memory is only held, and the next stage's peak would
 /// include it: about 2 GiB after training at 3M events.
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only hands free pages of glibc's heaps back to
     // the kernel; it takes the allocator's own locks and is thread-safe.
@@ -97,7 +129,7 @@ pub fn release_free_memory() {
 }
 
 /// Peak resident memory since the last [`reset_peak_rss`], in MiB.
-pub fn peak_rss_mb() -> f64 {
+pub(crate) fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb = status
         .lines()

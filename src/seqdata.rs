@@ -9,7 +9,7 @@ use crate::job::Job;
 use crate::model::seqrec::ItemFeatures;
 
 /// Sequences and item features.
-pub struct SeqData {
+pub(crate) struct SeqData {
     /// User ids, parallel to `seqs`.
     pub users: Vec<String>,
     /// Item index sequences, oldest first, held-out steps included.
@@ -31,7 +31,7 @@ pub struct SeqData {
 
 /// One user's sequence cut into its time-based split.
 #[derive(Debug, Clone, Copy)]
-pub struct Split<'a> {
+pub(crate) struct Split<'a> {
     /// Steps the model trains on.
     pub train: &'a [i64],
     /// Validation items (predicted from `train`).
@@ -44,17 +44,17 @@ pub struct Split<'a> {
 
 impl SeqData {
     /// The split of user `u`'s sequence.
-    pub fn split(&self, u: usize) -> Split<'_> {
+    pub(crate) fn split(&self, u: usize) -> Split<'_> {
         split(&self.seqs[u], self.holdout[u])
     }
 
     /// Rows of the item table, padding included.
-    pub fn n_items(&self) -> i64 {
+    pub(crate) fn n_items(&self) -> i64 {
         self.item_ids.len() as i64 + 1
     }
 
     /// The fixed item features the model's item table is built from.
-    pub fn features(&self, device: tch::Device) -> ItemFeatures {
+    pub(crate) fn features(&self, device: tch::Device) -> ItemFeatures {
         let rows = |v: &[f32], dim: usize| {
             Tensor::from_slice(v).view([self.n_items(), dim as i64]).to_kind(Kind::Float).to_device(device)
         };
@@ -66,7 +66,7 @@ impl SeqData {
 }
 
 /// Load sequences and item features of this run's date.
-pub async fn load(job: &Job) -> Result<SeqData> {
+pub(crate) async fn load(job: &Job) -> Result<SeqData> {
     let ctx = job.session()?;
     let seq = job.read_work(&ctx, "sequences", crate::sql::read("sequences")?).await?;
     let text = job.read_work(&ctx, "item_text_embeddings", crate::sql::read("item_text_embeddings")?).await?;
@@ -96,7 +96,7 @@ pub async fn load(job: &Job) -> Result<SeqData> {
 }
 
 /// Left-pad sequences (keeping each one's last `max_len` items) into [B, L].
-pub fn left_pad(seqs: &[&[i64]], max_len: usize, device: tch::Device) -> Tensor {
+pub(crate) fn left_pad(seqs: &[&[i64]], max_len: usize, device: tch::Device) -> Tensor {
     let l = seqs.iter().map(|s| s.len().min(max_len)).max().unwrap_or(1).max(1);
     let mut flat = vec![0i64; seqs.len() * l];
     for (r, s) in seqs.iter().enumerate() {
@@ -110,7 +110,7 @@ pub fn left_pad(seqs: &[&[i64]], max_len: usize, device: tch::Device) -> Tensor 
 /// Cut a sequence into training, validation and test steps, given how many
 /// of its last steps are held out; counts larger than the sequence are
 /// clipped so that the parts always tile it.
-pub fn split(seq: &[i64], (valid, test): (usize, usize)) -> Split<'_> {
+pub(crate) fn split(seq: &[i64], (valid, test): (usize, usize)) -> Split<'_> {
     let n = seq.len();
     let t0 = n.saturating_sub(test);
     let v0 = t0.saturating_sub(valid);
@@ -119,7 +119,7 @@ pub fn split(seq: &[i64], (valid, test): (usize, usize)) -> Split<'_> {
 
 /// The image embeddings the `text` stage kept (`item_image_embeddings`), as row-major
 /// [n_items + 1, dim] (zero rows for items without one), if any.
-pub async fn load_images(
+pub(crate) async fn load_images(
     job: &Job,
     ctx: &datafusion::prelude::SessionContext,
     n_items: usize,

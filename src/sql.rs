@@ -75,7 +75,7 @@ pub const ALL: &[SqlFile] = &[
 
 /// A projection of one table that a stage or the report reads into
 /// memory (`sql/read/<name>.sql`).
-pub fn read(name: &str) -> Result<SqlFile> {
+pub(crate) fn read(name: &str) -> Result<SqlFile> {
     file("read", name)
 }
 

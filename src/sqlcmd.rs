@@ -18,7 +18,7 @@ use crate::published::{is_published, read_manifest, register_files};
 
 /// A registered table and where its data lives.
 #[derive(Debug, Clone)]
-pub struct TableInfo {
+pub(crate) struct TableInfo {
     /// SQL name.
     pub name: String,
     /// `raw`, `work` or `published`.
@@ -41,7 +41,7 @@ pub enum Format {
 }
 
 /// The latest date with a `_SUCCESS` marker, if any.
-pub async fn latest_published(job_output: &crate::storage::Root) -> Result<Option<RunDate>> {
+pub(crate) async fn latest_published(job_output: &crate::storage::Root) -> Result<Option<RunDate>> {
     for d in layout::dates(job_output, layout::RUNS).await?.into_iter().rev() {
         if is_published(job_output, d).await? {
             return Ok(Some(d));
@@ -51,7 +51,7 @@ pub async fn latest_published(job_output: &crate::storage::Root) -> Result<Optio
 }
 
 /// A session with every table of a date registered.
-pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionContext, Vec<TableInfo>, RunDate)> {
+pub(crate) async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionContext, Vec<TableInfo>, RunDate)> {
     let output = crate::storage::Root::open(&cfg.storage.output)?;
     let date = match date {
         Some(d) => d,
@@ -107,7 +107,7 @@ pub async fn session(cfg: Config, date: Option<RunDate>) -> Result<(SessionConte
 }
 
 /// Run one statement; writes are refused unless `allow_writes`.
-pub async fn query(ctx: &SessionContext, sql: &str, allow_writes: bool) -> Result<Vec<RecordBatch>> {
+pub(crate) async fn query(ctx: &SessionContext, sql: &str, allow_writes: bool) -> Result<Vec<RecordBatch>> {
     let opts =
         SQLOptions::new().with_allow_ddl(allow_writes).with_allow_dml(allow_writes).with_allow_statements(allow_writes);
     let df = ctx.sql_with_options(sql, opts).await.map_err(|e| {
@@ -122,7 +122,7 @@ pub async fn query(ctx: &SessionContext, sql: &str, allow_writes: bool) -> Resul
 }
 
 /// Write results in a format.
-pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> Result<()> {
+pub(crate) fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> Result<()> {
     let io = |e: std::io::Error| Error::io("stdout", e);
     match format {
         Format::Table => {
@@ -150,7 +150,7 @@ pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> Re
 }
 
 /// Save results as a Parquet file (any format name other than parquet saves CSV/JSON/table text).
-pub fn save(path: &std::path::Path, batches: &[RecordBatch], format: Format) -> Result<()> {
+pub(crate) fn save(path: &std::path::Path, batches: &[RecordBatch], format: Format) -> Result<()> {
     let mut file = std::fs::File::create(path).map_err(|e| Error::io(path.display(), e))?;
     if format == Format::Parquet {
         let schema =

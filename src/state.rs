@@ -24,13 +24,13 @@ use crate::error::{Error, Result};
 use crate::storage::Root;
 
 /// Read a state file (path relative to `root`) under the policy above.
-pub async fn read<T: DeserializeOwned>(root: &Root, rel: &str) -> Result<Option<T>> {
+pub(crate) async fn read<T: DeserializeOwned>(root: &Root, rel: &str) -> Result<Option<T>> {
     let Some(bytes) = root.get_opt(&root.path(rel)).await? else { return Ok(None) };
     Ok(parse(root, rel, &bytes))
 }
 
 /// Parse a state file's bytes; unreadable is absent, with a warning.
-pub fn parse<T: DeserializeOwned>(root: &Root, rel: &str, bytes: &[u8]) -> Option<T> {
+pub(crate) fn parse<T: DeserializeOwned>(root: &Root, rel: &str, bytes: &[u8]) -> Option<T> {
     match serde_json::from_slice(bytes) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -44,12 +44,12 @@ pub fn parse<T: DeserializeOwned>(root: &Root, rel: &str, bytes: &[u8]) -> Optio
 }
 
 /// Serialise a state document as it is written (pretty JSON).
-pub fn to_bytes<T: Serialize>(rel: &str, value: &T) -> Result<Bytes> {
+pub(crate) fn to_bytes<T: Serialize>(rel: &str, value: &T) -> Result<Bytes> {
     serde_json::to_vec_pretty(value).map(Bytes::from).map_err(|e| Error::Internal(format!("serialising {rel}: {e}")))
 }
 
 /// Write a state file whole, in one PUT; returns the bytes written.
-pub async fn write<T: Serialize>(root: &Root, rel: &str, value: &T) -> Result<Bytes> {
+pub(crate) async fn write<T: Serialize>(root: &Root, rel: &str, value: &T) -> Result<Bytes> {
     let bytes = to_bytes(rel, value)?;
     root.put(&root.path(rel), bytes.clone()).await?;
     Ok(bytes)

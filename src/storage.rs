@@ -82,7 +82,7 @@ impl Root {
     }
 
     /// A child object path under this root.
-    pub fn path(&self, rel: &str) -> ObjPath {
+    pub(crate) fn path(&self, rel: &str) -> ObjPath {
         let mut p = self.prefix.clone();
         for part in rel.split('/').filter(|s| !s.is_empty()) {
             p = p.join(part);
@@ -91,7 +91,7 @@ impl Root {
     }
 
     /// The local folder behind a child folder, for `file://` roots.
-    pub fn local_dir(&self, rel: &str) -> Option<std::path::PathBuf> {
+    pub(crate) fn local_dir(&self, rel: &str) -> Option<std::path::PathBuf> {
         (self.base_url.scheme() == "file").then(|| std::path::PathBuf::from(format!("/{}", self.path(rel))))
     }
 
@@ -100,7 +100,7 @@ impl Root {
     /// `<name>#<n>` next to their final name and does not list them. Other
     /// stores have no such files (an unfinished multipart upload is never
     /// visible). Returns how many were removed.
-    pub fn remove_staging_leftovers(&self, rel: &str) -> Result<usize> {
+    pub(crate) fn remove_staging_leftovers(&self, rel: &str) -> Result<usize> {
         match self.local_dir(rel) {
             Some(dir) => remove_staged_files(&dir),
             None => Ok(0),
@@ -108,7 +108,7 @@ impl Root {
     }
 
     /// The path of an object relative to this root (as `path` takes it).
-    pub fn relative(&self, path: &ObjPath) -> String {
+    pub(crate) fn relative(&self, path: &ObjPath) -> String {
         match path.prefix_match(&self.prefix) {
             Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
             None => path.to_string(),
@@ -116,17 +116,17 @@ impl Root {
     }
 
     /// A URL for a child folder, with a trailing slash, for DataFusion.
-    pub fn folder_url(&self, rel: &str) -> String {
+    pub(crate) fn folder_url(&self, rel: &str) -> String {
         format!("{}{}/", self.base_url, self.path(rel))
     }
 
     /// A URL for an object, for messages and DataFusion.
-    pub fn object_url(&self, path: &ObjPath) -> String {
+    pub(crate) fn object_url(&self, path: &ObjPath) -> String {
         format!("{}{}", self.base_url, path)
     }
 
     /// Write an object.
-    pub async fn put(&self, path: &ObjPath, data: Bytes) -> Result<()> {
+    pub(crate) async fn put(&self, path: &ObjPath, data: Bytes) -> Result<()> {
         self.store
             .put(path, PutPayload::from_bytes(data))
             .await
@@ -141,7 +141,7 @@ impl Root {
     }
 
     /// Read an object, or None when it does not exist.
-    pub async fn get_opt(&self, path: &ObjPath) -> Result<Option<Bytes>> {
+    pub(crate) async fn get_opt(&self, path: &ObjPath) -> Result<Option<Bytes>> {
         match self.store.get(path).await {
             Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(self.object_url(path), e)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -150,7 +150,7 @@ impl Root {
     }
 
     /// An object's metadata, or None when it does not exist.
-    pub async fn head_opt(&self, path: &ObjPath) -> Result<Option<ObjectMeta>> {
+    pub(crate) async fn head_opt(&self, path: &ObjPath) -> Result<Option<ObjectMeta>> {
         match self.store.head(path).await {
             Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -159,7 +159,7 @@ impl Root {
     }
 
     /// Whether an object exists.
-    pub async fn exists(&self, path: &ObjPath) -> Result<bool> {
+    pub(crate) async fn exists(&self, path: &ObjPath) -> Result<bool> {
         match self.store.head(path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -180,7 +180,7 @@ impl Root {
     }
 
     /// Immediate sub-folder names of a folder.
-    pub async fn subfolders(&self, rel: &str) -> Result<Vec<String>> {
+    pub(crate) async fn subfolders(&self, rel: &str) -> Result<Vec<String>> {
         let prefix = self.path(rel);
         let listed = match self.store.list_with_delimiter(Some(&prefix)).await {
             Ok(l) => l,
@@ -194,7 +194,7 @@ impl Root {
     }
 
     /// Delete one object; a missing object is not an error.
-    pub async fn delete(&self, path: &ObjPath) -> Result<()> {
+    pub(crate) async fn delete(&self, path: &ObjPath) -> Result<()> {
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::storage(self.object_url(path), e)),
@@ -202,7 +202,7 @@ impl Root {
     }
 
     /// Delete every object below a folder, and what killed writes left there.
-    pub async fn delete_folder(&self, rel: &str) -> Result<()> {
+    pub(crate) async fn delete_folder(&self, rel: &str) -> Result<()> {
         for meta in self.list(rel).await? {
             self.delete(&meta.location).await?;
         }
@@ -210,13 +210,13 @@ impl Root {
     }
 
     /// Copy an object within the store.
-    pub async fn copy(&self, from: &ObjPath, to: &ObjPath) -> Result<()> {
+    pub(crate) async fn copy(&self, from: &ObjPath, to: &ObjPath) -> Result<()> {
         self.store.copy(from, to).await.map_err(|e| Error::storage(self.object_url(to), e))
     }
 }
 
 /// Whether a local file name is object_store's staging name (`<name>#<n>`).
-pub fn is_staging_name(name: &str) -> bool {
+pub(crate) fn is_staging_name(name: &str) -> bool {
     name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
@@ -239,7 +239,7 @@ fn remove_staged_files(dir: &std::path::Path) -> Result<usize> {
 }
 
 /// Turn a location (URL or local path) into a URL.
-pub fn to_url(location: &str) -> Result<Url> {
+pub(crate) fn to_url(location: &str) -> Result<Url> {
     if location.contains("://") {
         return Url::parse(location).map_err(|e| Error::Config(format!("bad storage URL {location:?}: {e}")));
     }
@@ -253,7 +253,7 @@ pub fn to_url(location: &str) -> Result<Url> {
 }
 
 /// A URL safe to log: no user info or query string (signed URLs, keys).
-pub fn redact(url: &Url) -> String {
+pub(crate) fn redact(url: &Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);

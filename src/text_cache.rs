@@ -35,16 +35,16 @@ use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 
 /// Generations kept before the cache is compacted into one.
-pub const MAX_GENERATIONS: usize = 8;
+pub(crate) const MAX_GENERATIONS: usize = 8;
 
 /// The folder, relative to the output root, of one encoder's cache.
-pub fn folder(encoder_key: &str) -> String {
+pub(crate) fn folder(encoder_key: &str) -> String {
     crate::layout::text_cache(encoder_key)
 }
 
 /// The identity of a model-file encoder: what it is, how it truncates, and
 /// the exact bytes of its files.
-pub fn encoder_key(kind: &str, max_tokens: usize, dir: &Path) -> Result<String> {
+pub(crate) fn encoder_key(kind: &str, max_tokens: usize, dir: &Path) -> Result<String> {
     let mut h = Sha256::new();
     h.update(kind.as_bytes());
     h.update(max_tokens.to_le_bytes());
@@ -58,12 +58,12 @@ pub fn encoder_key(kind: &str, max_tokens: usize, dir: &Path) -> Result<String> 
 }
 
 /// The cache key of one text.
-pub fn text_key(text: &str) -> String {
+pub(crate) fn text_key(text: &str) -> String {
     hex(&Sha256::digest(text.as_bytes()))
 }
 
 /// What the cache held, by text key: row-major vectors of one width.
-pub struct Cached {
+pub(crate) struct Cached {
     /// Text key → row in `values`.
     pub rows: HashMap<String, usize>,
     /// Row-major vectors.
@@ -76,14 +76,14 @@ pub struct Cached {
 
 impl Cached {
     /// The vector of a text key.
-    pub fn get(&self, key: &str) -> Option<&[f32]> {
+    pub(crate) fn get(&self, key: &str) -> Option<&[f32]> {
         self.rows.get(key).map(|r| &self.values[r * self.dim..(r + 1) * self.dim])
     }
 }
 
 /// Read every generation of an encoder's cache. A file that cannot be read
 /// is skipped with a warning (its texts are encoded again), never fatal.
-pub async fn load(job: &Job, encoder_key: &str) -> Result<Cached> {
+pub(crate) async fn load(job: &Job, encoder_key: &str) -> Result<Cached> {
     let base = folder(encoder_key);
     // What a killed write left (the text stage of one output runs one at a time).
     job.output.remove_staging_leftovers(&base)?;
@@ -157,7 +157,7 @@ async fn write_generation(job: &Job, encoder_key: &str, keys: &[&str], values: V
 
 /// How a night used the cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheUse {
+pub(crate) struct CacheUse {
     /// Distinct texts found in the cache.
     pub hits: usize,
     /// Distinct texts encoded now.
@@ -168,7 +168,7 @@ pub struct CacheUse {
 
 /// Embed `texts` (row-major result, empty texts → zero vectors), encoding
 /// only those the cache lacks with `encode`, and update the cache.
-pub async fn embed(
+pub(crate) async fn embed(
     job: &Job,
     encoder_key: &str,
     texts: &[&str],

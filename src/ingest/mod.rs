@@ -22,13 +22,13 @@ use datafusion::prelude::SessionContext;
 use object_store::ObjectMeta;
 use sha2::{Digest, Sha256};
 
-pub mod pin;
-pub mod stream;
-pub mod text;
+pub(crate) mod pin;
+pub(crate) mod stream;
+pub(crate) mod text;
 
 use stream::FilePartition;
-pub use stream::{FileRead, ReadCounts, Unread};
-pub use text::IdMapper;
+pub(crate) use stream::{FileRead, ReadCounts};
+pub(crate) use text::IdMapper;
 
 use crate::config::{RunDate, Window, hex};
 use crate::error::{DfContext, Error, Result};
@@ -36,7 +36,7 @@ use crate::storage::Root;
 
 /// A raw input dataset and its contract columns.
 #[derive(Debug, Clone, Copy)]
-pub struct Dataset {
+pub(crate) struct Dataset {
     /// Folder name under the input root, and `raw_<name>` as a table.
     pub name: &'static str,
     /// Columns of the input contract, read as text.
@@ -46,7 +46,7 @@ pub struct Dataset {
 }
 
 /// Behaviour events.
-pub const EVENTS: Dataset = Dataset {
+pub(crate) const EVENTS: Dataset = Dataset {
     name: "events",
     columns: &[
         "event_id",
@@ -64,7 +64,7 @@ pub const EVENTS: Dataset = Dataset {
 };
 
 /// The catalog.
-pub const ITEMS: Dataset = Dataset {
+pub(crate) const ITEMS: Dataset = Dataset {
     name: "items",
     columns: &[
         "item_id",
@@ -81,14 +81,14 @@ pub const ITEMS: Dataset = Dataset {
 };
 
 /// Optional user attributes.
-pub const USERS: Dataset = Dataset { name: "users", columns: &["user_id", "signup_ts"], required: false };
+pub(crate) const USERS: Dataset = Dataset { name: "users", columns: &["user_id", "signup_ts"], required: false };
 
 /// All raw datasets.
-pub const DATASETS: [Dataset; 3] = [EVENTS, ITEMS, USERS];
+pub(crate) const DATASETS: [Dataset; 3] = [EVENTS, ITEMS, USERS];
 
 /// File formats, by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// Apache Parquet.
     Parquet,
     /// CSV with a header row.
@@ -101,7 +101,7 @@ pub enum Format {
 
 /// Whole-file compression of a text format (Parquet compresses inside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     /// Plain text.
     None,
     /// gzip (`.gz`), concatenated members included.
@@ -112,7 +112,7 @@ pub enum Compression {
 
 /// How a file is read: its format and compression, from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileKind {
+pub(crate) struct FileKind {
     /// The record format.
     pub format: Format,
     /// The compression around it.
@@ -121,7 +121,7 @@ pub struct FileKind {
 
 impl FileKind {
     /// The kind of a file name, if nightrec reads it.
-    pub fn of(name: &str) -> Option<FileKind> {
+    pub(crate) fn of(name: &str) -> Option<FileKind> {
         let lower = name.to_ascii_lowercase();
         let (stem, compression) = if let Some(s) = lower.strip_suffix(".gz") {
             (s, Compression::Gzip)
@@ -150,17 +150,17 @@ impl FileKind {
 }
 
 /// The extensions nightrec reads, for messages.
-pub const READABLE: &str = ".parquet, .csv, .tsv, .jsonl, .ndjson, .json (text formats also as .gz or .zst)";
+pub(crate) const READABLE: &str = ".parquet, .csv, .tsv, .jsonl, .ndjson, .json (text formats also as .gz or .zst)";
 
 /// The `dt=` partition date in a path, if any.
-pub fn partition_date(path: &str) -> Option<RunDate> {
+pub(crate) fn partition_date(path: &str) -> Option<RunDate> {
     path.split('/').find_map(|seg| seg.strip_prefix("dt=")).and_then(|d| d.parse().ok())
 }
 
 /// The files of a dataset: those that will be read, and those that will
 /// not because nightrec cannot read their format (reported, never silent).
 #[derive(Debug, Clone, Default)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// Data files in the window, sorted by path.
     pub files: Vec<ObjectMeta>,
     /// Files with an extension nightrec does not read.
@@ -170,7 +170,7 @@ pub struct Listing {
 /// Data files of a dataset, sorted by path; `window` limits Hive partitions
 /// ([`Window::reads_partition`]). Names starting with `_` or `.` (markers,
 /// hidden files) are not data.
-pub async fn list_files(root: &Root, ds: Dataset, window: Option<Window>) -> Result<Listing> {
+pub(crate) async fn list_files(root: &Root, ds: Dataset, window: Option<Window>) -> Result<Listing> {
     let all = root.list(ds.name).await?;
     let mut out = Listing::default();
     for m in all {
@@ -195,7 +195,7 @@ pub async fn list_files(root: &Root, ds: Dataset, window: Option<Window>) -> Res
 }
 
 /// A stable fingerprint of the files a run reads: names, sizes, mtimes.
-pub fn snapshot(files: &[ObjectMeta]) -> String {
+pub(crate) fn snapshot(files: &[ObjectMeta]) -> String {
     let mut h = Sha256::new();
     for f in files {
         h.update(f.location.as_ref().as_bytes());
@@ -212,13 +212,13 @@ pub fn snapshot(files: &[ObjectMeta]) -> String {
 /// under a secret key, so the same user gets the same pseudonym in every
 /// table and every run with that key, and ids cannot be recovered or
 /// guessed without it.
-pub struct KeyedHash {
+pub(crate) struct KeyedHash {
     key: Vec<u8>,
 }
 
 impl KeyedHash {
     /// A mapper with this secret key.
-    pub fn new(key: &[u8]) -> KeyedHash {
+    pub(crate) fn new(key: &[u8]) -> KeyedHash {
         KeyedHash { key: key.to_vec() }
     }
 }
@@ -247,7 +247,7 @@ impl IdMapper for KeyedHash {
 /// columns, `_source` (the file's URL), `_position` (1-based line number
 /// for CSV and NDJSON, row number for Parquet) and `_malformed` (the raw
 /// text of a record that could not be read as a row, else NULL).
-pub fn text_schema(ds: Dataset) -> SchemaRef {
+pub(crate) fn text_schema(ds: Dataset) -> SchemaRef {
     let mut fields: Vec<Field> = ds.columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
     fields.push(Field::new("_source", DataType::Utf8, false));
     fields.push(Field::new("_position", DataType::UInt64, false));
@@ -259,7 +259,7 @@ pub fn text_schema(ds: Dataset) -> SchemaRef {
 /// read lazily as queries consume it. A required dataset without files is
 /// an error; an optional one is an empty table. Each file's row count is
 /// tracked in `counts`.
-pub fn register(
+pub(crate) fn register(
     ctx: &SessionContext,
     root: &Root,
     ds: Dataset,
@@ -295,7 +295,7 @@ pub fn register(
 
 /// The user-id pseudonymiser of privacy mode, when it is on. The key comes
 /// from the environment only, like every other secret.
-pub fn id_mapper(cfg: &crate::config::Config) -> Result<Option<Arc<dyn IdMapper>>> {
+pub(crate) fn id_mapper(cfg: &crate::config::Config) -> Result<Option<Arc<dyn IdMapper>>> {
     if !cfg.clean.pseudonymize_user_ids {
         return Ok(None);
     }
@@ -308,7 +308,7 @@ pub fn id_mapper(cfg: &crate::config::Config) -> Result<Option<Arc<dyn IdMapper>
 }
 
 /// The environment variable holding the privacy-mode key.
-pub const USER_ID_KEY_ENV: &str = "NIGHTREC_USER_ID_KEY";
+pub(crate) const USER_ID_KEY_ENV: &str = "NIGHTREC_USER_ID_KEY";
 
 #[cfg(test)]
 mod tests {

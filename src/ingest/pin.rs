@@ -34,7 +34,7 @@ use crate::{layout, state};
 
 /// One listed input file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PinnedFile {
+pub(crate) struct PinnedFile {
     /// `events`, `items` or `users`.
     pub dataset: String,
     /// Path relative to the input root.
@@ -59,17 +59,17 @@ impl PinnedFile {
     }
 
     /// Whether nightrec reads this file's format.
-    pub fn readable(&self) -> bool {
+    pub(crate) fn readable(&self) -> bool {
         FileKind::of(self.path.rsplit('/').next().unwrap_or("")).is_some()
     }
 
     /// The `dt=` partition the file lies in, if any.
-    pub fn partition(&self) -> Option<RunDate> {
+    pub(crate) fn partition(&self) -> Option<RunDate> {
         super::partition_date(&self.path)
     }
 
     /// The object's metadata as listed when it was pinned.
-    pub fn meta(&self, root: &Root) -> ObjectMeta {
+    pub(crate) fn meta(&self, root: &Root) -> ObjectMeta {
         ObjectMeta {
             location: root.path(&self.path),
             last_modified: DateTime::<Utc>::from_timestamp_millis(self.modified_ms).unwrap_or_default(),
@@ -82,7 +82,7 @@ impl PinnedFile {
 
 /// The inputs of one date, as its first run listed them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InputPin {
+pub(crate) struct InputPin {
     /// The input root (a URL without credentials).
     pub input: String,
     /// The window the files were listed for.
@@ -99,25 +99,25 @@ pub struct InputPin {
 impl InputPin {
     /// A stable fingerprint of the pinned files: what the clean stage
     /// depends on.
-    pub fn snapshot(&self, root: &Root) -> String {
+    pub(crate) fn snapshot(&self, root: &Root) -> String {
         let metas: Vec<ObjectMeta> = self.files.iter().map(|f| f.meta(root)).collect();
         super::snapshot(&metas)
     }
 
     /// The readable files of a dataset, as object metadata.
-    pub fn files_of(&self, root: &Root, dataset: &str) -> Vec<ObjectMeta> {
+    pub(crate) fn files_of(&self, root: &Root, dataset: &str) -> Vec<ObjectMeta> {
         self.files.iter().filter(|f| f.dataset == dataset && f.readable()).map(|f| f.meta(root)).collect()
     }
 
     /// Files listed under the input folders that nightrec does not read.
-    pub fn not_read(&self) -> impl Iterator<Item = &PinnedFile> {
+    pub(crate) fn not_read(&self) -> impl Iterator<Item = &PinnedFile> {
         self.files.iter().filter(|f| !f.readable())
     }
 }
 
 /// How the inputs now differ from the pin.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Drift {
+pub(crate) enum Drift {
     /// Listed now, not pinned: landed after the pin.
     Arrived(PinnedFile),
     /// Pinned with other contents (size, modification time or ETag).
@@ -133,7 +133,7 @@ pub enum Drift {
 
 impl Drift {
     /// The file, as pinned (or as found, for one that arrived later).
-    pub fn file(&self) -> &PinnedFile {
+    pub(crate) fn file(&self) -> &PinnedFile {
         match self {
             Drift::Arrived(f) | Drift::Gone(f) => f,
             Drift::Changed { was, .. } => was,
@@ -142,15 +142,14 @@ impl Drift {
 
     /// Whether a rerun of the clean stage would read other rows than the
     /// pin promises (a pinned file changed or went away).
-    pub fn breaks_pin(&self) -> bool {
+    pub(crate) fn breaks_pin(&self) -> bool {
         !matches!(self, Drift::Arrived(_))
     }
 }
 
 /// The pin a run uses, and how the inputs have moved since.
 #[derive(Debug, Clone)]
-pub struct Pinned {
-    /// The pin.
+pub(crate) struct Pinned {
     pub pin: InputPin,
     /// Whether this run made it.
     pub fresh: bool,
@@ -161,7 +160,7 @@ pub struct Pinned {
 impl Pinned {
     /// `data_quality` rows (severity warning) for the drift, each with
     /// what to do about it.
-    pub fn checks(&self, input: &Root, date: RunDate) -> Vec<Check> {
+    pub(crate) fn checks(&self, input: &Root, date: RunDate) -> Vec<Check> {
         let pinned = format!("pinned by run {} at {}", self.pin.run_id, self.pin.pinned_at);
         let fix = format!("`nightrec run --date {date} --force` pins the inputs again and reads it");
         self.drift
@@ -212,7 +211,7 @@ async fn list(input: &Root, window: Window) -> Result<Vec<PinnedFile>> {
 }
 
 /// The differences between the pinned files and the files listed now.
-pub fn drift(pinned: &[PinnedFile], now: &[PinnedFile]) -> Vec<Drift> {
+pub(crate) fn drift(pinned: &[PinnedFile], now: &[PinnedFile]) -> Vec<Drift> {
     let mut out = Vec::new();
     for f in now {
         match pinned.iter().find(|p| p.path == f.path) {
@@ -229,7 +228,7 @@ pub fn drift(pinned: &[PinnedFile], now: &[PinnedFile]) -> Vec<Drift> {
 
 /// The pin of a date: the recorded one, or a new one when there is none
 /// (or `repin`, or it was made for another window or input root).
-pub async fn resolve(
+pub(crate) async fn resolve(
     input: &Root,
     output: &Root,
     date: RunDate,

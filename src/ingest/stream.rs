@@ -41,7 +41,7 @@ const BATCH_ROWS: usize = 8192;
 /// the stored object (compressed, for `.gz`/`.zst`), after the rows that
 /// were read. How many rows those bytes held is unknown, and never guessed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unread {
+pub(crate) struct Unread {
     /// First byte not decoded (for a compressed file, the start of the
     /// block the decoder failed in).
     pub from: u64,
@@ -53,7 +53,7 @@ pub struct Unread {
 
 /// What the last complete read of a file saw.
 #[derive(Debug, Default)]
-pub struct ReadCount {
+pub(crate) struct ReadCount {
     rows: AtomicU64,
     complete: AtomicBool,
     unread: Mutex<Option<Unread>>,
@@ -61,13 +61,13 @@ pub struct ReadCount {
 
 impl ReadCount {
     /// Rows in the file as of its last complete read (None if never read to the end).
-    pub fn rows(&self) -> Option<u64> {
+    pub(crate) fn rows(&self) -> Option<u64> {
         self.complete.load(Ordering::Acquire).then(|| self.rows.load(Ordering::Acquire))
     }
 
     /// What the last read could not decode (a corrupt Parquet file, a
     /// truncated `.gz`), if anything.
-    pub fn unread(&self) -> Option<Unread> {
+    pub(crate) fn unread(&self) -> Option<Unread> {
         self.unread.lock().ok().and_then(|u| u.clone())
     }
 
@@ -81,7 +81,7 @@ impl ReadCount {
 }
 
 /// One file of a raw dataset.
-pub struct FilePartition {
+pub(crate) struct FilePartition {
     /// The store holding the file.
     pub store: Arc<dyn ObjectStore>,
     /// Its path in the store.
@@ -151,76 +151,96 @@ impl PartitionStream for FilePartition {
                     }
                     Ok(())
                 });
-                let (schema, url, ds, kind, mapper, count) = (
-                    self.schema.clone(),
-                    self.url.clone(),
-                    self.dataset,
-                    self.kind,
-                    self.mapper.clone(),
-                    self.count.clone(),
-                );
-                let size = self.size;
-                builder.spawn_blocking(move || {
-                    let transport_failed = Arc::new(AtomicBool::new(false));
-                    let last_read_at = Arc::new(AtomicU64::new(0));
-                    let raw = ChunkReader {
-                        rx: chunk_rx,
-                        current: Bytes::new(),
-                        url: url.clone(),
-                        failed: transport_failed.clone(),
-                        offset: 0,
-                        last_read_at: last_read_at.clone(),
-                    };
-                    let input: Box<dyn std::io::Read> = match kind.compression {
-                        Compression::None => Box::new(raw),
-                        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-                        Compression::Zstd => match zstd::stream::read::Decoder::new(raw) {
-                            Ok(d) => Box::new(d),
-                            Err(e) => return Err(external(Error::io(&url, e))),
-                        },
-                    };
-                    let mut sink = RowSink::new(schema.clone(), ds.columns, &url, mapper.as_deref(), BATCH_ROWS);
-                    let mut rows = 0u64;
-                    let mut open = true;
-                    let mut emit = |b: RecordBatch| {
-                        rows += b.num_rows() as u64;
-                        open = tx.blocking_send(Ok(b)).is_ok();
-                        open
-                    };
-                    let parsed = match kind.format {
-                        Format::Csv => parse_csv(input, b',', &mut sink, &mut emit),
-                        Format::Tsv => parse_csv(input, b'\t', &mut sink, &mut emit),
-                        _ => parse_ndjson(input, &mut sink, &mut emit),
-                    };
-                    match parsed {
-                        Ok(()) => {}
-                        // Compressed data that cannot be decoded past some point:
-                        // the rows before it are kept, the bytes after it are
-                        // reported (clean's data_quality), and the
-                        // unreadable-file gate decides.
-                        Err(e)
-                            if kind.compression != Compression::None && !transport_failed.load(Ordering::Acquire) =>
-                        {
-                            if let Some(b) = sink.flush().map_err(external)? {
-                                emit(b);
-                            }
-                            if open {
-                                let from = last_read_at.load(Ordering::Acquire);
-                                let error = format!("undecodable {:?} data: {e}", kind.compression);
-                                count.record(rows, Some(Unread { from, size, error }));
-                            }
-                            return Ok(());
-                        }
-                        Err(e) => return Err(external(e)),
-                    }
-                    if open {
-                        count.record(rows, None);
-                    }
-                    Ok(())
-                });
+                let file = TextFile {
+                    schema: self.schema.clone(),
+                    url: self.url.clone(),
+                    dataset: self.dataset,
+                    kind: self.kind,
+                    mapper: self.mapper.clone(),
+                    count: self.count.clone(),
+                    size: self.size,
+                };
+                builder.spawn_blocking(move || file.parse(chunk_rx, &tx));
             }
         }
         builder.build()
+    }
+}
+
+/// A CSV, TSV or NDJSON file as its parsing thread sees it.
+struct TextFile {
+    schema: SchemaRef,
+    url: String,
+    dataset: Dataset,
+    kind: FileKind,
+    mapper: Option<Arc<dyn IdMapper>>,
+    count: Arc<ReadCount>,
+    size: u64,
+}
+
+impl TextFile {
+    /// Decompress the chunks the download task sends, parse them into
+    /// batches and send those on; record the rows read, and where
+    /// compressed data stopped being decodable.
+    fn parse(
+        self,
+        chunks: tokio::sync::mpsc::Receiver<Result<Bytes, object_store::Error>>,
+        tx: &tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+    ) -> datafusion::error::Result<()> {
+        let TextFile { schema, url, dataset, kind, mapper, count, size } = self;
+        let transport_failed = Arc::new(AtomicBool::new(false));
+        let last_read_at = Arc::new(AtomicU64::new(0));
+        let raw = ChunkReader {
+            rx: chunks,
+            current: Bytes::new(),
+            url: url.clone(),
+            failed: transport_failed.clone(),
+            offset: 0,
+            last_read_at: last_read_at.clone(),
+        };
+        let input: Box<dyn std::io::Read> = match kind.compression {
+            Compression::None => Box::new(raw),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+            Compression::Zstd => match zstd::stream::read::Decoder::new(raw) {
+                Ok(d) => Box::new(d),
+                Err(e) => return Err(external(Error::io(&url, e))),
+            },
+        };
+        let mut sink = RowSink::new(schema.clone(), dataset.columns, &url, mapper.as_deref(), BATCH_ROWS);
+        let mut rows = 0u64;
+        let mut open = true;
+        let mut emit = |b: RecordBatch| {
+            rows += b.num_rows() as u64;
+            open = tx.blocking_send(Ok(b)).is_ok();
+            open
+        };
+        let parsed = match kind.format {
+            Format::Csv => parse_csv(input, b',', &mut sink, &mut emit),
+            Format::Tsv => parse_csv(input, b'\t', &mut sink, &mut emit),
+            _ => parse_ndjson(input, &mut sink, &mut emit),
+        };
+        match parsed {
+            Ok(()) => {}
+            // Compressed data that cannot be decoded past some point: the
+            // rows before it are kept, the bytes after it are reported
+            // (clean's data_quality), and the unreadable-file gate decides.
+            Err(e) if kind.compression != Compression::None && !transport_failed.load(Ordering::Acquire) => {
+                if let Some(b) = sink.flush().map_err(external)? {
+                    emit(b);
+                }
+                if open {
+                    let from = last_read_at.load(Ordering::Acquire);
+                    let error = format!("undecodable {:?} data: {e}", kind.compression);
+                    count.record(rows, Some(Unread { from, size, error }));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(external(e)),
+        }
+        if open {
+            count.record(rows, None);
+        }
+        Ok(())
     }
 }
 
@@ -421,17 +441,16 @@ fn as_text(a: &ArrayRef) -> crate::Result<ArrayRef> {
 
 /// Read counts of every file registered by a session, by URL.
 #[derive(Debug, Default, Clone)]
-pub struct ReadCounts(Arc<Mutex<Vec<TrackedFile>>>);
+pub(crate) struct ReadCounts(Arc<Mutex<Vec<TrackedFile>>>);
 
 /// A file's URL, its dataset and its count.
 type TrackedFile = (String, &'static str, Arc<ReadCount>);
 
 /// What reading one file gave.
 #[derive(Debug, Clone)]
-pub struct FileRead {
+pub(crate) struct FileRead {
     /// The file's URL.
     pub url: String,
-    /// Its dataset.
     pub dataset: &'static str,
     /// Rows decoded.
     pub rows: u64,
@@ -441,7 +460,7 @@ pub struct FileRead {
 
 impl ReadCounts {
     /// Track a file of a dataset.
-    pub fn track(&self, url: &str, dataset: &'static str) -> Arc<ReadCount> {
+    pub(crate) fn track(&self, url: &str, dataset: &'static str) -> Arc<ReadCount> {
         let c = Arc::new(ReadCount::default());
         if let Ok(mut v) = self.0.lock() {
             v.push((url.to_string(), dataset, c.clone()));
@@ -451,7 +470,7 @@ impl ReadCounts {
 
     /// Every tracked file and what its read saw; an error names a file
     /// that was never read to its end.
-    pub fn snapshot(&self) -> crate::Result<Vec<FileRead>> {
+    pub(crate) fn snapshot(&self) -> crate::Result<Vec<FileRead>> {
         let v = self.0.lock().map_err(|_| Error::Internal("read counts poisoned".into()))?;
         v.iter()
             .map(|(url, dataset, c)| {

@@ -24,13 +24,13 @@ use crate::error::{DfContext, Error, Result};
 const MAX_RAW: usize = 4096;
 
 /// Turns raw user ids into keyed pseudonyms (privacy mode).
-pub trait IdMapper: Send + Sync + std::fmt::Debug {
+pub(crate) trait IdMapper: Send + Sync + std::fmt::Debug {
     /// The pseudonym of one id.
     fn map(&self, id: &str) -> String;
 }
 
 /// Collects rows of one raw dataset file into record batches.
-pub struct RowSink<'a> {
+pub(crate) struct RowSink<'a> {
     schema: SchemaRef,
     columns: &'a [&'a str],
     source: &'a str,
@@ -46,7 +46,7 @@ pub struct RowSink<'a> {
 impl<'a> RowSink<'a> {
     /// A sink for `columns` (the contract columns, in schema order) of the
     /// file at `source`; `schema` is the dataset's text schema.
-    pub fn new(
+    pub(crate) fn new(
         schema: SchemaRef,
         columns: &'a [&'a str],
         source: &'a str,
@@ -68,7 +68,7 @@ impl<'a> RowSink<'a> {
     }
 
     /// Append a well-formed row: `get(i)` gives contract column `i`'s value.
-    pub fn push<S: AsRef<str>>(&mut self, position: u64, mut get: impl FnMut(usize) -> Option<S>) {
+    pub(crate) fn push<S: AsRef<str>>(&mut self, position: u64, mut get: impl FnMut(usize) -> Option<S>) {
         for (i, b) in self.values.iter_mut().enumerate() {
             match get(i) {
                 Some(v) if Some(i) == self.user_id_col && self.mapper.is_some() => {
@@ -86,7 +86,7 @@ impl<'a> RowSink<'a> {
     }
 
     /// Append a record that could not be read as a row.
-    pub fn push_malformed(&mut self, position: u64, raw: &[u8]) {
+    pub(crate) fn push_malformed(&mut self, position: u64, raw: &[u8]) {
         for b in &mut self.values {
             b.append_null();
         }
@@ -106,12 +106,12 @@ impl<'a> RowSink<'a> {
     }
 
     /// Whether a batch is full.
-    pub fn full(&self) -> bool {
+    pub(crate) fn full(&self) -> bool {
         self.rows >= self.batch_rows
     }
 
     /// Take the rows collected so far as a batch (None when there are none).
-    pub fn flush(&mut self) -> Result<Option<RecordBatch>> {
+    pub(crate) fn flush(&mut self) -> Result<Option<RecordBatch>> {
         if self.rows == 0 {
             return Ok(None);
         }
@@ -126,11 +126,6 @@ impl<'a> RowSink<'a> {
         cols.push(Arc::new(self.malformed.finish()));
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), cols).ctx(format!("building rows of {}", self.source)).map(Some)
-    }
-
-    /// The contract columns.
-    pub fn columns(&self) -> &[&str] {
-        self.columns
     }
 }
 
@@ -152,7 +147,11 @@ fn finish(sink: &mut RowSink<'_>, emit: &mut dyn FnMut(RecordBatch) -> bool) -> 
 }
 
 /// Parse newline-delimited JSON: one object per line.
-pub fn parse_ndjson(input: impl Read, sink: &mut RowSink<'_>, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
+pub(crate) fn parse_ndjson(
+    input: impl Read,
+    sink: &mut RowSink<'_>,
+    emit: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<()> {
     let mut reader = std::io::BufReader::with_capacity(1 << 16, input);
     let mut line = Vec::new();
     let mut line_no = 0u64;
@@ -200,7 +199,7 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 /// Parse CSV with a header row. Header names are matched to the contract
 /// columns case-insensitively; other columns are ignored. An empty field is
 /// NULL.
-pub fn parse_csv(
+pub(crate) fn parse_csv(
     input: impl Read,
     delimiter: u8,
     sink: &mut RowSink<'_>,

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor, nn};
 
 /// The fields of a Hugging Face `config.json` that shape the model.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct BertConfig {
+pub(crate) struct BertConfig {
     /// Token vocabulary size.
     pub vocab_size: i64,
     /// Hidden (and embedding) width.
@@ -87,7 +87,7 @@ impl Layer {
 
 /// The encoder.
 #[derive(Debug)]
-pub struct Bert {
+pub(crate) struct Bert {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     heads: i64,
@@ -95,7 +95,7 @@ pub struct Bert {
 
 impl Bert {
     /// Create the variables under `p` (named as in Hugging Face checkpoints).
-    pub fn new(p: &nn::Path, cfg: &BertConfig) -> Bert {
+    pub(crate) fn new(p: &nn::Path, cfg: &BertConfig) -> Bert {
         let e = p / "embeddings";
         let h = cfg.hidden_size;
         Bert {
@@ -112,7 +112,7 @@ impl Bert {
 
     /// Token states [B, L, H] for token ids, attention mask (1 = token,
     /// 0 = padding) and token types, each [B, L] of int64.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor, types: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, ids: &Tensor, mask: &Tensor, types: &Tensor) -> Tensor {
         let l = ids.size()[1];
         let positions = Tensor::arange(l, (Kind::Int64, ids.device())).unsqueeze(0);
         let e = &self.embeddings;
@@ -126,7 +126,7 @@ impl Bert {
 
     /// Sentence embeddings [B, H]: the mean of the token states over real
     /// tokens (padding masked out), L2-normalised.
-    pub fn embed(&self, ids: &Tensor, mask: &Tensor, types: &Tensor) -> Tensor {
+    pub(crate) fn embed(&self, ids: &Tensor, mask: &Tensor, types: &Tensor) -> Tensor {
         let states = self.forward(ids, mask, types);
         let m = mask.to_kind(Kind::Float).unsqueeze(-1);
         let summed = (states * &m).sum_dim_intlist(1, false, Kind::Float);

@@ -31,7 +31,7 @@ fn yes() -> bool {
 
 /// Shape of the model.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SeqRecConfig {
+pub(crate) struct SeqRecConfig {
     /// Rows in the item table, including the padding row 0.
     pub n_items: i64,
     /// Hidden dimension.
@@ -68,7 +68,7 @@ pub struct SeqRecConfig {
 
 /// The fixed per-item features the item table is built from.
 #[derive(Debug)]
-pub struct ItemFeatures {
+pub(crate) struct ItemFeatures {
     /// [n_items, text_dim] text embeddings (row 0, padding, is zero).
     pub text: Tensor,
     /// [n_items, image_dim] image embeddings, zero rows for items without one.
@@ -152,7 +152,7 @@ fn matmul_bf16(a: &Tensor, b: &Tensor) -> Tensor {
 /// Whether bf16 products are faster than f32 ones here: on a CPU with
 /// AVX512-BF16 (oneDNN's native bf16 kernels; without it bf16 is emulated
 /// and slower).
-pub fn bf16_is_fast() -> bool {
+pub(crate) fn bf16_is_fast() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512bf16")
@@ -186,7 +186,7 @@ fn linear(l: &nn::Linear, x: &Tensor, bf16: bool) -> Tensor {
 /// dropout 15% of a pretraining step. (Filling the mask on rayon's threads
 /// was slower: they compete with libtorch's OpenMP workers, which spin
 /// between operations.) Elsewhere libtorch's own.
-pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
+pub(crate) fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if !train || p <= 0.0 {
         return x.shallow_clone();
     }
@@ -209,7 +209,7 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
 
 /// The sequence recommender.
 #[derive(Debug)]
-pub struct SeqRec {
+pub(crate) struct SeqRec {
     item_id: nn::Embedding,
     mask: Tensor,
     pos: nn::Embedding,
@@ -225,7 +225,7 @@ pub struct SeqRec {
 
 impl SeqRec {
     /// Create the variables under `p`.
-    pub fn new(p: &nn::Path, cfg: &SeqRecConfig) -> SeqRec {
+    pub(crate) fn new(p: &nn::Path, cfg: &SeqRecConfig) -> SeqRec {
         let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
         let emb_cfg = nn::EmbeddingConfig { ws_init: init, ..Default::default() };
         SeqRec {
@@ -247,33 +247,33 @@ impl SeqRec {
     /// Train with bf16 products (mixed precision: f32 weights, gradients
     /// and optimiser state; the projections' and text projection's matrix
     /// products in bf16). Inference (`train = false`) stays in f32.
-    pub fn train_in_bf16(&mut self, on: bool) {
+    pub(crate) fn train_in_bf16(&mut self, on: bool) {
         self.bf16 = on;
     }
 
     /// Whether training uses bf16 products.
-    pub fn trains_in_bf16(&self) -> bool {
+    pub(crate) fn trains_in_bf16(&self) -> bool {
         self.bf16
     }
 
     /// The model's shape.
-    pub fn config(&self) -> &SeqRecConfig {
+    pub(crate) fn config(&self) -> &SeqRecConfig {
         &self.cfg
     }
 
     /// The index of the `[MASK]` item in [`SeqRec::with_mask`]'s table.
-    pub fn mask_index(&self) -> i64 {
+    pub(crate) fn mask_index(&self) -> i64 {
         self.cfg.n_items
     }
 
     /// Every item's representation, [n_items, dim].
-    pub fn item_table(&self, f: &ItemFeatures) -> Tensor {
+    pub(crate) fn item_table(&self, f: &ItemFeatures) -> Tensor {
         self.table(f, false, false)
     }
 
     /// [`SeqRec::item_table`] for a training step: the text projection's
     /// product in bf16 when training in bf16, and `id_dropout` applied.
-    pub fn training_item_table(&self, f: &ItemFeatures) -> Tensor {
+    pub(crate) fn training_item_table(&self, f: &ItemFeatures) -> Tensor {
         self.table(f, self.bf16, true)
     }
 
@@ -305,7 +305,7 @@ impl SeqRec {
     /// `with_mask(training_item_table(f))[ids[r]]` (the same table in f32
     /// when not training in bf16; without `id_dropout`, whose draws differ),
     /// at the cost of the rows asked for instead of the whole catalog.
-    pub fn item_rows(&self, f: &ItemFeatures, ids: &Tensor) -> Tensor {
+    pub(crate) fn item_rows(&self, f: &ItemFeatures, ids: &Tensor) -> Tensor {
         let is_item = ids.ne(self.cfg.n_items);
         let safe = ids.where_scalarother(&is_item, 0);
         let text_rows = f.text.index_select(0, &safe);
@@ -322,7 +322,7 @@ impl SeqRec {
     /// The rows of items that have text (a non-zero text embedding): those
     /// whose delta is bounded, or None when no delta is bounded (text off,
     /// `delta_max_norm` = 0, or no item has text).
-    pub fn bounded_rows(&self, f: &ItemFeatures) -> Option<Tensor> {
+    pub(crate) fn bounded_rows(&self, f: &ItemFeatures) -> Option<Tensor> {
         if !self.cfg.text_fusion || self.cfg.delta_max_norm <= 0.0 {
             return None;
         }
@@ -334,7 +334,7 @@ impl SeqRec {
     /// Give each item its own bound (a [n_items] tensor, in place of
     /// `delta_max_norm` for every item): items with more evidence may move
     /// further from their text.
-    pub fn set_delta_bounds(&mut self, bounds: Tensor) {
+    pub(crate) fn set_delta_bounds(&mut self, bounds: Tensor) {
         self.delta_bounds = Some(bounds);
     }
 
@@ -344,7 +344,7 @@ impl SeqRec {
     /// the others are left alone. Vectorised: libtorch's
     /// `embedding_renorm_` loops over rows one at a time (15 ms for 10,000
     /// rows here, against 0.2 ms for this).
-    pub fn bound_deltas(&self, rows: &Tensor) {
+    pub(crate) fn bound_deltas(&self, rows: &Tensor) {
         tch::no_grad(|| {
             let mut ws = self.item_id.ws.shallow_clone();
             let sel = ws.index_select(0, rows);
@@ -359,7 +359,7 @@ impl SeqRec {
     }
 
     /// The item table with the `[MASK]` item appended (for masked inputs).
-    pub fn with_mask(&self, items: &Tensor) -> Tensor {
+    pub(crate) fn with_mask(&self, items: &Tensor) -> Tensor {
         Tensor::cat(&[items, &self.mask], 0)
     }
 
@@ -367,7 +367,7 @@ impl SeqRec {
     /// [B, L, dim], given an item table from [`SeqRec::item_table`] (or
     /// [`SeqRec::with_mask`] when inputs hold `[MASK]`). `causal` lets each
     /// position see only itself and earlier positions.
-    pub fn encode(&self, seq: &Tensor, items: &Tensor, train: bool, causal: bool) -> Tensor {
+    pub(crate) fn encode(&self, seq: &Tensor, items: &Tensor, train: bool, causal: bool) -> Tensor {
         let (b, l) = seq.size2().unwrap_or((0, 0));
         let dev = seq.device();
         let x = items.index_select(0, &seq.flatten(0, 1)).view([b, l, self.cfg.dim]);
@@ -392,7 +392,7 @@ impl SeqRec {
     }
 
     /// The user representation: the causal hidden state at the last position.
-    pub fn encode_last(&self, seq: &Tensor, items: &Tensor) -> Tensor {
+    pub(crate) fn encode_last(&self, seq: &Tensor, items: &Tensor) -> Tensor {
         let h = self.encode(seq, items, false, true);
         let l = h.size()[1];
         h.select(1, l - 1)

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::tables::evaluation::Row;
 
 /// Escape text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -25,7 +25,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// A metric value as the page prints it.
-pub fn fmt_value(v: f64) -> String {
+pub(crate) fn fmt_value(v: f64) -> String {
     if v.is_finite() { format!("{v:.4}") } else { "–".into() }
 }
 

@@ -35,11 +35,11 @@ use crate::published::{DayStats, GateCheck, Manifest};
 use crate::tables::evaluation::{self, Row};
 
 /// Bins of the score histogram.
-pub const SCORE_BINS: i64 = 40;
+pub(crate) const SCORE_BINS: i64 = 40;
 
 /// What the page says about the run beyond the tables.
 #[derive(Debug, Clone)]
-pub struct About {
+pub(crate) struct About {
     /// The run that published the date.
     pub run_id: String,
     /// The model version of the published tables.
@@ -58,7 +58,7 @@ pub struct About {
 
 impl About {
     /// What a manifest says, with the run summary it lists.
-    pub fn of(m: &Manifest, summary: Option<RunSummary>) -> About {
+    pub(crate) fn of(m: &Manifest, summary: Option<RunSummary>) -> About {
         About {
             run_id: m.lineage.run_id.clone(),
             model_version: m.lineage.model_version.clone(),
@@ -129,7 +129,7 @@ struct Page<'a> {
 /// `user_candidates` and `data_quality` registered, and may have
 /// `training_epochs` and `previous_candidates` (the list of the date
 /// `about.compared_with`, or of the latest earlier publication).
-pub async fn build(job: &Job, ctx: &SessionContext, about: &About, previous: Option<&str>) -> Result<String> {
+pub(crate) async fn build(job: &Job, ctx: &SessionContext, about: &About, previous: Option<&str>) -> Result<String> {
     let evaluation = collect(ctx, "evaluation").await?;
     let mut rows = evaluation::rows_of(&evaluation)?;
     // One order whatever order the table's files are read in.
@@ -286,11 +286,11 @@ fn quality(b: &[datafusion::arrow::array::RecordBatch]) -> Result<Quality> {
 }
 
 use html::render;
-pub use html::{esc, fmt_value};
 
 #[cfg(test)]
 mod tests {
     use super::charts::*;
+    use super::html::esc;
     use super::*;
     use crate::ledger::{Stage, StageReport};
     use crate::metrics::KS;

@@ -95,7 +95,7 @@ fn input_files(job: &Job, pin: &InputPin) -> Result<RecordBatch> {
 
 /// Run the stage over the date's pinned input files; returns tables written
 /// and facts for the summary.
-pub async fn run(job: &Job, pin: &InputPin) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+pub(crate) async fn run(job: &Job, pin: &InputPin) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
     let counts = ReadCounts::default();
     let mapper = ingest::id_mapper(&job.cfg)?;

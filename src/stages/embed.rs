@@ -30,7 +30,7 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// Run the stage.
-pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+pub(crate) async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let data = seqdata::load(job).await?;
     let (_vs, model, meta) = checkpoint::load(job, device, checkpoint::Weights::Published).await?;
     if meta.item_ids != data.item_ids {

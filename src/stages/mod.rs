@@ -10,11 +10,11 @@
 //! stage hands its results to the next only as data under the output
 //! root. `tests/layering.rs` checks it.
 
-pub mod candidates;
-pub mod clean;
-pub mod embed;
-pub mod evaluate;
-pub mod publish;
-pub mod text;
-pub mod train;
-pub mod trainset;
+pub(crate) mod candidates;
+pub(crate) mod clean;
+pub(crate) mod embed;
+pub(crate) mod evaluate;
+pub(crate) mod publish;
+pub(crate) mod text;
+pub(crate) mod train;
+pub(crate) mod trainset;

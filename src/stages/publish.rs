@@ -67,7 +67,7 @@ use crate::storage::Root;
 use crate::{layout, report, state};
 
 /// Tables published each day, and the stage that writes each.
-pub const PUBLISHED: &[(&str, Stage)] = &[
+pub(crate) const PUBLISHED: &[(&str, Stage)] = &[
     ("user_candidates", Stage::Candidates),
     ("cross_category", Stage::Candidates),
     ("item_similar", Stage::Candidates),
@@ -284,7 +284,7 @@ async fn finish(out: &Root, m: &Manifest, before: Option<&Manifest>, run_id: &st
 /// date's lease: `_SUCCESS` goes, the new page is written under a new name,
 /// the manifest is replaced, the old page goes, `_SUCCESS` comes back.
 /// Returns the report's URL.
-pub async fn rebuild_report(job: &Job) -> Result<String> {
+pub(crate) async fn rebuild_report(job: &Job) -> Result<String> {
     let (date, out) = (job.date, &job.output);
     let ttl = std::time::Duration::from_secs(job.cfg.run.lease_seconds);
     let lease = crate::lease::acquire_date(out, date, &job.run_id, "report", ttl).await?;
@@ -357,7 +357,7 @@ const RUN_CHECKS: &str = "data_quality_run";
 /// Run the stage; `summary` is the run summary so far (the stages before
 /// publish), written beside the manifest; `run_checks` go into
 /// `data_quality` beside clean's.
-pub async fn run(
+pub(crate) async fn run(
     job: &Job,
     summary: &RunSummary,
     run_checks: &[Check],

@@ -31,7 +31,7 @@ use crate::parquet_io::WrittenTable;
 /// Parse catalog image embeddings (JSON arrays of numbers as text). The
 /// width is the most common length; vectors of another length, with
 /// non-finite values, or unparsable are left out (and counted).
-pub fn parse_images(raw: &[Option<String>]) -> (Vec<Option<Vec<f32>>>, usize, usize) {
+pub(crate) fn parse_images(raw: &[Option<String>]) -> (Vec<Option<Vec<f32>>>, usize, usize) {
     let parsed: Vec<Option<Vec<f32>>> = raw
         .iter()
         .map(|r| {
@@ -81,7 +81,7 @@ async fn write_images(
 }
 
 /// Run the stage.
-pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+pub(crate) async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let ctx = job.session()?;
     let batches = job.read_work(&ctx, "item_text", crate::sql::read("item_text")?).await?;
     let idx = arrays::ints(&batches, "item_idx")?;

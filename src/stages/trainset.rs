@@ -20,7 +20,7 @@ fn int(v: usize) -> ScalarValue {
 }
 
 /// Run the stage.
-pub async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+pub(crate) async fn run(job: &Job) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let cfg = &job.cfg.trainset;
     let ctx = job.session()?;
     job.register_work(&ctx, &["clean_events", "items"]).await?;

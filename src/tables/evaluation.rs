@@ -13,32 +13,33 @@ use crate::error::{DfContext, Result};
 use crate::metrics::Moments;
 
 /// The models of the leave-one-out rows, in the order they are scored.
-pub const MODELS: [&str; 4] = ["nightrec", "popularity", "recent_popularity", "item_knn"];
+pub(crate) const MODELS: [&str; 4] = ["nightrec", "popularity", "recent_popularity", "item_knn"];
 
 /// The segment of the next-basket rows (`--repeat-purchases`, [`BASKET_MODELS`]).
-pub const BASKET_SEGMENT: &str = "next basket";
+pub(crate) const BASKET_SEGMENT: &str = "next basket";
 
 /// The segment of the beyond-accuracy rows (tomorrow's lists).
-pub const LISTS_SEGMENT: &str = "published lists";
+pub(crate) const LISTS_SEGMENT: &str = "published lists";
 
 /// The models of the next-basket rows (`--repeat-purchases`), in the order
 /// they are scored: the blend that is published, the model alone and the
 /// baselines.
-pub const BASKET_MODELS: [&str; 5] = ["nightrec", "sequence_model", "personal_top_frequency", "tifu_knn", "popularity"];
+pub(crate) const BASKET_MODELS: [&str; 5] =
+    ["nightrec", "sequence_model", "personal_top_frequency", "tifu_knn", "popularity"];
 
 /// History-length slices: (name, shortest, longest) history in steps.
-pub const HISTORY: [(&str, usize, usize); 3] =
+pub(crate) const HISTORY: [(&str, usize, usize); 3] =
     [("history cold (1-5)", 1, 5), ("history light (6-20)", 6, 20), ("history heavy (21+)", 21, usize::MAX)];
 
 /// Slices by the held-out item's age: created within the trending window, or before.
-pub const ITEM_AGE: [&str; 2] = ["items new", "items established"];
+pub(crate) const ITEM_AGE: [&str; 2] = ["items new", "items established"];
 
 /// Slices by what serves the user tomorrow.
-pub const SERVED: [&str; 2] = ["served by model", "served by fallback"];
+pub(crate) const SERVED: [&str; 2] = ["served by model", "served by fallback"];
 
 /// A segment's place in reading order: all, history lengths, item age,
 /// categories, service, next basket, published lists (then the rest).
-pub fn segment_order(segment: &str) -> usize {
+pub(crate) fn segment_order(segment: &str) -> usize {
     let fixed = std::iter::once("all").chain(HISTORY.iter().map(|h| h.0)).chain(ITEM_AGE);
     if let Some(i) = fixed.clone().position(|s| s == segment) {
         return i;
@@ -59,12 +60,11 @@ pub fn segment_order(segment: &str) -> usize {
 
 /// One row of `evaluation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// The model or baseline.
     pub model: String,
     /// The slice of cases (`all`, a history length, ...).
     pub segment: String,
-    /// The metric.
     pub metric: String,
     /// The cut-off (0: not a cut-off metric).
     pub k: i32,
@@ -82,7 +82,7 @@ pub struct Row {
 impl Row {
     /// A mean over users with its confidence interval; `share` bounds the
     /// interval to [0, 1].
-    pub fn mean(model: &str, segment: &str, metric: &str, k: usize, m: Moments, share: bool) -> Row {
+    pub(crate) fn mean(model: &str, segment: &str, metric: &str, k: usize, m: Moments, share: bool) -> Row {
         let (v, h) = (m.mean(), m.ci95());
         let (lo, hi) = if share { ((v - h).max(0.0), (v + h).min(1.0)) } else { (v - h, v + h) };
         Row {
@@ -99,7 +99,7 @@ impl Row {
 }
 
 /// The schema of `evaluation`.
-pub fn schema() -> SchemaRef {
+pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("model", DataType::Utf8, false),
         Field::new("segment", DataType::Utf8, false),
@@ -113,7 +113,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// `evaluation` rows as one batch.
-pub fn batch(rows: &[Row]) -> Result<RecordBatch> {
+pub(crate) fn batch(rows: &[Row]) -> Result<RecordBatch> {
     RecordBatch::try_new(
         schema(),
         vec![
@@ -131,7 +131,7 @@ pub fn batch(rows: &[Row]) -> Result<RecordBatch> {
 }
 
 /// `evaluation` rows read back from batches (of [`schema`]).
-pub fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>> {
+pub(crate) fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     let model = arrays::strings_required(batches, "model")?;
     let segment = arrays::strings_required(batches, "segment")?;
     let metric = arrays::strings_required(batches, "metric")?;
@@ -155,12 +155,12 @@ pub fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>> {
 }
 
 /// The value of one row of `rows`, if present.
-pub fn find(rows: &[Row], model: &str, segment: &str, metric: &str, k: i32) -> Option<f64> {
+pub(crate) fn find(rows: &[Row], model: &str, segment: &str, metric: &str, k: i32) -> Option<f64> {
     rows.iter().find(|r| r.model == model && r.segment == segment && r.metric == metric && r.k == k).map(|r| r.value)
 }
 
 /// How a metric is written in facts and reports.
-pub fn metric_label(metric: &str) -> &str {
+pub(crate) fn metric_label(metric: &str) -> &str {
     match metric {
         "ndcg" => "NDCG",
         "recall" => "Recall",

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::{DfContext, Result};
 
 /// The configured event weights as a table for the SQL.
-pub fn batch(cfg: &Config) -> Result<RecordBatch> {
+pub(crate) fn batch(cfg: &Config) -> Result<RecordBatch> {
     let pairs = cfg.trainset.event_weights.pairs();
     let schema = Arc::new(Schema::new(vec![
         Field::new("event_type", DataType::Utf8, false),

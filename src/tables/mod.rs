@@ -2,6 +2,6 @@
 //! row types and the names and order of their values. A table read only by
 //! the stage that writes it keeps its format there.
 
-pub mod evaluation;
-pub mod event_weights;
-pub mod training_epochs;
+pub(crate) mod evaluation;
+pub(crate) mod event_weights;
+pub(crate) mod training_epochs;

@@ -2,4 +2,4 @@
 //! Written by the train stage, read by the report.
 
 /// The phases of training, in order, as `training_epochs.phase` names them.
-pub const PHASES: [&str; 3] = ["pretrain", "fine-tune", "refit"];
+pub(crate) const PHASES: [&str; 3] = ["pretrain", "fine-tune", "refit"];

@@ -37,7 +37,7 @@ const MAX_DIM: usize = 4096;
 /// Whether this process can take the bf16 first pass: an x86-64 CPU with
 /// AVX-512 F and BF16, unless `NIGHTREC_TOPK_FIRST_PASS=fp32` asks for the
 /// f32 path (benchmarks compare the two).
-pub fn available() -> bool {
+pub(crate) fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         let forced_off = std::env::var("NIGHTREC_TOPK_FIRST_PASS").is_ok_and(|v| v.eq_ignore_ascii_case("fp32"));
@@ -56,7 +56,7 @@ fn cpu_has_bf16() -> bool {
 }
 
 /// c(d): the true score is within c(d)·‖q‖‖x‖ of the bf16 one.
-pub fn bound_factor(dim: usize) -> f64 {
+pub(crate) fn bound_factor(dim: usize) -> f64 {
     let u = 2f64.powi(-8);
     (2.0 * u + u * u + (2 * dim + 32) as f64 * 2f64.powi(-24)) * (1.0 + 2f64.powi(-10))
 }
@@ -86,7 +86,7 @@ fn norm(v: &[f32]) -> Option<f32> {
 /// Items packed for the first pass: groups of 16 items, each group stored
 /// pair by pair (16 lanes of two bf16 per pair), and each item's error
 /// factor c(d)·‖x‖.
-pub struct Packed {
+pub(crate) struct Packed {
     dim: usize,
     pairs: usize,
     n: usize,
@@ -98,7 +98,7 @@ pub struct Packed {
 impl Packed {
     /// Pack `items` (row-major, `dim` wide). None when the CPU lacks the
     /// instructions, or the vectors are not finite or too large to bound.
-    pub fn new(items: &[f32], dim: usize) -> Option<Packed> {
+    pub(crate) fn new(items: &[f32], dim: usize) -> Option<Packed> {
         if !available() || dim == 0 || dim > MAX_DIM {
             return None;
         }
@@ -121,18 +121,13 @@ impl Packed {
     }
 
     /// Items packed.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.n
-    }
-
-    /// Whether no item is packed.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
     }
 
     /// One bit per item of each group, set where the item exists and is
     /// not blocked for every query.
-    pub fn allowed(&self, blocked: Option<&[bool]>) -> Vec<u16> {
+    pub(crate) fn allowed(&self, blocked: Option<&[bool]>) -> Vec<u16> {
         (0..self.groups)
             .map(|g| {
                 (0..LANES).fold(0u16, |bits, l| {
@@ -148,7 +143,7 @@ impl Packed {
     /// that could be among its k best by exact inner product, given the
     /// items `allowed` ([`Packed::allowed`]) and those `excluded(query,
     /// item)` for one query. None when a query is not finite or too large.
-    pub fn candidates(
+    pub(crate) fn candidates(
         &self,
         queries: &[f32],
         k: usize,

@@ -10,19 +10,19 @@
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::resources::MemoryBudget;
 
-pub mod bf16;
+pub(crate) mod bf16;
 
-/// Queries per block so that one block's scores and masks fit `budget_bytes`
+/// Queries per block so that one block's scores and masks fit `budget`
 /// for `n_items` items: f32 scores, a bool mask, and `topk`'s scratch.
-pub fn block_rows(budget_bytes: usize, n_items: usize) -> usize {
-    let per_row = n_items.max(1) * (4 + 1 + 4);
-    (budget_bytes / per_row).clamp(1, 65536)
+pub(crate) fn block_rows(budget: MemoryBudget, n_items: usize) -> usize {
+    budget.rows(n_items.max(1) * (4 + 1 + 4), 65536)
 }
 
 /// The top-K of one block, row-major on the host.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TopK {
+pub(crate) struct TopK {
     /// Queries in the block.
     pub rows: usize,
     /// Slots per query (K, or fewer when the catalog is smaller).
@@ -35,7 +35,7 @@ pub struct TopK {
 
 impl TopK {
     /// The finite (score, item) pairs of one query, best first.
-    pub fn row(&self, r: usize) -> impl Iterator<Item = (f32, i64)> + '_ {
+    pub(crate) fn row(&self, r: usize) -> impl Iterator<Item = (f32, i64)> + '_ {
         let s = &self.scores[r * self.k..(r + 1) * self.k];
         let i = &self.items[r * self.k..(r + 1) * self.k];
         s.iter().copied().zip(i.iter().copied()).take_while(|(s, _)| s.is_finite())
@@ -43,7 +43,7 @@ impl TopK {
 }
 
 /// What one query in a block must not get.
-pub struct Masks<'a> {
+pub(crate) struct Masks<'a> {
     /// Items no query may get, `[N]` bool on the device.
     pub all: Option<&'a Tensor>,
     /// (row in block, item index) pairs excluded for one query.
@@ -53,7 +53,7 @@ pub struct Masks<'a> {
 }
 
 /// Mask scores `[B, N]` in place: excluded slots become -inf.
-pub fn mask_scores(scores: &mut Tensor, masks: &Masks) {
+pub(crate) fn mask_scores(scores: &mut Tensor, masks: &Masks) {
     let n = scores.size()[1];
     if let Some(all) = masks.all {
         let _ = scores.masked_fill_(&all.unsqueeze(0), f64::NEG_INFINITY);
@@ -79,7 +79,7 @@ const CHUNK: usize = 64;
 /// score, since the maxima are k distinct scores of the row. Every score at
 /// or above the bound is a candidate — typically a little more than k per
 /// row — and those few are ranked on the host.
-pub fn top_k_of_scores(scores: &Tensor, k: usize) -> Result<TopK> {
+pub(crate) fn top_k_of_scores(scores: &Tensor, k: usize) -> Result<TopK> {
     let (b, n) = (scores.size()[0] as usize, scores.size()[1] as usize);
     let k = k.min(n);
     if b == 0 || k == 0 {
@@ -202,8 +202,9 @@ fn top_k_narrow(scores: &Tensor, k: usize) -> Result<TopK> {
 }
 
 /// Scores of a block of queries `[B, D]` against items `[N, D]`, masked,
-/// reduced to the top k.
-pub fn block_top_k(queries: &Tensor, items: &Tensor, masks: &Masks, k: usize) -> Result<TopK> {
+/// reduced to the top k: the reference [`Search`] is checked against.
+#[cfg(test)]
+pub(crate) fn block_top_k(queries: &Tensor, items: &Tensor, masks: &Masks, k: usize) -> Result<TopK> {
     tch::no_grad(|| {
         let mut scores = queries.matmul(&items.tr());
         mask_scores(&mut scores, masks);
@@ -213,11 +214,11 @@ pub fn block_top_k(queries: &Tensor, items: &Tensor, masks: &Masks, k: usize) ->
 
 /// Extra candidates selected on the device before exact re-ranking: more
 /// than enough to absorb float32 rounding differences near the K-th score.
-pub const MARGIN: usize = 16;
+pub(crate) const MARGIN: usize = 16;
 
 /// Inner product of two host vectors in f64, summed in index order: the
 /// same value whatever the device, block or shard.
-pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
 }
 
@@ -228,7 +229,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f64 {
 /// kernels sum in different orders), so the final order and scores come
 /// from this host computation: results do not depend on how users were
 /// blocked or sharded, or on the device.
-pub fn refine(sel: &TopK, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) -> TopK {
+pub(crate) fn refine(sel: &TopK, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) -> TopK {
     use rayon::prelude::*;
     let k = k.min(sel.k);
     let rows: Vec<Vec<(f32, i64)>> = (0..sel.rows)
@@ -260,7 +261,7 @@ fn place(rows: Vec<Vec<(f32, i64)>>, k: usize) -> TopK {
 /// The exact top-k of a block given its device scores `[B, N]` (masked
 /// already) and the exact score of any (row, item): the `k + MARGIN` best
 /// by device score, re-ranked by `exact` on the host.
-pub fn exact_top_k(scores: &Tensor, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) -> Result<TopK> {
+pub(crate) fn exact_top_k(scores: &Tensor, k: usize, exact: impl Fn(usize, i64) -> f64 + Sync) -> Result<TopK> {
     Ok(refine(&top_k_of_scores(scores, k + MARGIN)?, k, exact))
 }
 
@@ -272,7 +273,7 @@ pub fn exact_top_k(scores: &Tensor, k: usize, exact: impl Fn(usize, i64) -> f64 
 /// masked, reduced to their `k + MARGIN` best, and re-ranked by the exact
 /// inner product of the host vectors ([`refine`]), so results do not depend
 /// on blocking, sharding or device.
-pub struct Search<'a> {
+pub(crate) struct Search<'a> {
     queries: &'a [f32],
     items_host: &'a [f32],
     items: &'a Tensor,
@@ -284,9 +285,15 @@ pub struct Search<'a> {
 impl<'a> Search<'a> {
     /// Queries and items row-major on the host (`dim` wide), the same items
     /// `[N, dim]` on the device, and the memory budget of one block of scores.
-    pub fn new(queries: &'a [f32], items_host: &'a [f32], items: &'a Tensor, dim: usize, budget_bytes: usize) -> Self {
+    pub(crate) fn new(
+        queries: &'a [f32],
+        items_host: &'a [f32],
+        items: &'a Tensor,
+        dim: usize,
+        budget: MemoryBudget,
+    ) -> Self {
         let n_items = items_host.len() / dim.max(1);
-        Search { queries, items_host, items, dim, block: block_rows(budget_bytes, n_items), packed: None }
+        Search { queries, items_host, items, dim, block: block_rows(budget, n_items), packed: None }
     }
 
     /// Take the bf16 first pass in [`Search::top_k`] where it applies (items
@@ -294,7 +301,7 @@ impl<'a> Search<'a> {
     /// bf16 products with a proven error bound, ranked by the same exact
     /// scores, so results are identical to the f32 path's. No score matrix
     /// is held, so blocks of queries grow to [`FIRST_PASS_BLOCK`].
-    pub fn reduced_precision(mut self) -> Self {
+    pub(crate) fn reduced_precision(mut self) -> Self {
         if self.items.device() == tch::Device::Cpu {
             self.packed = bf16::Packed::new(self.items_host, self.dim);
             if self.packed.is_some() {
@@ -305,23 +312,24 @@ impl<'a> Search<'a> {
     }
 
     /// Whether [`Search::top_k`] takes the bf16 first pass.
-    pub fn first_pass_bf16(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn first_pass_bf16(&self) -> bool {
         self.packed.is_some()
     }
 
     /// Queries per block.
-    pub fn block(&self) -> usize {
+    pub(crate) fn block(&self) -> usize {
         self.block
     }
 
     /// The blocks of query rows, in order.
-    pub fn blocks(&self) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+    pub(crate) fn blocks(&self) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
         let (n, b) = (self.queries.len() / self.dim.max(1), self.block.max(1));
         (0..n).step_by(b).map(move |s| s..(s + b).min(n))
     }
 
     /// Inner products `[B, N]` of a block of queries with every item, on the items' device.
-    pub fn scores(&self, rows: std::ops::Range<usize>) -> Tensor {
+    pub(crate) fn scores(&self, rows: std::ops::Range<usize>) -> Tensor {
         let d = self.dim;
         let q = Tensor::from_slice(&self.queries[rows.start * d..rows.end * d])
             .view([rows.len() as i64, d as i64])
@@ -330,7 +338,7 @@ impl<'a> Search<'a> {
     }
 
     /// The exact top-k of a block of queries by inner product, masked.
-    pub fn top_k(&self, rows: std::ops::Range<usize>, masks: &Masks, k: usize) -> Result<TopK> {
+    pub(crate) fn top_k(&self, rows: std::ops::Range<usize>, masks: &Masks, k: usize) -> Result<TopK> {
         if let (Some(packed), None) = (&self.packed, masks.per_row)
             && let Some(top) = self.top_k_bf16(packed, rows.clone(), masks, k)?
         {
@@ -392,20 +400,20 @@ impl<'a> Search<'a> {
 }
 
 /// Queries per block on the bf16 first pass, which holds no score matrix.
-pub const FIRST_PASS_BLOCK: usize = 4096;
+pub(crate) const FIRST_PASS_BLOCK: usize = 4096;
 
 /// Exact top-k of every query row against every item row, without masks.
-pub fn all_top_k(
+pub(crate) fn all_top_k(
     queries: &[f32],
     items: &[f32],
     dim: usize,
     k: usize,
-    budget_bytes: usize,
+    budget: MemoryBudget,
     device: tch::Device,
 ) -> Result<TopK> {
     let (n, m) = (queries.len() / dim.max(1), items.len() / dim.max(1));
     let items_t = Tensor::from_slice(items).view([m as i64, dim as i64]).to_device(device);
-    let search = Search::new(queries, items, &items_t, dim, budget_bytes).reduced_precision();
+    let search = Search::new(queries, items, &items_t, dim, budget).reduced_precision();
     let k = k.min(m);
     let mut out = TopK { rows: n, k, scores: Vec::with_capacity(n * k), items: Vec::with_capacity(n * k) };
     let none = Masks { all: None, pairs: &[], per_row: None };
@@ -418,11 +426,11 @@ pub fn all_top_k(
 }
 
 /// `nightrec topk`: .npy in, .npy of item indices out; (queries, items).
-pub fn npy_top_k(
+pub(crate) fn npy_top_k(
     queries: &std::path::Path,
     items: &std::path::Path,
     k: usize,
-    budget_mb: usize,
+    budget: MemoryBudget,
     out: &std::path::Path,
     device: tch::Device,
 ) -> Result<(usize, usize)> {
@@ -439,7 +447,7 @@ pub fn npy_top_k(
     if d != d2 {
         return Err(Error::Usage(format!("queries have {d} columns, items {d2}")));
     }
-    let top = all_top_k(&q, &it, d, k, budget_mb.saturating_mul(1024 * 1024), device)?;
+    let top = all_top_k(&q, &it, d, k, budget, device)?;
     write_npy_i64(out, &top.items, top.rows, top.k).map_err(|e| Error::io(out.display(), e))?;
     Ok((q.len() / d.max(1), it.len() / d.max(1)))
 }
@@ -466,13 +474,13 @@ fn write_npy_i64(path: &std::path::Path, data: &[i64], rows: usize, cols: usize)
 }
 
 /// Copy a float tensor to a host vector.
-pub fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]))
         .map_err(|e| Error::torch("copying scores to the host", e))
 }
 
 /// Copy an integer tensor to a host vector.
-pub fn host_i64(t: &Tensor) -> Result<Vec<i64>> {
+pub(crate) fn host_i64(t: &Tensor) -> Result<Vec<i64>> {
     Vec::<i64>::try_from(t.to_device(tch::Device::Cpu).to_kind(Kind::Int64).contiguous().view([-1]))
         .map_err(|e| Error::torch("copying indices to the host", e))
 }
@@ -572,8 +580,8 @@ mod tests {
         let (u, it) = (host_f32(&users).unwrap(), host_f32(&items).unwrap());
         let blocked: Vec<bool> = (0..n).map(|j| j % 13 == 0).collect();
         let blocked_t = Tensor::from_slice(&blocked);
-        let plain = Search::new(&u, &it, &items, d, 1 << 20);
-        let fast = Search::new(&u, &it, &items, d, 1 << 20).reduced_precision();
+        let plain = Search::new(&u, &it, &items, d, MemoryBudget::mib(1));
+        let fast = Search::new(&u, &it, &items, d, MemoryBudget::mib(1)).reduced_precision();
         assert_eq!(fast.first_pass_bf16(), bf16::available());
         assert!(plain.blocks().count() > 3, "several blocks");
         for rows in plain.blocks() {

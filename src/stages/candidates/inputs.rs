@@ -23,7 +23,7 @@ use crate::job::Job;
 /// Lists per user held flat: user `u`'s values are
 /// `values[offsets[u]..offsets[u + 1]]`.
 #[derive(Debug, Clone, Default)]
-pub struct PerUser<T> {
+pub(crate) struct PerUser<T> {
     offsets: Vec<usize>,
     values: Vec<T>,
 }
@@ -31,7 +31,7 @@ pub struct PerUser<T> {
 impl<T: Copy> PerUser<T> {
     /// From (user, value) pairs in any order, for users `0..n`; each user's
     /// values keep the order they came in (the sort is stable).
-    pub fn from_pairs(n: usize, mut pairs: Vec<(u32, T)>) -> PerUser<T> {
+    pub(crate) fn from_pairs(n: usize, mut pairs: Vec<(u32, T)>) -> PerUser<T> {
         pairs.sort_by_key(|p| p.0);
         let mut offsets = vec![0usize; n + 1];
         for (u, _) in &pairs {
@@ -44,29 +44,19 @@ impl<T: Copy> PerUser<T> {
     }
 
     /// User `u`'s values (empty past the end).
-    pub fn get(&self, u: usize) -> &[T] {
+    pub(crate) fn get(&self, u: usize) -> &[T] {
         match (self.offsets.get(u), self.offsets.get(u + 1)) {
             (Some(a), Some(b)) => &self.values[*a..*b],
             _ => &[],
-        }
-    }
-
-    /// Change each user's values in place.
-    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut [T])) {
-        for u in 0..self.offsets.len().saturating_sub(1) {
-            let (a, b) = (self.offsets[u], self.offsets[u + 1]);
-            f(&mut self.values[a..b]);
         }
     }
 }
 
 /// The item side: what the item tables are computed from, and what every
 /// user's list is scored against.
-pub struct Catalog {
+pub(crate) struct Catalog {
     /// Item ids; item index i is `item_ids[i - 1]` (0 is padding).
     pub item_ids: Vec<String>,
-    /// In stock, by item index − 1.
-    pub in_stock: Vec<bool>,
     /// Category path, by item index − 1.
     pub categories: Vec<Option<String>>,
     /// Item embeddings `[N + 1, D]` on the device, row 0 zero.
@@ -83,7 +73,7 @@ pub struct Catalog {
 
 /// What the per-user tables are computed from, for the users a process
 /// serves.
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// The items.
     pub catalog: Catalog,
     /// The served users with an embedding, sorted.
@@ -107,7 +97,7 @@ pub struct Inputs {
 
 impl Inputs {
     /// A served user's place in [`Inputs::served`].
-    pub fn served_index(&self, user_id: &str) -> Option<usize> {
+    pub(crate) fn served_index(&self, user_id: &str) -> Option<usize> {
         self.served.binary_search_by(|u| u.as_str().cmp(user_id)).ok()
     }
 }
@@ -124,7 +114,7 @@ pub(crate) fn int_column(b: &RecordBatch, name: &str) -> Result<datafusion::arro
 
 /// Every row of `interactions` as (user id, item index, event type,
 /// events), streamed one batch at a time.
-pub async fn for_each_interaction(
+pub(crate) async fn for_each_interaction(
     job: &Job,
     ctx: &SessionContext,
     mut each: impl FnMut(&str, i64, &str, f64),
@@ -144,7 +134,7 @@ pub async fn for_each_interaction(
 }
 
 /// Load the item side.
-pub async fn load_catalog(job: &Job, ctx: &SessionContext, device: tch::Device) -> Result<Catalog> {
+pub(crate) async fn load_catalog(job: &Job, ctx: &SessionContext, device: tch::Device) -> Result<Catalog> {
     let items_b = job.read_work(ctx, "item_embeddings", crate::sql::read("item_embeddings")?).await?;
     let index_b = job.read_work(ctx, "item_index", crate::sql::read("item_stock")?).await?;
     let item_ids = arrays::strings_required(&items_b, "item_id")?;
@@ -163,12 +153,12 @@ pub async fn load_catalog(job: &Job, ctx: &SessionContext, device: tch::Device) 
     let mut blocked = vec![true];
     blocked.extend(in_stock.iter().map(|s| !s));
     let blocked = Tensor::from_slice(&blocked).to_device(device);
-    Ok(Catalog { item_ids, in_stock, categories, items, item_host, unit, blocked, dim })
+    Ok(Catalog { item_ids, categories, items, item_host, unit, blocked, dim })
 }
 
 /// Every user's embedding, or those `select` accepts: (ids sorted, vectors
 /// row-major).
-pub async fn user_embeddings(
+pub(crate) async fn user_embeddings(
     job: &Job,
     ctx: &SessionContext,
     dim: usize,
@@ -195,7 +185,12 @@ pub async fn user_embeddings(
 }
 
 /// Load the inputs of the users `select` accepts.
-pub async fn load(job: &Job, ctx: &SessionContext, catalog: Catalog, select: &dyn Fn(&str) -> bool) -> Result<Inputs> {
+pub(crate) async fn load(
+    job: &Job,
+    ctx: &SessionContext,
+    catalog: Catalog,
+    select: &dyn Fn(&str) -> bool,
+) -> Result<Inputs> {
     let (user_ids, user_vals) = user_embeddings(job, ctx, catalog.dim, select).await?;
 
     // The served users: every known user (users/ and events) that `select` takes.
@@ -283,8 +278,5 @@ mod tests {
         assert!(p.get(1).is_empty());
         assert_eq!(p.get(2), &['a', 'c']);
         assert!(p.get(3).is_empty() && p.get(99).is_empty());
-        let mut q = p.clone();
-        q.for_each_mut(|v| v.reverse());
-        assert_eq!(q.get(2), &['c', 'a']);
     }
 }

@@ -13,7 +13,7 @@ use crate::topk::{host_f32, host_i64};
 
 /// The result: a cluster per point and its distance to the centre.
 #[derive(Debug, Clone)]
-pub struct Clusters {
+pub(crate) struct Clusters {
     /// Cluster of each point, 0..k.
     pub assignment: Vec<i64>,
     /// Euclidean distance of each (normalised) point to its centre.
@@ -44,7 +44,7 @@ fn nearest(points: &Tensor, centres: &Tensor, block: i64) -> (Tensor, Tensor) {
 }
 
 /// Cluster `points` `[n, d]` into at most `k` clusters.
-pub fn kmeans(points: &Tensor, k: usize, iterations: usize, seed: u64, block: i64) -> Result<Clusters> {
+pub(crate) fn kmeans(points: &Tensor, k: usize, iterations: usize, seed: u64, block: i64) -> Result<Clusters> {
     tch::no_grad(|| {
         let n = points.size()[0] as usize;
         if n == 0 {

@@ -17,10 +17,10 @@
 //!
 //! Safe to re-run: every output folder is replaced whole.
 
-pub mod inputs;
-pub mod kmeans;
-pub mod segments;
-pub mod users;
+pub(crate) mod inputs;
+pub(crate) mod kmeans;
+pub(crate) mod segments;
+pub(crate) mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,15 +37,15 @@ use crate::arrays;
 use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 use crate::parquet_io::{FileInfo, PartWriter, WrittenTable};
+use crate::resources::MemoryBudget;
 use crate::sql::ts_param;
 use crate::topk::{self, Masks};
 use crate::{layout, state};
 
-pub use inputs::{Catalog, Inputs};
-pub use users::schema;
+pub(crate) use inputs::{Catalog, Inputs};
 
 /// Per-user tables, the ones shards compute.
-pub const USER_TABLES: [&str; 2] = ["user_candidates", "cross_category"];
+pub(crate) const USER_TABLES: [&str; 2] = ["user_candidates", "cross_category"];
 
 /// One of N slices of the users (`--shard I/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl std::fmt::Display for Shard {
 /// The shard of a user id among `count`: the first 8 bytes of the id's
 /// sha256 as a big-endian integer, modulo `count`. Stable across runs,
 /// machines and versions.
-pub fn shard_of(user_id: &str, count: u32) -> u32 {
+pub(crate) fn shard_of(user_id: &str, count: u32) -> u32 {
     let h = Sha256::digest(user_id.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[..8]);
@@ -244,8 +244,8 @@ async fn query_candidates(
 }
 
 /// The memory budget of one block of scores.
-fn budget(job: &Job) -> usize {
-    job.cfg.candidates.memory_budget_mb.saturating_mul(1024 * 1024)
+fn budget(job: &Job) -> MemoryBudget {
+    MemoryBudget::mib(job.cfg.candidates.memory_budget_mb)
 }
 
 /// Rows of a row-major matrix scaled to unit length (zero rows stay zero).
@@ -260,7 +260,7 @@ fn normalised(vals: &[f32], dim: usize) -> Vec<f32> {
 
 /// A finished shard's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardMarker {
+pub(crate) struct ShardMarker {
     /// This slice, 0..count.
     pub index: u32,
     /// Number of slices.
@@ -334,7 +334,7 @@ fn user_facts(counts: &users::Counts) -> Vec<(String, String)> {
 }
 
 /// Run the stage for every user (or assemble finished shards).
-pub async fn run(
+pub(crate) async fn run(
     job: &Job,
     device: tch::Device,
     fingerprint: &str,
@@ -395,7 +395,7 @@ async fn write_users(
 /// Run one shard: the per-user tables for its users, and its marker.
 /// Skipped when the shard already finished with this fingerprint, unless
 /// `force`.
-pub async fn run_shard(
+pub(crate) async fn run_shard(
     job: &Job,
     device: tch::Device,
     shard: Shard,

@@ -32,11 +32,12 @@ use crate::arrays;
 use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 use crate::parquet_io::{FileInfo, WrittenTable, write_batches};
+use crate::resources::MemoryBudget;
 use crate::{state, topk};
 
 /// The segments of a date, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Segments {
+pub(crate) struct Segments {
     /// The candidates fingerprint they were computed for.
     pub fingerprint: String,
     /// The run that computed them.
@@ -60,7 +61,7 @@ fn record_path(job: &Job, fingerprint: &str) -> String {
 }
 
 /// The segments of this fingerprint: the stored ones, or computed now.
-pub async fn ensure(
+pub(crate) async fn ensure(
     job: &Job,
     ctx: &SessionContext,
     catalog: &Catalog,
@@ -99,7 +100,7 @@ pub async fn ensure(
 
 /// Remove every stored segmentation of the date (the stage that finishes
 /// the date has copied what it published).
-pub async fn sweep(job: &Job) -> Result<()> {
+pub(crate) async fn sweep(job: &Job) -> Result<()> {
     job.output.delete_folder(&job.work(folder())).await
 }
 
@@ -131,7 +132,7 @@ async fn compute(
         let n = user_ids.len() as i64;
         let x = Tensor::from_slice(&user_vals).view([n, catalog.dim as i64]).to_device(device);
         drop(user_vals);
-        let block = topk::block_rows(c.memory_budget_mb.saturating_mul(1024 * 1024), c.segments) as i64;
+        let block = topk::block_rows(MemoryBudget::mib(c.memory_budget_mb), c.segments) as i64;
         kmeans::kmeans(&x, c.segments, c.kmeans_iterations, job.cfg.run.seed, block)?
     };
     let n1 = catalog.item_ids.len() + 1;
@@ -296,7 +297,7 @@ impl Segments {
 
     /// The segment of each of `user_ids` (sorted), by position; a user not
     /// in the segmentation gets segment 0.
-    pub async fn clusters_of(&self, job: &Job, ctx: &SessionContext, user_ids: &[String]) -> Result<Clusters> {
+    pub(crate) async fn clusters_of(&self, job: &Job, ctx: &SessionContext, user_ids: &[String]) -> Result<Clusters> {
         let mut assignment = vec![0i64; user_ids.len()];
         self.stream(job, ctx, &self.table, |b| {
             let ids = text_column(b, "user_id")?;
@@ -315,7 +316,7 @@ impl Segments {
     }
 
     /// The shares, row-major `[segments, n1]`.
-    pub async fn shares(&self, job: &Job, ctx: &SessionContext, n1: usize) -> Result<Vec<f32>> {
+    pub(crate) async fn shares(&self, job: &Job, ctx: &SessionContext, n1: usize) -> Result<Vec<f32>> {
         let mut out = vec![0f32; self.sizes.len().max(1) * n1];
         self.stream(job, ctx, &self.shares, |b| {
             let segs = int_column(b, "segment_id")?;
@@ -340,7 +341,7 @@ impl Segments {
     }
 
     /// Copy `user_segments` into the date's work table (what publish publishes).
-    pub async fn copy_to_work(&self, job: &Job) -> Result<WrittenTable> {
+    pub(crate) async fn copy_to_work(&self, job: &Job) -> Result<WrittenTable> {
         let folder = job.work("user_segments");
         job.output.delete_folder(&folder).await?;
         let mut files = Vec::new();

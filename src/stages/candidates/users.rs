@@ -37,11 +37,12 @@ use crate::config::CandidatesConfig;
 use crate::error::{DfContext, Result};
 use crate::job::Job;
 use crate::parquet_io::{PartWriter, WrittenTable};
+use crate::resources::MemoryBudget;
 use crate::seqdata::left_pad;
 use crate::topk::{self, Masks, TopK, host_i64};
 
 /// The output schema of `user_candidates`.
-pub fn schema() -> SchemaRef {
+pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("rank", DataType::Int32, false),
@@ -53,7 +54,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// The output schema of `cross_category`.
-pub fn cross_schema() -> SchemaRef {
+pub(crate) fn cross_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("rank", DataType::Int32, false),
@@ -116,7 +117,7 @@ impl CrossRows {
 }
 
 /// Where the two tables go and which users they cover.
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     /// Folder of `user_candidates`, relative to the output root.
     pub candidates_folder: String,
     /// Folder of `cross_category`.
@@ -127,7 +128,7 @@ pub struct Target<'a> {
 
 /// Counts for the run summary.
 #[derive(Debug, Default, Clone)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Users with model (or blended) lists.
     pub warm: u64,
     /// Of those, users with a cold-start blend.
@@ -141,7 +142,7 @@ pub struct Counts {
 }
 
 /// Category ids at the configured depth: 0 for none, names by id.
-pub fn category_ids(categories: &[Option<String>], level: usize) -> (Vec<i64>, Vec<String>) {
+pub(crate) fn category_ids(categories: &[Option<String>], level: usize) -> (Vec<i64>, Vec<String>) {
     let mut names: Vec<String> = vec![String::new()];
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut out = vec![0i64];
@@ -162,7 +163,7 @@ pub fn category_ids(categories: &[Option<String>], level: usize) -> (Vec<i64>, V
 
 /// Write both tables for the selected users. `share_host` is
 /// [`super::inputs::segment_shares`] of `clusters`.
-pub async fn write(
+pub(crate) async fn write(
     job: &Job,
     inp: &Inputs,
     clusters: &Clusters,
@@ -219,8 +220,8 @@ pub async fn write(
         &gathered
     };
     // Half the budget: scores, sigmoid, two masks and topk's scratch per user.
-    let budget = c.memory_budget_mb.saturating_mul(1024 * 1024);
-    let search = topk::Search::new(queries, &inp.catalog.item_host, &inp.catalog.items, d, budget / 2);
+    let budget = MemoryBudget::mib(c.memory_budget_mb).half();
+    let search = topk::Search::new(queries, &inp.catalog.item_host, &inp.catalog.items, d, budget);
     let mut counts = Counts { block: search.block(), ..Counts::default() };
     for block in search.blocks() {
         let chunk = &selected[block.clone()];

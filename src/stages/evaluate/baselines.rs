@@ -13,16 +13,16 @@ use crate::seqdata::SeqData;
 use crate::sql::ts_param;
 
 /// Neighbours kept per item by the item-kNN baseline.
-pub const KNN_NEIGHBOURS: usize = 100;
+pub(crate) const KNN_NEIGHBOURS: usize = 100;
 
 /// Item-kNN: for each item, its most similar items and their cosine.
-pub struct ItemKnn {
+pub(crate) struct ItemKnn {
     neighbours: Vec<Vec<(i64, f32)>>,
 }
 
 impl ItemKnn {
     /// Scores [histories, n_items]: summed similarity to each history item.
-    pub fn scores(&self, histories: &[&[i64]]) -> Tensor {
+    pub(crate) fn scores(&self, histories: &[&[i64]]) -> Tensor {
         let n = self.neighbours.len();
         let mut out = vec![0f32; histories.len() * n];
         for (r, h) in histories.iter().enumerate() {
@@ -40,19 +40,19 @@ impl ItemKnn {
 /// Item-kNN built from pairs arriving in batches: each item keeps at most
 /// twice `keep` neighbours between batches, so memory stays bounded by the
 /// catalog, not by the number of co-occurring pairs.
-pub struct KnnBuilder {
+pub(crate) struct KnnBuilder {
     neighbours: Vec<Vec<(i64, f32)>>,
     keep: usize,
 }
 
 impl KnnBuilder {
     /// An empty builder for `n_items` item rows.
-    pub fn new(n_items: usize, keep: usize) -> KnnBuilder {
+    pub(crate) fn new(n_items: usize, keep: usize) -> KnnBuilder {
         KnnBuilder { neighbours: vec![Vec::new(); n_items], keep: keep.max(1) }
     }
 
     /// Add (item a, item b, users) pairs; `item_users` is users per item.
-    pub fn add(&mut self, pairs: impl IntoIterator<Item = (i64, i64, f64)>, item_users: &[f64]) {
+    pub(crate) fn add(&mut self, pairs: impl IntoIterator<Item = (i64, i64, f64)>, item_users: &[f64]) {
         let n_items = self.neighbours.len();
         for (a, b, users) in pairs {
             let (a, b) = (a as usize, b as usize);
@@ -73,7 +73,7 @@ impl KnnBuilder {
     }
 
     /// Each item's `keep` most similar items.
-    pub fn finish(mut self) -> ItemKnn {
+    pub(crate) fn finish(mut self) -> ItemKnn {
         for n in &mut self.neighbours {
             Self::best(n, self.keep);
         }

@@ -59,25 +59,17 @@ use crate::parquet_io::WrittenTable;
 use crate::seqdata::{self, SeqData, left_pad};
 use crate::tables::evaluation::{BASKET_SEGMENT, LISTS_SEGMENT, MODELS, Row, batch, find, metric_label, schema};
 use baselines::{ItemKnn, item_knn, recent_popularity};
-pub use baselines::{KNN_NEIGHBOURS, KnnBuilder};
 use lists::{beyond_accuracy, register_lists};
-pub use slices::{CaseFacts, Slices, TOP_CATEGORIES};
+pub(crate) use slices::{CaseFacts, Slices};
 use slices::{item_facts, push_accuracy, served};
 
 /// What an evaluation found: the rows of `evaluation` and the run
 /// summary's facts.
-pub struct Evaluation {
+pub(crate) struct Evaluation {
     /// Rows of `evaluation`.
     pub rows: Vec<Row>,
     /// Facts for the run summary.
     pub facts: Vec<(String, String)>,
-}
-
-impl Evaluation {
-    /// The value of one row, if present.
-    pub fn value(&self, model: &str, segment: &str, metric: &str, k: i32) -> Option<f64> {
-        find(&self.rows, model, segment, metric, k)
-    }
 }
 
 fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
@@ -86,7 +78,7 @@ fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
 }
 
 /// Run the stage.
-pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+pub(crate) async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let e = compute(job, device, false).await?;
     let t = job.write_work_batches("evaluation", schema(), &[batch(&e.rows)?]).await?;
     Ok((vec![t], e.facts))
@@ -95,7 +87,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
 /// Score the holdout model and the baselines on the held-out steps, and
 /// tomorrow's lists (`published`: the date's published lists when there
 /// are, else the staged ones).
-pub async fn compute(job: &Job, device: tch::Device, published: bool) -> Result<Evaluation> {
+pub(crate) async fn compute(job: &Job, device: tch::Device, published: bool) -> Result<Evaluation> {
     let data = seqdata::load(job).await?;
     let (_vs, model, _meta) = checkpoint::load(job, device, checkpoint::Weights::Holdout).await?;
     let ctx = job.session()?;
@@ -252,6 +244,7 @@ fn next_basket(outcome: &basket::Outcome, rows: &mut Vec<Row>, facts: &mut Vec<(
 
 #[cfg(test)]
 mod tests {
+    use super::baselines::KnnBuilder;
     use super::*;
     use crate::tables::evaluation::segment_order;
 

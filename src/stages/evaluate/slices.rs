@@ -15,7 +15,7 @@ use crate::tables::evaluation::{HISTORY, ITEM_AGE, Row, SERVED};
 
 /// Categories of held-out items given a slice of their own (the most
 /// frequent among the scored cases).
-pub const TOP_CATEGORIES: usize = 5;
+pub(crate) const TOP_CATEGORIES: usize = 5;
 
 /// Sources of `user_candidates` that are fallbacks, not the model.
 pub(super) const FALLBACKS: [&str; 2] = ["cold_start", "popular"];
@@ -23,7 +23,7 @@ pub(super) const FALLBACKS: [&str; 2] = ["cold_start", "popular"];
 /// The slices of the scored cases: names (0 is `all`) and, per case, the
 /// slices it is in.
 #[derive(Debug, Default, PartialEq)]
-pub struct Slices {
+pub(crate) struct Slices {
     /// Slice names, in the order rows are written.
     pub names: Vec<String>,
     /// Per case, the indices of its slices (0 always).
@@ -32,7 +32,7 @@ pub struct Slices {
 
 /// What a case's slices are decided by.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CaseFacts {
+pub(crate) struct CaseFacts {
     /// Steps before the held-out ones.
     pub history: usize,
     /// The held-out item was created within the trending window.
@@ -48,7 +48,7 @@ impl Slices {
     /// The slices of `cases`: all; history length; new or established
     /// item; the [`TOP_CATEGORIES`] most frequent categories (ties by
     /// name); served by the model or by a fallback.
-    pub fn of(cases: &[CaseFacts]) -> Slices {
+    pub(crate) fn of(cases: &[CaseFacts]) -> Slices {
         let mut names: Vec<String> = vec!["all".into()];
         names.extend(HISTORY.iter().map(|h| h.0.to_string()));
         names.extend(ITEM_AGE.map(String::from));
@@ -86,7 +86,7 @@ impl Slices {
     /// Per slice, the accuracy of one model: `users[c]` is case c's user
     /// (a user's cases are consecutive), `positions[c]` its held-out
     /// item's position in the model's ranking.
-    pub fn accuracy(&self, users: &[usize], positions: &[f64]) -> Vec<Accuracy> {
+    pub(crate) fn accuracy(&self, users: &[usize], positions: &[f64]) -> Vec<Accuracy> {
         let mut out = vec![Accuracy::default(); self.names.len()];
         let mut start = 0;
         while start < users.len() {

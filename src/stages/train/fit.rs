@@ -18,7 +18,7 @@ use crate::rng::Rng;
 use crate::seqdata::{SeqData, left_pad};
 
 /// Mean validation NDCG@10 of a model (history masked).
-pub fn validate(
+pub(crate) fn validate(
     model: &SeqRec,
     data: &SeqData,
     feats: &ItemFeatures,
@@ -48,7 +48,7 @@ pub fn validate(
 /// `se`: `patience` while `se` is at most `noise`, proportionally more for
 /// a noisier (smaller) validation sample, at most `max` (and never less
 /// than `patience`).
-pub fn noisy_patience(patience: usize, max: usize, se: f64, noise: f64) -> usize {
+pub(crate) fn noisy_patience(patience: usize, max: usize, se: f64, noise: f64) -> usize {
     let scaled = (patience as f64 * (se / noise).max(1.0)).round();
     if scaled.is_finite() { (scaled as usize).clamp(patience, max.max(patience)) } else { patience }
 }

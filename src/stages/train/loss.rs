@@ -18,7 +18,7 @@ use crate::seqdata::{SeqData, left_pad};
 /// Multiply-adds per trained position of (the transformer, the full-softmax
 /// output layer, the sampled-softmax output layer); backward passes cost
 /// about twice the forward for each, so the ratios hold for a whole step.
-pub fn step_costs(cfg: &ModelConfig, n_items: i64, max_len: usize) -> (f64, f64, f64) {
+pub(crate) fn step_costs(cfg: &ModelConfig, n_items: i64, max_len: usize) -> (f64, f64, f64) {
     let d = cfg.dim as f64;
     // Per layer: q, k, v and output projections (4 d²), the 4x feed-forward
     // (8 d²), attention scores and mixing over the window (2 L d).
@@ -34,7 +34,7 @@ pub fn step_costs(cfg: &ModelConfig, n_items: i64, max_len: usize) -> (f64, f64,
 /// softmax is for catalogues and logs too large for the full one, not for
 /// small logs with a large catalogue, where it loses much of the quality.
 /// Deterministic: the same data and config always choose the same loss.
-pub fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usize, positions: usize) -> bool {
+pub(crate) fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usize, positions: usize) -> bool {
     match cfg.loss {
         LossKind::Full => true,
         LossKind::Sampled => false,

@@ -44,15 +44,14 @@ use crate::model::{SeqRec, SeqRecConfig};
 use crate::parquet_io::WrittenTable;
 use crate::rng::Rng;
 use crate::seqdata::SeqData;
-pub use fit::{noisy_patience, validate};
+pub(crate) use loss::full_softmax_chosen;
 use loss::{Ctx, Loss, Objective, delta_bounds, item_counts, popularity_negatives};
-pub use loss::{full_softmax_chosen, step_costs};
 use warm::{ITEM_ROWS, apply_warm_start, fill_unseen_rows, restore, seen_items};
 use windows::{Part, windows};
 
 /// One epoch's numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EpochStats {
+pub(crate) struct EpochStats {
     /// Mean training loss.
     pub loss: f64,
     /// Validation NDCG@10 after the epoch (pretraining: not measured, NaN).
@@ -65,7 +64,7 @@ pub struct EpochStats {
 
 /// What training did.
 #[derive(Debug, Clone)]
-pub struct TrainReport {
+pub(crate) struct TrainReport {
     /// Pretraining epochs.
     pub pretrain: Vec<EpochStats>,
     /// Fine-tuning epochs.
@@ -91,12 +90,10 @@ pub struct TrainReport {
 }
 
 /// A trained model and how it went.
-pub struct Trained {
+pub(crate) struct Trained {
     /// The weights (of the published model).
     pub vs: nn::VarStore,
-    /// The model.
     pub model: SeqRec,
-    /// The report.
     pub report: TrainReport,
     /// With a refit: the holdout model's weights by variable name (trained
     /// on every step but the test ones).
@@ -105,7 +102,7 @@ pub struct Trained {
 
 /// Everything `train` needs besides the data.
 #[derive(Debug, Clone)]
-pub struct TrainOptions {
+pub(crate) struct TrainOptions {
     /// Model and optimisation settings.
     pub model: ModelConfig,
     /// Longest input sequence.
@@ -117,7 +114,12 @@ pub struct TrainOptions {
 }
 
 /// Train on `data` (optionally from a warm start) on `device`.
-pub fn train(data: &SeqData, opts: &TrainOptions, device: tch::Device, warm: Option<&WarmStart>) -> Result<Trained> {
+pub(crate) fn train(
+    data: &SeqData,
+    opts: &TrainOptions,
+    device: tch::Device,
+    warm: Option<&WarmStart>,
+) -> Result<Trained> {
     let cfg = &opts.model;
     crate::device::init(opts.seed, opts.threads);
     let n_items = data.n_items();
@@ -250,16 +252,15 @@ fn model_config(data: &SeqData, opts: &TrainOptions) -> SeqRecConfig {
 /// logits stay within `model.memory_budget_mb` (forward + backward ≈ 3
 /// copies of f32).
 fn batch_size(cfg: &ModelConfig, n_items: i64, max_len: usize, full: bool) -> usize {
-    let classes = if full { n_items as f64 } else { (cfg.sampled_negatives + 1) as f64 };
-    let budget = cfg.memory_budget_mb.saturating_mul(1024 * 1024) as f64;
-    let per_seq = (max_len as f64) * classes * 4.0 * 3.0;
-    cfg.batch_size.min((budget / per_seq).floor().max(1.0) as usize)
+    let classes = if full { n_items.max(0) as usize } else { cfg.sampled_negatives + 1 };
+    let per_seq = max_len.saturating_mul(classes).saturating_mul(4 * 3);
+    crate::resources::MemoryBudget::mib(cfg.memory_budget_mb).rows(per_seq, cfg.batch_size)
 }
 
 /// `training_epochs`: one row per epoch of each phase ([`crate::tables::training_epochs::PHASES`]), with
 /// its mean loss and validation NDCG@10 (fine-tuning only). Times are left
 /// to the log and the run summary: a rerun writes the same table.
-pub fn epochs_batch(r: &TrainReport) -> Result<datafusion::arrow::array::RecordBatch> {
+pub(crate) fn epochs_batch(r: &TrainReport) -> Result<datafusion::arrow::array::RecordBatch> {
     use datafusion::arrow::array::{Float64Array, Int32Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
@@ -289,14 +290,14 @@ pub fn epochs_batch(r: &TrainReport) -> Result<datafusion::arrow::array::RecordB
 }
 
 /// Run the stage: the checkpoint, and `training_epochs`.
-pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
+pub(crate) async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, Vec<(String, String)>)> {
     let data = crate::seqdata::load(job).await?;
     let warm = if job.full_retrain { None } else { checkpoint::previous(job).await? };
     let opts = TrainOptions {
         model: job.cfg.model.clone(),
         max_len: job.cfg.model.max_len,
         seed: job.cfg.run.seed,
-        threads: crate::engine::threads(&job.cfg),
+        threads: job.cfg.run.threads,
     };
     let trained = train(&data, &opts, device, warm.as_ref())?;
     let r = &trained.report;
@@ -337,7 +338,7 @@ pub async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTable>, V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use super::{loss::*, windows::*};
+    use super::{fit::noisy_patience, loss::*, windows::*};
     use crate::config::LossKind;
     use crate::seqdata::left_pad;
 
