@@ -334,7 +334,8 @@ fn quality_checks(
     let all = "*";
     t.checks.push(Check::info(all, "events_read", t.ev_read as f64));
     let mut outside = Check::info(all, "events_out_of_window", (t.ev_read - t.ev_in_window) as f64);
-    outside.detail = "outside the window, from the partition read before it, unpartitioned files or history older                       than the lookback: expected, not defects"
+    outside.detail = "outside the window, from the partition read before it, unpartitioned files or history \
+         older than the lookback: expected, not defects"
         .into();
     t.checks.push(outside);
     let mut misplaced = Check::info(all, "events_wrong_partition", t.ev_misplaced as f64);
