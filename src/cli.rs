@@ -197,6 +197,10 @@ pub struct EvalArgs {
     /// Where tensors live.
     #[arg(long, value_enum)]
     pub device: Option<DeviceChoice>,
+    /// Also write every test case (model, user_id, item_id, position,
+    /// ndcg_10, hr_10) to this local Parquet file, for paired comparisons.
+    #[arg(long)]
+    pub cases: Option<std::path::PathBuf>,
 }
 
 /// Formats of `nightrec eval`.

@@ -180,6 +180,11 @@ async fn eval(a: EvalArgs, cfg: Config) -> Result<()> {
     device::init(cfg.run.seed, cfg.run.threads);
     let job = Job::new(cfg, a.date, false)?;
     let e = evaluate::compute(&job, chosen, true).await?;
+    if let Some(path) = &a.cases {
+        let c = &e.cases;
+        let batch = tables::evaluation::cases_batch(&c.users, &c.items, &c.positions)?;
+        sqlcmd::save(path, &[batch], sqlcmd::Format::Parquet)?;
+    }
     let version = checkpoint::meta(&job).await?.map(|m| m.version).unwrap_or_default();
     let mut out = std::io::stdout().lock();
     match a.format {

@@ -169,6 +169,27 @@ print(ev)
 assert ev["nightrec"] >= MARGIN * ev["popularity"], f"model NDCG@10 {ev['nightrec']:.4f} < {MARGIN} x popularity {ev['popularity']:.4f}"
 "#;
 
+/// `nightrec eval --cases`: one row per model and test case, whose means are
+/// the published `evaluation` figures (one held-out step per user here).
+const CHECK_CASES: &str = r#"
+import sys
+import duckdb
+out, date, cases = sys.argv[1], sys.argv[2], sys.argv[3]
+got = duckdb.sql(f"""
+  select model, count(*) n, count(distinct user_id) users, avg(ndcg_10) ndcg, avg(hr_10) hr,
+         min(position) lo, count(*) filter (where item_id = '') blank
+  from read_parquet('{cases}') group by model order by model""").fetchall()
+ev = {(m, metric): (v, u) for m, metric, v, u in duckdb.sql(f"""
+  select model, metric, value, users from read_parquet('{out}/evaluation/dt={date}/*.parquet')
+  where segment = 'all' and k = 10 and metric in ('ndcg', 'hr')""").fetchall()}
+assert sorted(r[0] for r in got) == sorted(["nightrec", "popularity", "recent_popularity", "item_knn"]), got
+for model, n, users, ndcg, hr, lo, blank in got:
+    assert n == users == ev[(model, "ndcg")][1], (model, n, users, ev[(model, "ndcg")])
+    assert abs(ndcg - ev[(model, "ndcg")][0]) < 1e-9 and abs(hr - ev[(model, "hr")][0]) < 1e-9, (model, ndcg, hr, ev)
+    assert lo >= 0 and blank == 0, (model, lo, blank)
+print(got)
+"#;
+
 const CHECK_EVALUATION: &str = r#"
 import sys, json
 from collections import Counter
@@ -332,9 +353,15 @@ fn nightly_run_writes_valid_candidates_and_a_manifest() {
     assert_eq!(files_before, tree(&out_dir), "eval wrote something");
     let got = py(CHECK_EVALUATION, &[&fx.output(), DATE, eval_json.to_str().unwrap()]);
     eprintln!("evaluation rows, NDCG@10, coverage@10: {got}");
-    let o = nightrec(&["--input", &fx.input(), "--output", &fx.output(), "eval", "--date", DATE], &env, fx.dir.path());
+    let cases = fx.dir.path().join("cases.parquet");
+    let o = nightrec(
+        &["--input", &fx.input(), "--output", &fx.output(), "eval", "--date", DATE, "--cases", cases.to_str().unwrap()],
+        &env,
+        fx.dir.path(),
+    );
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && table.contains("recent_popularity") && table.contains("ci_high"), "{table}");
+    eprintln!("eval --cases per model: {}", py(CHECK_CASES, &[&fx.output(), DATE, cases.to_str().unwrap()]));
 
     // A rerun with nothing changed skips every stage and keeps the contents.
     let before = published_bytes(&out_dir, "user_candidates");

@@ -130,6 +130,45 @@ pub(crate) fn batch(rows: &[Row]) -> Result<RecordBatch> {
     .ctx("building evaluation")
 }
 
+/// `nightrec eval --cases`: one row per (model, test case) with the held-out
+/// item's rank position (0 = first, ties split) and its NDCG@10 and HR@10,
+/// for paired comparisons between runs or with another tool.
+pub(crate) fn cases_batch(users: &[String], items: &[String], positions: &[Vec<f64>]) -> Result<RecordBatch> {
+    let mut model = Vec::new();
+    let (mut user, mut item, mut position, mut ndcg, mut hr) = (vec![], vec![], vec![], vec![], vec![]);
+    for (name, places) in MODELS.iter().zip(positions) {
+        for ((u, i), p) in users.iter().zip(items).zip(places) {
+            let [_, n10, h10, _] = crate::metrics::Accuracy::user(&[*p], 1, 10);
+            model.push(*name);
+            user.push(u.as_str());
+            item.push(i.as_str());
+            position.push(*p);
+            ndcg.push(n10);
+            hr.push(h10);
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("model", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("item_id", DataType::Utf8, false),
+        Field::new("position", DataType::Float64, false),
+        Field::new("ndcg_10", DataType::Float64, false),
+        Field::new("hr_10", DataType::Float64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(model)),
+            Arc::new(StringArray::from(user)),
+            Arc::new(StringArray::from(item)),
+            Arc::new(Float64Array::from(position)),
+            Arc::new(Float64Array::from(ndcg)),
+            Arc::new(Float64Array::from(hr)),
+        ],
+    )
+    .ctx("building the evaluation cases")
+}
+
 /// `evaluation` rows read back from batches (of [`schema`]).
 pub(crate) fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     let model = arrays::strings_required(batches, "model")?;

@@ -70,6 +70,20 @@ pub(crate) struct Evaluation {
     pub rows: Vec<Row>,
     /// Facts for the run summary.
     pub facts: Vec<(String, String)>,
+    /// Every test case (user, held-out item) and its place in each model's
+    /// ranking: what `nightrec eval --cases` writes.
+    pub cases: Cases,
+}
+
+/// The held-out cases of an evaluation, one entry per (user, test item).
+pub(crate) struct Cases {
+    /// User ids.
+    pub users: Vec<String>,
+    /// Held-out item ids.
+    pub items: Vec<String>,
+    /// Per model of [`MODELS`], each case's rank position (0 = first,
+    /// fractional for ties, the user's history masked).
+    pub positions: Vec<Vec<f64>>,
 }
 
 fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
@@ -149,7 +163,12 @@ pub(crate) async fn compute(job: &Job, device: tch::Device, published: bool) -> 
         format!("{:.3} / {:.3}", get("cold_start_users", 0), get("popular_users", 0)),
     ));
     rows.extend(beyond);
-    Ok(Evaluation { rows, facts })
+    let cases = Cases {
+        users: cases.iter().map(|(u, _)| data.users[*u].clone()).collect(),
+        items: cases.iter().map(|(_, t)| data.item_ids[(*t - 1) as usize].clone()).collect(),
+        positions,
+    };
+    Ok(Evaluation { rows, facts, cases })
 }
 
 /// The (user, test item) cases of `chosen`, a user's distinct test items
