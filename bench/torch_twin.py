@@ -104,6 +104,7 @@ class SeqRec(nn.Module):
         self.emb_ln = nn.LayerNorm(d)
         self.blocks = nn.ModuleList(Block(d, heads, dropout) for _ in range(layers))
         self.final_ln = nn.LayerNorm(d)
+        self.scale_input = False  # model.input_norm = "scale"
 
     def item_table(self, text):
         return self.item_id.weight + self.text_proj(text) if self.text_fusion else self.item_id.weight
@@ -120,7 +121,9 @@ class SeqRec(nn.Module):
         b, l = seq.shape
         x = items.index_select(0, seq.flatten()).view(b, l, self.d)
         positions = torch.arange(l).flip(0)
-        x = F.dropout(self.emb_ln(x + self.pos(positions).unsqueeze(0)), self.p, self.training)
+        pos = self.pos(positions).unsqueeze(0)
+        x = x * self.d ** 0.5 + pos if self.scale_input else self.emb_ln(x + pos)
+        x = F.dropout(x, self.p, self.training)
         pad = seq == 0
         key_ok = (~pad).unsqueeze(1) | torch.eye(l, dtype=torch.bool).unsqueeze(0)
         allowed = torch.ones(l, l, dtype=torch.bool).tril().unsqueeze(0) & key_ok if causal else key_ok
@@ -205,6 +208,7 @@ def main():
     batch = min(m["batch_size"], max(1, int(budget / (max_len * classes * 4.0 * 3.0))))
 
     model = SeqRec(n_items, d, m["heads"], m["layers"], max_len, m["dropout"], text.shape[1], m["text_fusion"])
+    model.scale_input = m.get("input_norm", "layer_norm") == "scale"
     opt = torch.optim.AdamW(model.parameters(), lr=m["learning_rate"], weight_decay=m["weight_decay"],
                             betas=(0.9, 0.999), eps=1e-8)
     samples = windows(trains, max_len)
@@ -236,7 +240,8 @@ def main():
         started = time.perf_counter()
         order = samples[:]
         rng.shuffle(order)
-        order.sort(key=len)
+        if m.get("batches", "by_length") == "by_length":
+            order.sort(key=len)
         batches = [order[i:i + batch] for i in range(0, len(order), batch)]
         rng.shuffle(batches)
         total, n = 0.0, 0

@@ -275,6 +275,7 @@ mod tests {
                 id_dropout: 0.0,
                 image_dim: 0,
                 image_alpha: 0.0,
+                scale_input: false,
             },
             item_ids: vec!["a".into(), "b".into()],
             epochs: 1,

@@ -405,6 +405,11 @@ pub struct ModelConfig {
     pub negative_sampling: NegativeSampling,
     /// Sequences per training batch.
     pub batch_size: usize,
+    /// How an epoch's sequences are cut into batches.
+    pub batches: BatchOrder,
+    /// How item and position embeddings are combined into the first
+    /// block's input.
+    pub input_norm: InputNorm,
     /// AdamW learning rate.
     pub learning_rate: f64,
     /// AdamW weight decay.
@@ -454,6 +459,29 @@ pub enum NegativeSampling {
     /// corrected by −log(expected draws) (logQ), so that frequent items are
     /// not pushed down for being drawn often.
     Popularity,
+}
+
+/// How an epoch's training sequences are cut into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchOrder {
+    /// Sequences of similar length together (little padding, fastest);
+    /// the batches come in random order.
+    ByLength,
+    /// Sequences in random order, whatever their length (as SASRec trains):
+    /// more padding, but every batch is a sample of the whole log.
+    Mixed,
+}
+
+/// How the first transformer block's input is formed from the item rows
+/// and the position embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputNorm {
+    /// Their sum, layer-normalised.
+    LayerNorm,
+    /// Item rows × √dim plus positions, not normalised (SASRec's input).
+    Scale,
 }
 
 /// Candidate generation.

@@ -64,6 +64,10 @@ pub(crate) struct SeqRecConfig {
     /// Weight of the image projection in the item representation.
     #[serde(default)]
     pub image_alpha: f64,
+    /// The input of the first block: item rows × √dim plus the position
+    /// embedding (as SASRec), instead of their sum layer-normalised.
+    #[serde(default)]
+    pub scale_input: bool,
 }
 
 /// The fixed per-item features the item table is built from.
@@ -374,7 +378,10 @@ impl SeqRec {
         // Positions count back from the most recent item so that the last
         // position always has the same embedding whatever the length.
         let positions = Tensor::arange(l, (Kind::Int64, dev)).flip([0]);
-        let x = dropout(&(x + self.pos.forward(&positions).unsqueeze(0)).apply(&self.emb_ln), self.cfg.dropout, train);
+        let pos = self.pos.forward(&positions).unsqueeze(0);
+        let x =
+            if self.cfg.scale_input { x * (self.cfg.dim as f64).sqrt() + pos } else { (x + pos).apply(&self.emb_ln) };
+        let x = dropout(&x, self.cfg.dropout, train);
         let pad = seq.eq(0);
         let eye = Tensor::eye(l, (Kind::Bool, dev));
         let key_ok = pad.logical_not().unsqueeze(1).logical_or(&eye.unsqueeze(0));
@@ -415,6 +422,7 @@ pub(crate) fn tiny_model(n_items: i64, max_len: i64) -> (nn::VarStore, SeqRec, I
         text_fusion: true,
         delta_max_norm: 0.0,
         id_dropout: 0.0,
+        scale_input: false,
         image_dim: 0,
         image_alpha: 0.0,
     };
@@ -482,6 +490,23 @@ mod tests {
         assert!((with - &without).abs().max().double_value(&[]) > 1e-4);
         let other = ItemFeatures { text: Tensor::randn([11, 4], (Kind::Float, Device::Cpu)), image: None };
         assert!((m.item_table(&other) - without).abs().max().double_value(&[]) < 1e-9);
+    }
+
+    #[test]
+    fn sasrec_input_scaling_changes_the_encoding_and_old_checkpoints_read_as_layer_norm() {
+        let _rng = crate::device::rng_lock();
+        let (_vs, mut m, f) = tiny();
+        let items = m.item_table(&f);
+        let seq = Tensor::from_slice(&[0i64, 3, 5, 2]).view([1, 4]);
+        let normed = m.encode_last(&seq, &items);
+        m.cfg.scale_input = true;
+        let scaled = m.encode_last(&seq, &items);
+        assert!((normed - &scaled).abs().max().double_value(&[]) > 1e-4, "the setting is not used");
+        // Checkpoint metadata written before the setting existed.
+        let mut old = serde_json::to_value(m.config()).unwrap();
+        old.as_object_mut().unwrap().remove("scale_input");
+        let read: SeqRecConfig = serde_json::from_value(old).unwrap();
+        assert!(!read.scale_input);
     }
 
     #[test]

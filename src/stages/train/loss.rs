@@ -7,7 +7,7 @@
 use tch::{Kind, Tensor, nn};
 
 use super::EpochStats;
-use crate::config::{LossKind, ModelConfig};
+use crate::config::{BatchOrder, LossKind, ModelConfig};
 use crate::error::{Error, Result};
 use crate::model::SeqRec;
 use crate::model::seqrec::ItemFeatures;
@@ -75,7 +75,27 @@ pub(super) struct Ctx<'a> {
     pub(super) device: tch::Device,
     pub(super) max_len: usize,
     pub(super) batch_size: usize,
+    pub(super) batches: BatchOrder,
     pub(super) n_items: i64,
+}
+
+/// An epoch's batches of `size` sequences, in a fresh random order.
+/// `by_length`: sequences of similar length together (little padding), users
+/// within a length in random order; `mixed`: random, whatever the lengths.
+pub(super) fn batches_of<'a>(
+    samples: &[&'a [i64]],
+    size: usize,
+    order: BatchOrder,
+    rng: &mut Rng,
+) -> Vec<Vec<&'a [i64]>> {
+    let mut all = samples.to_vec();
+    rng.shuffle(&mut all);
+    if order == BatchOrder::ByLength {
+        all.sort_by_key(|w| w.len());
+    }
+    let mut batches: Vec<Vec<&[i64]>> = all.chunks(size.max(1)).map(<[_]>::to_vec).collect();
+    rng.shuffle(&mut batches);
+    batches
 }
 
 impl Ctx<'_> {
@@ -89,16 +109,10 @@ impl Ctx<'_> {
         label: &str,
     ) -> Result<EpochStats> {
         let started = std::time::Instant::now();
-        // Batches of similar lengths waste little on padding; the batches,
-        // and users within a length, come in a fresh random order.
-        let mut order = samples.to_vec();
-        rng.shuffle(&mut order);
-        order.sort_by_key(|w| w.len());
-        let mut batches_in: Vec<&[&[i64]]> = order.chunks(self.batch_size).collect();
-        rng.shuffle(&mut batches_in);
-        let mut bar = Progress::new(label, order.len());
+        let batches_in = batches_of(samples, self.batch_size, self.batches, rng);
+        let mut bar = Progress::new(label, samples.len());
         let (mut loss_sum, mut batches) = (0f64, 0usize);
-        for chunk in batches_in {
+        for chunk in &batches_in {
             let loss = match objective {
                 Objective::Masked(p, loss) => self.masked_loss(chunk, p, loss),
                 Objective::Next(loss) => self.next_item_loss(chunk, loss),
@@ -130,7 +144,7 @@ impl Ctx<'_> {
         Ok(EpochStats {
             loss: loss_sum / batches.max(1) as f64,
             valid_ndcg: f64::NAN,
-            seqs_per_s: order.len() as f64 / secs.max(1e-9),
+            seqs_per_s: samples.len() as f64 / secs.max(1e-9),
             seconds: secs,
         })
     }

@@ -37,7 +37,7 @@ mod windows;
 use tch::{Kind, Tensor, nn};
 
 use crate::checkpoint::{self, CheckpointMeta, WarmStart};
-use crate::config::{ModelConfig, NegativeSampling, Precision};
+use crate::config::{InputNorm, ModelConfig, NegativeSampling, Precision};
 use crate::error::{DfContext, Error, Result};
 use crate::job::Job;
 use crate::model::{SeqRec, SeqRecConfig};
@@ -177,6 +177,7 @@ pub(crate) fn train(
         device,
         max_len: opts.max_len,
         batch_size,
+        batches: cfg.batches,
         n_items,
     };
     let loss = if full { Loss::Full } else { Loss::Sampled(cfg.sampled_negatives) };
@@ -245,6 +246,7 @@ fn model_config(data: &SeqData, opts: &TrainOptions) -> SeqRecConfig {
         id_dropout: cfg.id_dropout,
         image_dim: data.image_dim as i64,
         image_alpha: cfg.image_alpha,
+        scale_input: cfg.input_norm == InputNorm::Scale,
     }
 }
 
@@ -341,6 +343,28 @@ mod tests {
     use super::{fit::noisy_patience, loss::*, windows::*};
     use crate::config::LossKind;
     use crate::seqdata::left_pad;
+
+    #[test]
+    fn batches_by_length_hold_similar_lengths_and_mixed_ones_do_not() {
+        use crate::config::BatchOrder;
+        // 64 sequences: lengths 2, 3, ..., 9, eight of each.
+        let seqs: Vec<Vec<i64>> = (0..64).map(|i| vec![1; 2 + i % 8]).collect();
+        let samples: Vec<&[i64]> = seqs.iter().map(Vec::as_slice).collect();
+        let spread =
+            |b: &Vec<&[i64]>| b.iter().map(|s| s.len()).max().unwrap() - b.iter().map(|s| s.len()).min().unwrap();
+        for order in [BatchOrder::ByLength, BatchOrder::Mixed] {
+            let batches = batches_of(&samples, 8, order, &mut Rng::new(3));
+            assert_eq!(batches.len(), 8);
+            let mut lens: Vec<usize> = batches.iter().flatten().map(|s| s.len()).collect();
+            lens.sort_unstable();
+            assert_eq!(lens, (0..64).map(|i| 2 + i / 8).collect::<Vec<_>>(), "every sequence once");
+            let widest = batches.iter().map(spread).max().unwrap();
+            match order {
+                BatchOrder::ByLength => assert_eq!(widest, 0, "a batch of one length each"),
+                BatchOrder::Mixed => assert!(widest >= 5, "random batches mix lengths: {widest}"),
+            }
+        }
+    }
 
     #[test]
     fn patience_grows_with_validation_noise_within_bounds() {
