@@ -19,7 +19,7 @@ else
 LIBTORCH_ENV = export LIBTORCH="$$(scripts/setup-libtorch.sh)";
 endif
 
-.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-ids-only bench-repeat bench-topk bench-train bench-scale bench-shards test test-crash lint fmt sample clean
+.PHONY: help setup build run run-ml100k bench-sql bench-ml100k bench-cold-items bench-ids-only bench-repeat bench-topk bench-train bench-scale bench-shards bench-sparse test test-crash lint fmt sample clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-scale: build ## Two nights (scratch, then warm) at S, M and L (1M/3M/10M e
 
 bench-shards: build ## The DAG's tasks at L (SIZE) as separate processes: prepare, 4 shards, publish vs unsharded: time, RSS -> bench/results/shards.md.
 	SIZE="$(or $(SIZE),L)" SHARDS="$(or $(SHARDS),4)" EPOCHS="$(EPOCHS)" bench/shards.sh
+
+bench-sparse: build ## Sparse shop logs (Amazon Sports, Toys, sparse generated, ML-100k), 3 seeds: nightrec's defaults vs the reference SASRec (bench/sasrec_ref.py) -> bench/results/sparse.md.
+	bench/sparse.sh
 
 test: ## Run every test (unit, SQL, end-to-end with pyarrow/DuckDB as readers, the report in headless Chromium, the Airflow DAG in Airflow 3).
 	@$(LIBTORCH_ENV) NIGHTREC_PYTHON="$$(scripts/setup-python.sh)"; export NIGHTREC_PYTHON; \
