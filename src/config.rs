@@ -357,6 +357,10 @@ pub struct ModelConfig {
     pub image_alpha: f64,
     /// Masked-item pretraining epochs before fine-tuning (0: none).
     pub pretrain_epochs: usize,
+    /// Pretraining runs only on a log this dense: users' mean training
+    /// history of at least this many steps (0: whenever `pretrain_epochs`
+    /// asks for it). Sparse shop logs lose by it.
+    pub pretrain_min_history: f64,
     /// Share of sequence positions masked in pretraining.
     pub mask_prob: f64,
     /// Most fine-tuning (next-item) epochs when training from scratch.
@@ -728,6 +732,9 @@ impl Config {
         }
         if !(0.0..1.0).contains(&self.model.mask_prob) || self.model.mask_prob == 0.0 {
             return bad("model.mask_prob must be within (0, 1)".into());
+        }
+        if !(self.model.pretrain_min_history.is_finite() && self.model.pretrain_min_history >= 0.0) {
+            return bad("model.pretrain_min_history must be finite and non-negative".into());
         }
         if !(self.model.full_softmax_max_cost.is_finite() && self.model.full_softmax_max_cost >= 0.0) {
             return bad("model.full_softmax_max_cost must be finite and non-negative".into());

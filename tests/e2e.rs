@@ -151,6 +151,11 @@ summary = json.loads(data)
 assert [st["stage"] for st in summary["stages"]] == \
     ["clean", "trainset", "text", "train", "embed", "candidates", "evaluate"], summary["stages"]
 assert summary["date"] == date and all(st["ran"] for st in summary["stages"])
+# The train stage says which choices the night made from the data, and why.
+facts = dict(next(st for st in summary["stages"] if st["stage"] == "train")["facts"])
+n_pre, why = facts["pretraining epochs"].split(": ", 1)
+assert int(n_pre) == phases.count("pretrain") and "mean training history" in why, facts
+assert facts["loss"].startswith(("full softmax: ", "sampled softmax: ")) and "multiply-adds" in facts["loss"], facts
 assert len(m["lineage"]["model_version"]) == 16, m["lineage"]
 print(len(users), len(cand))
 "#;

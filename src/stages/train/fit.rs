@@ -63,17 +63,17 @@ pub(super) fn optimiser(vs: &nn::VarStore, cfg: &ModelConfig) -> Result<nn::Opti
         .map_err(|e| Error::torch("creating the optimiser", e))
 }
 
-/// Masked-item pretraining: `cfg.pretrain_epochs` epochs.
+/// Masked-item pretraining: `epochs` epochs.
 pub(super) fn pretrain(
     ctx: &Ctx,
     opt: &mut nn::Optimizer,
     rng: &mut Rng,
     samples: &[&[i64]],
-    cfg: &ModelConfig,
+    (cfg, epochs): (&ModelConfig, usize),
     objective: Objective,
 ) -> Result<Vec<EpochStats>> {
     let mut pretrain = Vec::new();
-    for epoch in 1..=cfg.pretrain_epochs {
+    for epoch in 1..=epochs {
         let stats = ctx.epoch(opt, rng, samples, cfg.grad_clip, objective, "pretrain")?;
         tracing::info!(
             epoch,

@@ -26,7 +26,7 @@ pub(crate) fn step_costs(cfg: &ModelConfig, n_items: i64, max_len: usize) -> (f6
     (encoder, n_items as f64 * d, (cfg.sampled_negatives + 1) as f64 * d)
 }
 
-/// Whether training uses the full softmax: as configured, or with
+/// Whether training uses the full softmax, and why: as configured, or with
 /// `loss = "auto"` while the catalog-wide output layer costs at most
 /// `full_softmax_max_cost` times a whole sampled step, or while one epoch
 /// of it (`positions` next-item positions × catalog × dim) costs at most
@@ -34,15 +34,39 @@ pub(crate) fn step_costs(cfg: &ModelConfig, n_items: i64, max_len: usize) -> (f6
 /// softmax is for catalogues and logs too large for the full one, not for
 /// small logs with a large catalogue, where it loses much of the quality.
 /// Deterministic: the same data and config always choose the same loss.
-pub(crate) fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usize, positions: usize) -> bool {
+pub(crate) fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usize, positions: usize) -> (bool, String) {
     match cfg.loss {
-        LossKind::Full => true,
-        LossKind::Sampled => false,
+        LossKind::Full => (true, "model.loss = full".into()),
+        LossKind::Sampled => (false, "model.loss = sampled".into()),
         LossKind::Auto => {
             let (encoder, full, sampled) = step_costs(cfg, n_items, max_len);
-            full <= cfg.full_softmax_max_cost * (encoder + sampled)
-                || positions as f64 * full <= cfg.full_softmax_max_epoch_gmacs * 1e9
+            let ratio = full / (encoder + sampled);
+            let epoch = positions as f64 * full / 1e9;
+            let why = format!(
+                "its output layer costs {ratio:.1}x a sampled step (limit {}), an epoch of it {epoch:.0} billion \
+                 multiply-adds (limit {})",
+                cfg.full_softmax_max_cost, cfg.full_softmax_max_epoch_gmacs
+            );
+            (ratio <= cfg.full_softmax_max_cost || epoch <= cfg.full_softmax_max_epoch_gmacs, why)
         }
+    }
+}
+
+/// Masked-item pretraining epochs for a log whose training users have
+/// `mean_history` training steps on average, and why: none on a warm start,
+/// none on a log sparser than `pretrain_min_history` (BERT4Rec-style
+/// pretraining trails plain next-item training on short shop histories:
+/// bench/results/sparse.md), else `pretrain_epochs`.
+pub(crate) fn pretraining_chosen(cfg: &ModelConfig, mean_history: f64, warm: bool) -> (usize, String) {
+    let limit = cfg.pretrain_min_history;
+    if warm {
+        (0, "warm start".into())
+    } else if cfg.pretrain_epochs == 0 {
+        (0, "model.pretrain_epochs = 0".into())
+    } else if mean_history < limit {
+        (0, format!("mean training history {mean_history:.1} steps < {limit} (a sparse log)"))
+    } else {
+        (cfg.pretrain_epochs, format!("mean training history {mean_history:.1} steps >= {limit} (a dense log)"))
     }
 }
 
@@ -113,9 +137,10 @@ impl Ctx<'_> {
         let mut bar = Progress::new(label, samples.len());
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         for chunk in &batches_in {
+            let groups = length_groups(chunk, self.max_len);
             let loss = match objective {
-                Objective::Masked(p, loss) => self.masked_loss(chunk, p, loss),
-                Objective::Next(loss) => self.next_item_loss(chunk, loss),
+                Objective::Masked(p, loss) => self.masked_loss(&groups, p, loss),
+                Objective::Next(loss) => self.next_item_loss(&groups, loss),
             };
             let value = loss.value.double_value(&[]);
             if !value.is_finite() {
@@ -149,39 +174,54 @@ impl Ctx<'_> {
         })
     }
 
-    /// Every position predicts the item after it (causal attention).
-    pub(super) fn next_item_loss(&self, parts: &[&[i64]], loss: Loss) -> StepLoss {
-        let inputs: Vec<&[i64]> = parts.iter().map(|p| &p[..p.len() - 1]).collect();
-        let targets: Vec<&[i64]> = parts.iter().map(|p| &p[1..]).collect();
-        let x = left_pad(&inputs, self.max_len, self.device);
-        let y = left_pad(&targets, self.max_len, self.device);
-        self.loss(&x, &y, true, loss)
+    /// Every position predicts the item after it (causal attention). One
+    /// batch, given as groups of similar length (see [`length_groups`]).
+    pub(super) fn next_item_loss(&self, groups: &[Vec<&[i64]>], loss: Loss) -> StepLoss {
+        let pairs: Vec<(Tensor, Tensor)> = groups
+            .iter()
+            .map(|parts| {
+                let inputs: Vec<&[i64]> = parts.iter().map(|p| &p[..p.len() - 1]).collect();
+                let targets: Vec<&[i64]> = parts.iter().map(|p| &p[1..]).collect();
+                (left_pad(&inputs, self.max_len, self.device), left_pad(&targets, self.max_len, self.device))
+            })
+            .collect();
+        self.loss(&pairs, true, loss)
     }
 
     /// A share of positions is replaced by `[MASK]` and predicted from both
     /// sides; every sequence has its last item masked at least.
-    pub(super) fn masked_loss(&self, parts: &[&[i64]], p: f64, loss: Loss) -> StepLoss {
-        let x = left_pad(parts, self.max_len, self.device);
-        let real = x.ne(0);
-        let last =
-            Tensor::zeros_like(&real).index_fill(1, &Tensor::from_slice(&[x.size()[1] - 1]).to_device(self.device), 1);
-        let draws = Tensor::rand(x.size(), (Kind::Float, self.device));
-        let chosen = draws.lt(p).logical_and(&real).logical_or(&last.to_kind(Kind::Bool));
-        let inputs = x.where_scalarother(&chosen.logical_not(), self.model.mask_index());
-        let targets = x.where_scalarother(&chosen, 0);
-        self.loss(&inputs, &targets, false, loss)
+    pub(super) fn masked_loss(&self, groups: &[Vec<&[i64]>], p: f64, loss: Loss) -> StepLoss {
+        let pairs: Vec<(Tensor, Tensor)> = groups
+            .iter()
+            .map(|parts| {
+                let x = left_pad(parts, self.max_len, self.device);
+                let real = x.ne(0);
+                let last = Tensor::zeros_like(&real).index_fill(
+                    1,
+                    &Tensor::from_slice(&[x.size()[1] - 1]).to_device(self.device),
+                    1,
+                );
+                let draws = Tensor::rand(x.size(), (Kind::Float, self.device));
+                let chosen = draws.lt(p).logical_and(&real).logical_or(&last.to_kind(Kind::Bool));
+                let inputs = x.where_scalarother(&chosen.logical_not(), self.model.mask_index());
+                (inputs, x.where_scalarother(&chosen, 0))
+            })
+            .collect();
+        self.loss(&pairs, false, loss)
     }
 
-    /// Cross-entropy of encoding `x` [B, L] against targets `y` [B, L]
-    /// (0 = no target at that position).
-    pub(super) fn loss(&self, x: &Tensor, y: &Tensor, causal: bool, loss: Loss) -> StepLoss {
+    /// Cross-entropy of encoding each group's inputs `x` [B, L] against its
+    /// targets `y` [B, L] (0 = no target at that position): the groups are
+    /// encoded apart (each padded to its own longest sequence) and scored
+    /// together, as one batch and one mean.
+    pub(super) fn loss(&self, pairs: &[(Tensor, Tensor)], causal: bool, loss: Loss) -> StepLoss {
         match loss {
             Loss::Full => {
                 let items = self.model.training_item_table(self.feats);
                 let table = if causal { items.shallow_clone() } else { self.model.with_mask(&items) };
-                let h = self.model.encode(x, &table, true, causal);
-                let (h, y) = scored_positions(&h, y);
-                full_softmax_loss(&h, &y, &items, self.model.trains_in_bf16())
+                let (hs, ys): (Vec<Tensor>, Vec<Tensor>) =
+                    pairs.iter().map(|(x, y)| scored_positions(&self.model.encode(x, &table, true, causal), y)).unzip();
+                full_softmax_loss(&Tensor::cat(&hs, 0), &Tensor::cat(&ys, 0), &items, self.model.trains_in_bf16())
             }
             Loss::Sampled(negatives) => {
                 let neg = match &self.negatives {
@@ -190,16 +230,63 @@ impl Ctx<'_> {
                 };
                 // Only the items this batch touches are represented: the
                 // catalog-wide table would cost more than the step itself.
-                let (table, local, uniq) = local_table(self.model, self.feats, &[x, y, &neg]);
-                let h = self.model.encode(&local[0], &table, true, causal);
-                let (h, y) = scored_positions(&h, &local[1]);
+                let mut ids: Vec<&Tensor> = pairs.iter().flat_map(|(x, y)| [x, y]).collect();
+                ids.push(&neg);
+                let (table, local, uniq) = local_table(self.model, self.feats, &ids);
+                let (hs, ys): (Vec<Tensor>, Vec<Tensor>) = local[..local.len() - 1]
+                    .chunks(2)
+                    .map(|xy| scored_positions(&self.model.encode(&xy[0], &table, true, causal), &xy[1]))
+                    .unzip();
                 let correction = self.negatives.as_ref().map(|(_, log_draws)| log_draws.index_select(0, &uniq));
-                let loss =
-                    sampled_softmax_loss(&h, &y, &table, &local[2], correction.as_ref(), self.model.trains_in_bf16());
+                let loss = sampled_softmax_loss(
+                    &Tensor::cat(&hs, 0),
+                    &Tensor::cat(&ys, 0),
+                    &table,
+                    &local[local.len() - 1],
+                    correction.as_ref(),
+                    self.model.trains_in_bf16(),
+                );
                 StepLoss { touched: Some(uniq), ..loss }
             }
         }
     }
+}
+
+/// Positions' worth of work one more encoder pass costs beyond its padded
+/// positions (the fixed cost of a pass's few dozen kernels at this size).
+const GROUP_OVERHEAD_POSITIONS: usize = 512;
+
+/// One batch cut into groups of similar length, each encoded padded to its
+/// own longest sequence: the batch's sequences sorted by length and cut
+/// where that saves more padded positions than another encoder pass costs
+/// (the cuts minimise padded positions + [`GROUP_OVERHEAD_POSITIONS`] per
+/// group, exactly, by dynamic programming over the sorted lengths). The
+/// batch's loss, its one mean over every scored position, is unchanged: a
+/// random batch trains as a random batch, at nearly the cost of one of
+/// equal lengths.
+pub(super) fn length_groups<'a>(batch: &[&'a [i64]], max_len: usize) -> Vec<Vec<&'a [i64]>> {
+    let mut sorted = batch.to_vec();
+    sorted.sort_by_key(|s| s.len());
+    let width = |s: &[i64]| s.len().min(max_len + 1);
+    let n = sorted.len();
+    // best[j]: least cost of the first j sequences; from[j]: where its last group starts.
+    let mut best = vec![0usize; n + 1];
+    let mut from = vec![0usize; n + 1];
+    for j in 1..=n {
+        let longest = width(sorted[j - 1]);
+        let (cost, i) =
+            (0..j).map(|i| (best[i] + (j - i) * longest + GROUP_OVERHEAD_POSITIONS, i)).min().unwrap_or((0, 0));
+        best[j] = cost;
+        from[j] = i;
+    }
+    let mut groups = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        groups.push(sorted[from[j]..j].to_vec());
+        j = from[j];
+    }
+    groups.reverse();
+    groups
 }
 
 /// Each item's occurrences in the training steps of `users` (row 0,

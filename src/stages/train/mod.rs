@@ -1,8 +1,9 @@
 //! Stage `train`: `sequences` + item embeddings → checkpoint.
 //!
-//! From scratch: masked-item pretraining (`model.pretrain_epochs`; a share
-//! of each training sequence's items replaced by a learned `[MASK]` item and
-//! predicted with bidirectional attention), then next-item fine-tuning
+//! From scratch: masked-item pretraining (`model.pretrain_epochs`, on a log
+//! whose users' mean training history reaches `model.pretrain_min_history`;
+//! a share of each training sequence's items replaced by a learned `[MASK]`
+//! item and predicted with bidirectional attention), then next-item fine-tuning
 //! (causal attention, every position predicts the next item) with softmax
 //! cross-entropy over the whole catalog, or over shared sampled negatives
 //! when the catalog is large. AdamW, gradient clipping, early stopping on
@@ -45,7 +46,7 @@ use crate::parquet_io::WrittenTable;
 use crate::rng::Rng;
 use crate::seqdata::SeqData;
 pub(crate) use loss::full_softmax_chosen;
-use loss::{Ctx, Loss, Objective, delta_bounds, item_counts, popularity_negatives};
+use loss::{Ctx, Loss, Objective, delta_bounds, item_counts, popularity_negatives, pretraining_chosen};
 use warm::{ITEM_ROWS, apply_warm_start, fill_unseen_rows, restore, seen_items};
 use windows::{Part, windows};
 
@@ -83,6 +84,10 @@ pub(crate) struct TrainReport {
     pub bf16: bool,
     /// Whether the full softmax was used (else sampled).
     pub full_softmax: bool,
+    /// Why that softmax.
+    pub loss_why: String,
+    /// Why pretraining ran or did not.
+    pub pretrain_why: String,
     /// The date warm-started from, with kept / new / dropped item rows.
     pub warm_start: Option<(String, usize, usize, usize)>,
     /// Refit epochs of the published model (every step).
@@ -163,7 +168,10 @@ pub(crate) fn train(
     // Next-item positions an epoch trains (the windows tile each user's
     // transitions once).
     let positions: usize = samples.iter().map(|w| w.len() - 1).sum();
-    let full = full_softmax_chosen(cfg, n_items, opts.max_len, positions);
+    let (full, loss_why) = full_softmax_chosen(cfg, n_items, opts.max_len, positions);
+    let mean_history =
+        train_users.iter().map(|u| data.split(*u).train.len()).sum::<usize>() as f64 / train_users.len() as f64;
+    let (pretrain_epochs, pretrain_why) = pretraining_chosen(cfg, mean_history, warm_stats.is_some());
     let batch_size = batch_size(cfg, n_items, opts.max_len, full);
     let ctx = Ctx {
         model: &model,
@@ -182,11 +190,14 @@ pub(crate) fn train(
     };
     let loss = if full { Loss::Full } else { Loss::Sampled(cfg.sampled_negatives) };
 
-    let pretrain = if warm_stats.is_none() {
-        fit::pretrain(&ctx, &mut opt, &mut rng, &samples, cfg, Objective::Masked(cfg.mask_prob, loss))?
-    } else {
-        Vec::new()
-    };
+    let pretrain = fit::pretrain(
+        &ctx,
+        &mut opt,
+        &mut rng,
+        &samples,
+        (cfg, pretrain_epochs),
+        Objective::Masked(cfg.mask_prob, loss),
+    )?;
     let objective = Objective::Next(loss);
     let max_epochs = if warm_stats.is_some() { cfg.warm_start_epochs } else { cfg.epochs };
     let validation = fit::Validation { data, users: &valid_users, warm: warm_stats.is_some() };
@@ -212,6 +223,8 @@ pub(crate) fn train(
         batch_size,
         bf16: model.trains_in_bf16(),
         full_softmax: full,
+        loss_why,
+        pretrain_why,
         warm_start: warm.zip(warm_stats).map(|(w, (k, n, d))| (w.date.to_string(), k, n, d)),
         refit,
     };
@@ -316,10 +329,10 @@ pub(crate) async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTa
     let mean = |v: &[EpochStats], f: fn(&EpochStats) -> f64| v.iter().map(f).sum::<f64>() / v.len().max(1) as f64;
     let mut facts = vec![
         ("training users (windows)".into(), format!("{} ({})", r.train_users, r.train_windows)),
-        ("pretraining epochs".into(), r.pretrain.len().to_string()),
+        ("pretraining epochs".into(), format!("{}: {}", r.pretrain.len(), r.pretrain_why)),
         ("fine-tuning epochs (best)".into(), format!("{} ({})", r.finetune.len(), r.best_epoch)),
         ("refit epochs (every step)".into(), r.refit.len().to_string()),
-        ("loss".into(), if r.full_softmax { "full softmax".into() } else { "sampled softmax".into() }),
+        ("loss".into(), format!("{}: {}", if r.full_softmax { "full softmax" } else { "sampled softmax" }, r.loss_why)),
         ("batch size".into(), r.batch_size.to_string()),
         ("precision".into(), if r.bf16 { "bf16 products".into() } else { "fp32".into() }),
         ("valid NDCG@10".into(), format!("{:.4}", r.best_valid_ndcg)),
@@ -363,6 +376,54 @@ mod tests {
                 BatchOrder::ByLength => assert_eq!(widest, 0, "a batch of one length each"),
                 BatchOrder::Mixed => assert!(widest >= 5, "random batches mix lengths: {widest}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_mixed_batch_is_encoded_in_length_groups_that_cost_less_padding() {
+        // 120 short sequences and 8 long ones: two groups, every sequence once.
+        let seqs: Vec<Vec<i64>> = (0..128).map(|i| vec![1; if i % 16 == 0 { 51 } else { 2 + i % 3 }]).collect();
+        let batch: Vec<&[i64]> = seqs.iter().map(Vec::as_slice).collect();
+        let groups = length_groups(&batch, 50);
+        assert_eq!(groups.len(), 2, "{:?}", groups.iter().map(Vec::len).collect::<Vec<_>>());
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 128);
+        assert!(groups[1].iter().all(|s| s.len() == 51) && groups[0].iter().all(|s| s.len() <= 4));
+        let padded = |g: &Vec<&[i64]>| g.len() * g.iter().map(|s| s.len()).max().unwrap();
+        assert!(groups.iter().map(padded).sum::<usize>() * 4 < 128 * 51, "far less padding than one pass");
+        // Equal lengths, or a spread too small to pay for a pass: one group.
+        assert_eq!(length_groups(&batch[1..8], 50).len(), 1);
+        let same: Vec<&[i64]> = seqs.iter().filter(|s| s.len() == 3).map(Vec::as_slice).collect();
+        assert_eq!(length_groups(&same, 50).len(), 1);
+        assert!(length_groups(&[], 50).is_empty());
+    }
+
+    #[test]
+    fn a_batch_in_length_groups_has_the_loss_of_the_batch_padded_whole() {
+        let _rng = crate::device::rng_lock();
+        tch::manual_seed(2);
+        let (_vs, m, f) = crate::model::seqrec::tiny_model(30, 8);
+        let ctx = Ctx {
+            model: &m,
+            feats: &f,
+            bounded: None,
+            negatives: None,
+            device: tch::Device::Cpu,
+            max_len: 8,
+            batch_size: 16,
+            batches: crate::config::BatchOrder::Mixed,
+            n_items: 30,
+        };
+        let seqs: Vec<Vec<i64>> = (0..16)
+            .map(|u| (0..if u % 5 == 0 { 9 } else { 2 + u % 3 }).map(|i| 1 + (u + 3 * i) % 29).collect())
+            .collect();
+        let batch: Vec<&[i64]> = seqs.iter().map(Vec::as_slice).collect();
+        let groups = vec![batch[..5].to_vec(), batch[5..].to_vec()];
+        for loss in [Loss::Full, Loss::Sampled(6)] {
+            tch::manual_seed(5);
+            let whole = ctx.next_item_loss(std::slice::from_ref(&batch), loss).value.double_value(&[]);
+            tch::manual_seed(5);
+            let parts = ctx.next_item_loss(&groups, loss).value.double_value(&[]);
+            assert!(whole.is_finite() && (whole - parts).abs() < 1e-5, "{loss:?}: {whole} vs {parts}");
         }
     }
 
@@ -558,22 +619,42 @@ mod tests {
         m.loss = LossKind::Auto;
         let big = 9_000_000;
         // MovieLens-sized catalogs are cheap enough for the full softmax ...
-        assert!(full_softmax_chosen(&m, 1_683, 50, big));
-        assert!(full_softmax_chosen(&m, 10_001, 50, big));
+        assert!(full_softmax_chosen(&m, 1_683, 50, big).0);
+        assert!(full_softmax_chosen(&m, 10_001, 50, big).0);
         // ... a shop's catalog with a shop's log is not, with these dimensions ...
-        assert!(!full_softmax_chosen(&m, 100_001, 50, big));
+        assert!(!full_softmax_chosen(&m, 100_001, 50, big).0);
         // ... unless the log is small enough for a full epoch to be cheap
         // (300k positions x 55k items x 64 = 1.06e12 multiply-adds) ...
-        assert!(full_softmax_chosen(&m, 55_001, 50, 300_000));
-        assert!(!full_softmax_chosen(&m, 55_001, 50, 3_000_000));
+        assert!(full_softmax_chosen(&m, 55_001, 50, 300_000).0);
+        assert!(!full_softmax_chosen(&m, 55_001, 50, 3_000_000).0);
         // ... or the transformer is much more expensive per position.
         m.dim = 512;
         m.layers = 4;
-        assert!(full_softmax_chosen(&m, 100_001, 50, big));
+        assert!(full_softmax_chosen(&m, 100_001, 50, big).0);
         m.loss = LossKind::Full;
-        assert!(full_softmax_chosen(&m, 10_000_000, 50, big));
+        assert!(full_softmax_chosen(&m, 10_000_000, 50, big).0);
         m.loss = LossKind::Sampled;
-        assert!(!full_softmax_chosen(&m, 10, 50, 1));
+        assert!(!full_softmax_chosen(&m, 10, 50, 1).0);
+    }
+
+    #[test]
+    fn pretraining_runs_only_from_scratch_on_a_dense_log_and_says_why() {
+        let cfg = opts(10, 5).model;
+        let dense = ModelConfig { pretrain_min_history: 50.0, ..cfg.clone() };
+        let (epochs, why) = pretraining_chosen(&dense, 6.6, false);
+        assert_eq!(epochs, 0);
+        assert!(why.contains("6.6") && why.contains("sparse"), "{why}");
+        let (epochs, why) = pretraining_chosen(&dense, 104.0, false);
+        assert_eq!(epochs, 10);
+        assert!(why.contains("dense"), "{why}");
+        assert_eq!(pretraining_chosen(&dense, 104.0, true), (0, "warm start".into()));
+        assert_eq!(pretraining_chosen(&ModelConfig { pretrain_epochs: 0, ..dense }, 104.0, false).0, 0);
+        // 0: whenever pretrain_epochs asks for it.
+        assert_eq!(pretraining_chosen(&cfg, 1.0, false).0, 10);
+        // The defaults: sparse shop logs (Amazon, ~7 steps) are not pretrained, MovieLens (~100) is.
+        let defaults = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "t", &[]).map(|c| c.model).unwrap();
+        assert_eq!(pretraining_chosen(&defaults, 6.6, false).0, 0);
+        assert_eq!(pretraining_chosen(&defaults, 104.0, false).0, defaults.pretrain_epochs);
     }
 
     fn opts(pretrain: usize, epochs: usize) -> TrainOptions {
@@ -583,6 +664,7 @@ mod tests {
         model.heads = 2;
         model.dropout = 0.0;
         model.pretrain_epochs = pretrain;
+        model.pretrain_min_history = 0.0;
         model.epochs = epochs;
         model.patience = epochs;
         model.batch_size = 32;
