@@ -12,6 +12,7 @@
 #        USERS=40000 ITEMS=55000 EVENTS=500000 VARIANTS="default full:LOSS=full" bench/ids_only.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/variant.sh
 PY="$(scripts/setup-python.sh)"
 OUT="${OUT:-bench-out/ids-only}"
 USERS="${USERS:-20000}" ITEMS="${ITEMS:-20000}" EVENTS="${EVENTS:-300000}"
@@ -32,11 +33,8 @@ PYEOF
   mv "$INPUT.tmp" "$INPUT"
 fi
 for variant in $VARIANTS; do
-  case "$variant" in
-    default) extra=() ;;
-    *:*) IFS=, read -ra kv <<< "${variant#*:}"; extra=("${kv[@]/#/NIGHTREC_MODEL__}"); variant="${variant%%:*}" ;;
-    *) echo "unknown variant $variant" >&2; exit 2 ;;
-  esac
+  variant_env "$variant" || exit 2
+  variant="$VARIANT_NAME"; extra=("${VARIANT_ENV[@]}")
   for seed in $SEEDS; do
     name="$variant-seed$seed"
     echo "ids-only: $name ..." >&2

@@ -16,6 +16,7 @@
 #        SEEDS="42" VARIANTS="pretrain+finetune" bench/ml100k.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/variant.sh
 INPUT="$(scripts/setup-ml100k.sh)"
 PY="$(scripts/setup-python.sh)"
 OUT="${OUT:-bench-out/ml100k}"
@@ -31,8 +32,7 @@ for variant in $VARIANTS; do
     fusion) extra=(NIGHTREC_MODEL__TEXT_DELTA_MAX_NORM=0 NIGHTREC_MODEL__REFIT_EPOCHS=0) ;;
     id-only) extra=(NIGHTREC_MODEL__TEXT_FUSION=false NIGHTREC_MODEL__REFIT_EPOCHS=0) ;;
     finetune-only) extra=(NIGHTREC_MODEL__PRETRAIN_EPOCHS=0) ;;
-    *:*) IFS=, read -ra kv <<< "${variant#*:}"; extra=("${kv[@]/#/NIGHTREC_MODEL__}"); variant="${variant%%:*}" ;;
-    *) echo "unknown variant $variant" >&2; exit 2 ;;
+    *) variant_env "$variant" || exit 2; variant="$VARIANT_NAME"; extra=("${VARIANT_ENV[@]}") ;;
   esac
   for seed in $SEEDS; do
     [ "${REPORT_ONLY:-0}" = 1 ] && continue

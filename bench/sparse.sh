@@ -26,6 +26,7 @@
 #        DATASETS=toys SEEDS=42 bench/sparse.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/variant.sh
 PY="$(scripts/setup-python.sh)"
 TORCH_PY="$(scripts/setup-torch.sh)"
 OUT="${OUT:-bench-out/sparse}"
@@ -64,11 +65,8 @@ for ds in $DATASETS; do
   read -r input config date <<< "$(input_of "$ds")"
   mkdir -p "$OUT/$ds"
   for variant in $VARIANTS; do
-    case "$variant" in
-      default) extra=() ;;
-      *:*) IFS=, read -ra kv <<< "${variant#*:}"; extra=("${kv[@]/#/NIGHTREC_MODEL__}"); variant="${variant%%:*}" ;;
-      *) echo "unknown variant $variant" >&2; exit 2 ;;
-    esac
+    variant_env "$variant" || exit 2
+    variant="$VARIANT_NAME"; extra=("${VARIANT_ENV[@]}")
     for seed in $SEEDS; do
       name="$variant-seed$seed"
       echo "sparse: $ds $name ..." >&2
