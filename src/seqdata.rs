@@ -61,6 +61,7 @@ impl SeqData {
         ItemFeatures {
             text: rows(&self.text, self.text_dim),
             image: self.image.as_deref().map(|v| rows(v, self.image_dim)),
+            any_text: self.text.iter().any(|x| *x != 0.0),
         }
     }
 }
