@@ -63,6 +63,11 @@ pub(crate) fn pretraining_chosen(cfg: &ModelConfig, mean_history: f64, warm: boo
         (0, "warm start".into())
     } else if cfg.pretrain_epochs == 0 {
         (0, "model.pretrain_epochs = 0".into())
+    } else if limit <= 0.0 {
+        (
+            cfg.pretrain_epochs,
+            format!("mean training history {mean_history:.1} steps; model.pretrain_min_history = 0: always"),
+        )
     } else if mean_history < limit {
         (0, format!("mean training history {mean_history:.1} steps < {limit} (a sparse log)"))
     } else {

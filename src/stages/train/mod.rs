@@ -650,7 +650,8 @@ mod tests {
         assert_eq!(pretraining_chosen(&dense, 104.0, true), (0, "warm start".into()));
         assert_eq!(pretraining_chosen(&ModelConfig { pretrain_epochs: 0, ..dense }, 104.0, false).0, 0);
         // 0: whenever pretrain_epochs asks for it.
-        assert_eq!(pretraining_chosen(&cfg, 1.0, false).0, 10);
+        let (epochs, why) = pretraining_chosen(&cfg, 1.0, false);
+        assert!(epochs == 10 && why.contains("always"), "{why}");
         // The defaults: sparse shop logs (Amazon, ~7 steps) are not pretrained, MovieLens (~100) is.
         let defaults = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "t", &[]).map(|c| c.model).unwrap();
         assert_eq!(pretraining_chosen(&defaults, 6.6, false).0, 0);
