@@ -298,7 +298,7 @@ impl SeqRec {
     /// The text projection of `rows` (rows of `f.text`), when text fusion is
     /// on. An ids-only catalog (no item has text) projects every item to the
     /// bias: that row alone, added by broadcasting, with no product over the
-    /// catalog (the same values, a tenth of an ids-only training step saved).
+    /// catalog (the same values).
     fn text_part(&self, f: &ItemFeatures, rows: &Tensor, bf16: bool) -> Option<Tensor> {
         if !self.cfg.text_fusion {
             None

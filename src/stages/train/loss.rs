@@ -56,7 +56,7 @@ pub(crate) fn full_softmax_chosen(cfg: &ModelConfig, n_items: i64, max_len: usiz
 /// `mean_history` training steps on average, and why: none on a warm start,
 /// none on a log sparser than `pretrain_min_history` (BERT4Rec-style
 /// pretraining trails plain next-item training on short shop histories:
-/// bench/results/sparse.md), else `pretrain_epochs`.
+/// bench/results/sparse_factors.md), else `pretrain_epochs`.
 pub(crate) fn pretraining_chosen(cfg: &ModelConfig, mean_history: f64, warm: bool) -> (usize, String) {
     let limit = cfg.pretrain_min_history;
     if warm {
