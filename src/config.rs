@@ -420,8 +420,9 @@ pub struct ModelConfig {
     pub weight_decay: f64,
     /// Gradient norm clip.
     pub grad_clip: f64,
-    /// Memory for one batch's logits over the catalog, in MiB; the batch is
-    /// made smaller when the catalog is large.
+    /// Memory for a batch's logits, in MiB: the full softmax scores a
+    /// batch's positions in chunks that fit; the sampled softmax makes the
+    /// batch smaller when its logits would not.
     pub memory_budget_mb: usize,
     /// Training arithmetic: `fp32`, `bf16` (mixed precision: f32 weights,
     /// gradients and optimiser state, bf16 matrix products), or `auto`

@@ -130,7 +130,7 @@ impl Block {
 /// Rows of the bf16 products are padded to a multiple of this: oneDNN
 /// compiles a kernel per shape, and batches vary in length (zero rows add
 /// nothing to a product).
-const BF16_ROW_BLOCK: i64 = 64;
+pub(crate) const BF16_ROW_BLOCK: i64 = 64;
 
 /// `rows` rounded up to the bf16 products' row block.
 pub(crate) fn bf16_padded_rows(rows: i64) -> i64 {

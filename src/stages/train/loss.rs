@@ -104,6 +104,10 @@ pub(super) struct Ctx<'a> {
     pub(super) device: tch::Device,
     pub(super) max_len: usize,
     pub(super) batch_size: usize,
+    /// Scored positions per chunk of the full softmax ([`logit_chunk_rows`]).
+    pub(super) logit_rows: i64,
+    /// The full softmax's buffers, reused by every step.
+    pub(super) logits: LogitScratch,
     pub(super) batches: BatchOrder,
     pub(super) n_items: i64,
 }
@@ -226,7 +230,14 @@ impl Ctx<'_> {
                 let table = if causal { items.shallow_clone() } else { self.model.with_mask(&items) };
                 let (hs, ys): (Vec<Tensor>, Vec<Tensor>) =
                     pairs.iter().map(|(x, y)| scored_positions(&self.model.encode(x, &table, true, causal), y)).unzip();
-                full_softmax_loss(&Tensor::cat(&hs, 0), &Tensor::cat(&ys, 0), &items, self.model.trains_in_bf16())
+                full_softmax_loss(
+                    &Tensor::cat(&hs, 0),
+                    &Tensor::cat(&ys, 0),
+                    &items,
+                    self.model.trains_in_bf16(),
+                    self.logit_rows,
+                    &self.logits,
+                )
             }
             Loss::Sampled(negatives) => {
                 let neg = match &self.negatives {
@@ -369,28 +380,93 @@ pub(super) fn scored_positions(h: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
 }
 
 /// Mean cross-entropy of states `h` [P, D] against every item of `items`,
-/// its gradient worked out as in [`sampled_softmax_loss`].
-pub(super) fn full_softmax_loss(h: &Tensor, y: &Tensor, items: &Tensor, bf16: bool) -> StepLoss {
+/// its gradient worked out as in [`sampled_softmax_loss`]: with the
+/// softmax weights `S` [P, items] and the targets' one-hot `Y`, the logits'
+/// gradient is (S − Y) / P, so the states' gradient is (S · items − items[y])
+/// / P and the items' is (Sᵀ · h − Yᵀ · h) / P. `S` comes from libtorch's
+/// fused softmax, in the products' precision: the [P, items] logits are
+/// read and written a few times, not a dozen (they are most of the step's
+/// memory traffic on a large catalogue). The positions are scored
+/// `chunk_rows` at a time, so a chunk's logits, not the batch's, bound the
+/// memory: a batch keeps its size whatever the catalogue.
+pub(super) fn full_softmax_loss(
+    h: &Tensor,
+    y: &Tensor,
+    items: &Tensor,
+    bf16: bool,
+    chunk_rows: i64,
+    scratch: &LogitScratch,
+) -> StepLoss {
     let rows = h.size()[0];
     let p = rows.max(1) as f64;
     let kind = h.kind();
     let (value, gh, gi) = tch::no_grad(|| {
         let (hd, id) = (h.detach(), items.detach());
-        let products = Products::new(bf16, rows);
-        let (hl, il) = (products.low(&hd, true), products.low(&id, false));
-        let mut z = products.mm(&hl, &il.tr(), kind, true);
-        let target = z.gather(1, &y.unsqueeze(1), false);
-        let m = z.amax([-1], true);
-        let _ = z.g_sub_(&m).exp_();
-        let s = z.sum_dim_intlist(-1, true, kind);
-        let value = (s.log() + &m - &target).mean(kind);
-        let _ = z.g_div_(&(&s * p));
-        let _ = z.scatter_add_(1, &y.unsqueeze(1), &Tensor::full([rows, 1], -1.0 / p, (kind, h.device())));
-        let zl = products.low(&z, true);
-        (value, products.mm(&zl, &il, kind, true), products.mm(&zl.tr(), &hl, kind, false))
+        let il = Products::new(bf16, 0).low(&id, false);
+        let ilt = il.tr();
+        let mut value = Tensor::zeros([], (kind, h.device()));
+        let mut gi = Tensor::zeros_like(&id);
+        let mut ghs = Vec::new();
+        let step = chunk_rows.max(1);
+        let mut start = 0;
+        while start < rows {
+            let n = step.min(rows - start);
+            let (hc, yc) = (hd.narrow(0, start, n), y.narrow(0, start, n).unsqueeze(1));
+            let products = Products::new(bf16, n);
+            // Padding rows (bf16) are zero states: their weights meet zero
+            // rows of `hl` in the items' product, and are dropped from the states'.
+            let hl = products.low(&hc, true);
+            let (logits, weights) = scratch.views(hl.size()[0], &ilt);
+            let _ = hl.mm_out(&logits, &ilt);
+            let _ = logits.softmax_int_out(&weights, -1, il.kind());
+            let target = weights.narrow(0, 0, n).gather(1, &yc, false).to_kind(kind);
+            value -= target.clamp_min(f64::MIN_POSITIVE).log().sum(kind);
+            ghs.push(products.mm(&weights, &il, kind, true));
+            gi += products.mm(&weights.tr(), &hl, kind, false);
+            start += n;
+        }
+        let gh = if ghs.is_empty() { Tensor::zeros_like(&hd) } else { Tensor::cat(&ghs, 0) };
+        let gh = (gh - id.index_select(0, y)) / p;
+        let gi = gi.index_add(0, y, &hd.neg()) / p;
+        (value / p, gh, gi)
     });
     let objective = (h * gh).sum(kind) + (items * gi).sum(kind);
     StepLoss { value, objective, touched: None }
+}
+
+/// The full softmax's [rows, items] buffers of logits and weights, kept
+/// from step to step and grown when a chunk needs more rows: a fresh
+/// buffer of that size is fresh pages from the kernel every step, which
+/// zeroes them (a tenth of the step's time on a 40,000-item catalogue).
+#[derive(Default)]
+pub(super) struct LogitScratch(std::cell::RefCell<Option<(Tensor, Tensor)>>);
+
+impl LogitScratch {
+    /// Views of `rows` rows of the two buffers, shaped as `items_t`'s
+    /// product with `rows` states ([rows, items], its kind and device).
+    fn views(&self, rows: i64, items_t: &Tensor) -> (Tensor, Tensor) {
+        let cols = items_t.size()[1];
+        let (kind, device) = (items_t.kind(), items_t.device());
+        let mut slot = self.0.borrow_mut();
+        let fits = |z: &Tensor| z.size() == [z.size()[0].max(rows), cols] && z.kind() == kind && z.device() == device;
+        let (z, w) = match slot.take() {
+            Some((z, w)) if fits(&z) => (z, w),
+            _ => (Tensor::empty([rows, cols], (kind, device)), Tensor::empty([rows, cols], (kind, device))),
+        };
+        let views = (z.narrow(0, 0, rows), w.narrow(0, 0, rows));
+        *slot = Some((z, w));
+        views
+    }
+}
+
+/// Scored positions per chunk of the full softmax (see
+/// [`full_softmax_loss`]) within `budget`: a chunk's logits and their
+/// softmax weights (at most 8 bytes per item and row), in whole blocks of
+/// the bf16 products' row padding.
+pub(crate) fn logit_chunk_rows(budget: crate::resources::MemoryBudget, n_items: i64) -> i64 {
+    let block = crate::model::seqrec::BF16_ROW_BLOCK as usize;
+    let rows = budget.rows(8 * n_items.max(1) as usize, usize::MAX);
+    ((rows / block).max(1) * block) as i64
 }
 
 /// The training loss's matrix products: f32, or bf16 with f32 results and

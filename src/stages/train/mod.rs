@@ -46,7 +46,10 @@ use crate::parquet_io::WrittenTable;
 use crate::rng::Rng;
 use crate::seqdata::SeqData;
 pub(crate) use loss::full_softmax_chosen;
-use loss::{Ctx, Loss, Objective, delta_bounds, item_counts, popularity_negatives, pretraining_chosen};
+use loss::{
+    Ctx, LogitScratch, Loss, Objective, delta_bounds, item_counts, logit_chunk_rows, popularity_negatives,
+    pretraining_chosen,
+};
 use warm::{ITEM_ROWS, apply_warm_start, fill_unseen_rows, restore, seen_items};
 use windows::{Part, windows};
 
@@ -172,7 +175,7 @@ pub(crate) fn train(
     let mean_history =
         train_users.iter().map(|u| data.split(*u).train.len()).sum::<usize>() as f64 / train_users.len() as f64;
     let (pretrain_epochs, pretrain_why) = pretraining_chosen(cfg, mean_history, warm_stats.is_some());
-    let batch_size = batch_size(cfg, n_items, opts.max_len, full);
+    let batch_size = batch_size(cfg, opts.max_len, full);
     let ctx = Ctx {
         model: &model,
         feats: &feats,
@@ -185,6 +188,8 @@ pub(crate) fn train(
         device,
         max_len: opts.max_len,
         batch_size,
+        logit_rows: logit_chunk_rows(crate::resources::MemoryBudget::mib(cfg.memory_budget_mb), n_items + 1),
+        logits: LogitScratch::default(),
         batches: cfg.batches,
         n_items,
     };
@@ -263,12 +268,16 @@ fn model_config(data: &SeqData, opts: &TrainOptions) -> SeqRecConfig {
     }
 }
 
-/// The configured batch size, capped so that the [batch, length, classes]
-/// logits stay within `model.memory_budget_mb` (forward + backward ≈ 3
-/// copies of f32).
-fn batch_size(cfg: &ModelConfig, n_items: i64, max_len: usize, full: bool) -> usize {
-    let classes = if full { n_items.max(0) as usize } else { cfg.sampled_negatives + 1 };
-    let per_seq = max_len.saturating_mul(classes).saturating_mul(4 * 3);
+/// The configured batch size; with the sampled softmax, capped so that the
+/// [batch, length, negatives] logits stay within `model.memory_budget_mb`
+/// (forward + backward ≈ 3 copies of f32). The full softmax keeps the
+/// batch and scores its positions in chunks within the budget instead
+/// ([`logit_chunk_rows`]).
+fn batch_size(cfg: &ModelConfig, max_len: usize, full: bool) -> usize {
+    if full {
+        return cfg.batch_size.max(1);
+    }
+    let per_seq = max_len.saturating_mul(cfg.sampled_negatives + 1).saturating_mul(4 * 3);
     crate::resources::MemoryBudget::mib(cfg.memory_budget_mb).rows(per_seq, cfg.batch_size)
 }
 
@@ -410,6 +419,8 @@ mod tests {
             device: tch::Device::Cpu,
             max_len: 8,
             batch_size: 16,
+            logit_rows: 64,
+            logits: LogitScratch::default(),
             batches: crate::config::BatchOrder::Mixed,
             n_items: 30,
         };
@@ -596,7 +607,7 @@ mod tests {
             let kind = if bf16 { Kind::Float } else { Kind::Double };
             let h = Tensor::randn([7, 5], (kind, tch::Device::Cpu)).set_requires_grad(true);
             let items = Tensor::randn([12, 5], (kind, tch::Device::Cpu)).set_requires_grad(true);
-            let ours = full_softmax_loss(&h, &y, &items, bf16);
+            let ours = full_softmax_loss(&h, &y, &items, bf16, 64, &LogitScratch::default());
             ours.objective.backward();
             let (h2, items2) = (h.detach().to_kind(Kind::Double), items.detach().to_kind(Kind::Double));
             let (h2, items2) = (h2.set_requires_grad(true), items2.set_requires_grad(true));
@@ -610,7 +621,36 @@ mod tests {
             assert!(rel(&ours.value, &reference) < tol, "bf16 {bf16}: loss {} vs {}", ours.value, reference);
             assert!(rel(&h.grad(), &h2.grad()) < tol, "bf16 {bf16}: state gradients differ");
             assert!(rel(&items.grad(), &items2.grad()) < tol, "bf16 {bf16}: item gradients differ");
+            // Scored in chunks of 3, 2 and 1 positions: the same loss and gradients.
+            let scratch = LogitScratch::default();
+            for chunk in [3, 2, 1] {
+                let (hc, ic) = (h.detach().set_requires_grad(true), items.detach().set_requires_grad(true));
+                let part = full_softmax_loss(&hc, &y, &ic, bf16, chunk, &scratch);
+                part.objective.backward();
+                // (bf16: each chunk's product is rounded to bf16 on its own.)
+                let same = |a: &Tensor, b: &Tensor| rel(a, &b.to_kind(Kind::Double)) < if bf16 { 0.01 } else { 1e-12 };
+                assert!(same(&part.value, &ours.value), "chunks of {chunk}: loss differs");
+                assert!(same(&hc.grad(), &h.grad()), "chunks of {chunk}: state gradients differ");
+                assert!(same(&ic.grad(), &items.grad()), "chunks of {chunk}: item gradients differ");
+            }
         }
+    }
+
+    #[test]
+    fn the_full_softmax_keeps_the_batch_and_chunks_its_logits() {
+        let mut m = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "test", &[]).unwrap().model;
+        m.batch_size = 128;
+        // A 40k-item catalogue no longer shrinks the batch (it made 44) ...
+        assert_eq!(batch_size(&m, 50, true), 128);
+        // ... its logits are scored in chunks within the budget, whole bf16 row blocks ...
+        let rows = logit_chunk_rows(crate::resources::MemoryBudget::mib(1024), 40_001);
+        assert_eq!(rows % 64, 0);
+        assert!(rows as usize * 40_001 * 8 <= 1024 * 1024 * 1024 && rows >= 2_048, "{rows}");
+        // ... at least one block, however large the catalogue ...
+        assert_eq!(logit_chunk_rows(crate::resources::MemoryBudget::mib(1), 10_000_000), 64);
+        // ... while the sampled softmax's batch is still capped by its logits.
+        m.memory_budget_mb = 64;
+        assert_eq!(batch_size(&m, 50, false), 64 * 1024 * 1024 / (50 * 2049 * 12));
     }
 
     #[test]
