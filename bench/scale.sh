@@ -10,8 +10,11 @@
 # summary); per night: wall, CPU and peak RSS of the whole process
 # (/usr/bin/time). Writes bench/results/scale.md with the growth exponent
 # of each stage from the smallest to the largest size run.
+# NIGHTS (default "1 2") runs only some nights; RESULTS (default
+# bench/results/scale.md) is the report's file.
 # usage: bench/scale.sh            (make bench-scale builds first)
 #        SIZES="S M" bench/scale.sh
+#        SIZES="M L" NIGHTS=1 RESULTS=bench/results/other.md bench/scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES="${SIZES:-S M L}"
@@ -19,6 +22,8 @@ THREADS="${THREADS:-2}"
 OUT="${OUT:-bench-out/scale}"
 DATE="${DATE:-2026-11-21}"
 NEXT=$(date -u -d "$DATE + 1 day" +%F)
+NIGHTS="${NIGHTS:-1 2}"
+RESULTS="${RESULTS:-bench/results/scale.md}"
 PY="$(scripts/setup-python.sh)"
 scripts/setup-models.sh >/dev/null
 mkdir -p "$OUT" bench/results
@@ -39,7 +44,7 @@ for size in $SIZES; do
     touch "$in/.complete"
   fi
   rm -rf "$OUT/$size/out"
-  for night in 1 2; do
+  for night in $NIGHTS; do
     date=$DATE; [[ $night == 2 ]] && date=$NEXT
     echo "bench-scale: $size night $night ($date) ..." >&2
     NIGHTREC_RUN__THREADS="$THREADS" NIGHTREC_LOG=info \
@@ -51,5 +56,7 @@ for size in $SIZES; do
   printf '{"size": "%s", "events": %d, "users": %d, "items": %d, "threads": %d, "commit": "%s"}\n' \
     "$size" "$events" "$users" "$items" "$THREADS" "$rev" > "$OUT/$size/size.json"
 done
-"$PY" bench/scale_report.py "$OUT" "$SIZES" "make bench-scale SIZES=\"$SIZES\" THREADS=$THREADS" > bench/results/scale.md
-cat bench/results/scale.md
+command="make bench-scale SIZES=\"$SIZES\" THREADS=$THREADS"
+[[ "$NIGHTS" == "1 2" ]] || command="SIZES=\"$SIZES\" THREADS=$THREADS NIGHTS=\"$NIGHTS\" bench/scale.sh"
+"$PY" bench/scale_report.py "$OUT" "$SIZES" "$command" > "$RESULTS"
+cat "$RESULTS"
