@@ -47,8 +47,8 @@ use crate::rng::Rng;
 use crate::seqdata::SeqData;
 pub(crate) use loss::full_softmax_chosen;
 use loss::{
-    Ctx, LogitScratch, Loss, Objective, delta_bounds, item_counts, logit_chunk_rows, popularity_negatives,
-    pretraining_chosen,
+    Ctx, LogitScratch, Loss, Objective, batches_chosen, delta_bounds, item_counts, logit_chunk_rows,
+    popularity_negatives, pretraining_chosen,
 };
 use warm::{ITEM_ROWS, apply_warm_start, fill_unseen_rows, restore, seen_items};
 use windows::{Part, windows};
@@ -89,6 +89,8 @@ pub(crate) struct TrainReport {
     pub full_softmax: bool,
     /// Why that softmax.
     pub loss_why: String,
+    /// How the batches were formed, and why.
+    pub batches_why: String,
     /// Why pretraining ran or did not.
     pub pretrain_why: String,
     /// The date warm-started from, with kept / new / dropped item rows.
@@ -176,6 +178,7 @@ pub(crate) fn train(
         train_users.iter().map(|u| data.split(*u).train.len()).sum::<usize>() as f64 / train_users.len() as f64;
     let (pretrain_epochs, pretrain_why) = pretraining_chosen(cfg, mean_history, warm_stats.is_some());
     let batch_size = batch_size(cfg, opts.max_len, full);
+    let (batches, batches_why) = batches_chosen(cfg, full);
     let ctx = Ctx {
         model: &model,
         feats: &feats,
@@ -190,7 +193,7 @@ pub(crate) fn train(
         batch_size,
         logit_rows: logit_chunk_rows(crate::resources::MemoryBudget::mib(cfg.memory_budget_mb), n_items + 1),
         logits: LogitScratch::default(),
-        batches: cfg.batches,
+        batches,
         n_items,
     };
     let loss = if full { Loss::Full } else { Loss::Sampled(cfg.sampled_negatives) };
@@ -229,6 +232,7 @@ pub(crate) fn train(
         bf16: model.trains_in_bf16(),
         full_softmax: full,
         loss_why,
+        batches_why,
         pretrain_why,
         warm_start: warm.zip(warm_stats).map(|(w, (k, n, d))| (w.date.to_string(), k, n, d)),
         refit,
@@ -343,6 +347,7 @@ pub(crate) async fn run(job: &Job, device: tch::Device) -> Result<(Vec<WrittenTa
         ("refit epochs (every step)".into(), r.refit.len().to_string()),
         ("loss".into(), format!("{}: {}", if r.full_softmax { "full softmax" } else { "sampled softmax" }, r.loss_why)),
         ("batch size".into(), r.batch_size.to_string()),
+        ("batches".into(), r.batches_why.clone()),
         ("precision".into(), if r.bf16 { "bf16 products".into() } else { "fp32".into() }),
         ("valid NDCG@10".into(), format!("{:.4}", r.best_valid_ndcg)),
         (
@@ -383,7 +388,7 @@ mod tests {
             let widest = batches.iter().map(spread).max().unwrap();
             match order {
                 BatchOrder::ByLength => assert_eq!(widest, 0, "a batch of one length each"),
-                BatchOrder::Mixed => assert!(widest >= 5, "random batches mix lengths: {widest}"),
+                BatchOrder::Mixed | BatchOrder::Auto => assert!(widest >= 5, "random batches mix lengths: {widest}"),
             }
         }
     }
@@ -675,6 +680,22 @@ mod tests {
         assert!(full_softmax_chosen(&m, 10_000_000, 50, big).0);
         m.loss = LossKind::Sampled;
         assert!(!full_softmax_chosen(&m, 10, 50, 1).0);
+    }
+
+    #[test]
+    fn batches_are_random_under_the_full_softmax_and_by_length_under_the_sampled_one() {
+        use crate::config::BatchOrder;
+        let defaults = Config::from_toml_with_env(DEFAULT_CONFIG_TOML, "t", &[]).map(|c| c.model).unwrap();
+        assert_eq!(defaults.batches, BatchOrder::Auto);
+        let (order, why) = batches_chosen(&defaults, true);
+        assert!(order == BatchOrder::Mixed && why.contains("full softmax"), "{why}");
+        let (order, why) = batches_chosen(&defaults, false);
+        assert!(order == BatchOrder::ByLength && why.contains("sampled softmax"), "{why}");
+        // As configured, whatever the softmax.
+        for (set, full) in [(BatchOrder::Mixed, false), (BatchOrder::ByLength, true)] {
+            let (order, why) = batches_chosen(&ModelConfig { batches: set, ..defaults.clone() }, full);
+            assert!(order == set && why.contains("model.batches"), "{why}");
+        }
     }
 
     #[test]
