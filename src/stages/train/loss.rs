@@ -86,7 +86,7 @@ pub(crate) fn pretraining_chosen(cfg: &ModelConfig, mean_history: f64, warm: boo
 pub(crate) fn batches_chosen(cfg: &ModelConfig, full_softmax: bool) -> (BatchOrder, String) {
     match (cfg.batches, full_softmax) {
         (BatchOrder::Auto, true) => {
-            (BatchOrder::Mixed, "random: the full softmax's output layer is most of a step".into())
+            (BatchOrder::Mixed, "random: the full softmax is chosen, beside which random batches cost little".into())
         }
         (BatchOrder::Auto, false) => (
             BatchOrder::ByLength,
